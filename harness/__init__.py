@@ -1,0 +1,1 @@
+"""harness: a durable scheduler for AI-agent work, built on Temporal."""

@@ -1,0 +1,239 @@
+"""Wire types shared by workflows, activities and clients.
+
+Every workflow and activity takes one of these pydantic models and returns one. They travel through
+Temporal's history as JSON (``pydantic_data_converter``), so they hold no secrets and no clients.
+
+Token fields nest like this (the same convention as pydantic-ai and genai-prices):
+
+- ``input_tokens`` counts *every* input token, cached or not; ``cache_read_tokens`` and
+  ``cache_write_tokens`` are parts of it, never added on top.
+- ``output_tokens`` counts every generated token; ``reasoning_tokens`` is a part of it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+# Names of things that running histories refer to: never rename after release.
+TASK_QUEUE = "harness"
+MODEL_CALL_ACTIVITY = "harness.model_call"
+RESOLVE_MODELS_ACTIVITY = "harness.resolve_models"
+
+
+class StopReason(StrEnum):
+    """Why a job ended. One enum for every mode; also the ``HarnessStopReason`` search attribute."""
+
+    completed = "completed"  # every step ran; no goal was declared to judge it against
+    goal_met = "goal_met"
+    budget_exhausted = "budget_exhausted"
+    livelock = "livelock"
+    plateau = "plateau"
+    not_worth_it = "not_worth_it"
+    deadline = "deadline"
+    max_rounds = "max_rounds"
+    aborted = "aborted"
+    failed = "failed"
+
+
+class JobStatus(StrEnum):
+    """Coarse state of a job, as the ``HarnessStatus`` search attribute shows it."""
+
+    starting = "starting"
+    running = "running"
+    waiting = "waiting"  # on a quota period, an approval gate or a budget request
+    paused = "paused"
+    finished = "finished"
+    failed = "failed"
+
+
+class Usage(BaseModel):
+    """Tokens of one request, or the sum of many (``requests`` counts them).
+
+    ``input_tokens`` includes ``cache_read_tokens`` and ``cache_write_tokens``;
+    ``output_tokens`` includes ``reasoning_tokens``. ``estimated`` is true when any part of the
+    figure is our own estimate rather than the provider's report (a call cut mid-stream, say).
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    requests: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens (cached and reasoning tokens are already inside them)."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            requests=self.requests + other.requests,
+            estimated=self.estimated or other.estimated,
+        )
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens. Cache prices default to the input price when a provider has none."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cache_read_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+
+    def cost(self, usage: Usage) -> Decimal:
+        """Exact cost of ``usage`` at this price."""
+        cache_read = self.cache_read_per_mtok if self.cache_read_per_mtok is not None else self.input_per_mtok
+        cache_write = (
+            self.cache_write_per_mtok if self.cache_write_per_mtok is not None else self.input_per_mtok
+        )
+        plain_input = usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens
+        total = (
+            plain_input * self.input_per_mtok
+            + usage.cache_read_tokens * cache_read
+            + usage.cache_write_tokens * cache_write
+            + usage.output_tokens * self.output_per_mtok
+        )
+        return total / Decimal(1_000_000)
+
+
+class ModelInfo(BaseModel):
+    """A model reference resolved against the catalog: who serves it, what it costs, its limits."""
+
+    ref: str = Field(description="What the spec said: 'sim:writer', 'openai:gpt-4o-mini', or an alias.")
+    provider: Literal["sim", "openai", "anthropic", "openai-compatible"]
+    model: str = Field(description="The provider's own model name.")
+    tier: int = Field(default=1, description="0 is cheapest; higher tiers are stronger and dearer.")
+    context_window: int = 128_000
+    max_output_tokens: int = 4_096
+    price: ModelPrice
+    price_source: Literal["genai-prices", "catalog", "simulator"] = "genai-prices"
+
+
+class Message(BaseModel):
+    """One message of a conversation sent to a model."""
+
+    role: Literal["user", "assistant"]
+    content: str
+    name: str | None = Field(default=None, description="Which agent said it, in multi-agent modes.")
+
+
+class ModelCallRequest(BaseModel):
+    """Input of the model-call activity: one model call, fully described, no secrets."""
+
+    call_id: str = Field(description="Unique per call in the job; the idempotency key of its charge.")
+    job_id: str
+    agent: str
+    step: str | None = None
+    model: ModelInfo
+    system: str = ""
+    messages: list[Message]
+    max_output_tokens: int
+    temperature: float | None = None
+    response_schema: dict[str, Any] | None = Field(
+        default=None, description="JSON schema the reply must match (structured output)."
+    )
+    response_schema_name: str = "result"
+    structured_retries: int = Field(default=2, description="Retries with the error fed back.")
+    stream: bool = True
+
+
+FinishReason = Literal["stop", "length", "refusal", "content_filter", "cancelled"]
+
+
+class ModelCallResult(BaseModel):
+    """Output of the model-call activity: text, usage and its price."""
+
+    call_id: str
+    text: str
+    usage: Usage
+    cost_usd: Decimal | None = Field(description="None means unknown, never silently zero.")
+    model: str
+    provider: str
+    finish_reason: FinishReason = "stop"
+    parsed: Any = Field(default=None, description="The validated JSON, when a schema was asked for.")
+    latency_s: float = 0.0
+
+
+class ResolveModelsRequest(BaseModel):
+    """Input of the resolve-models activity: model references as written in a spec."""
+
+    refs: list[str]
+
+
+class ResolveModelsResult(BaseModel):
+    """Each reference resolved, with its price; unknown prices are refused, never free."""
+
+    models: dict[str, ModelInfo]
+
+
+class TurnRecord(BaseModel):
+    """One model call as the job's ledger and transcript keep it."""
+
+    index: int
+    call_id: str
+    agent: str
+    step: str | None
+    model: str
+    provider: str
+    prompt_preview: str = ""
+    text: str
+    usage: Usage
+    cost_usd: Decimal | None
+    finish_reason: FinishReason = "stop"
+    started_at: datetime
+    ended_at: datetime
+
+
+class LedgerTotals(BaseModel):
+    """Spend so far, as the ``ledger`` query reports it."""
+
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: Decimal = Decimal(0)
+    cost_known: bool = True
+    calls: int = 0
+    limit_tokens: int | None = None
+    limit_usd: Decimal | None = None
+    per_agent: dict[str, Usage] = Field(default_factory=dict)
+    per_agent_cost_usd: dict[str, Decimal] = Field(default_factory=dict)
+
+
+class JobProgress(BaseModel):
+    """What the ``status`` query returns: enough to draw a progress line."""
+
+    job_id: str
+    mode: str
+    status: JobStatus
+    step: str | None = None
+    steps_done: int = 0
+    steps_total: int | None = None
+    round: int = 0
+    in_flight: str | None = Field(default=None, description="Agent and model of the running call.")
+    tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    stop_reason: StopReason | None = None
+    detail: str = ""
+
+
+class JobResult(BaseModel):
+    """What a job returns when it ends, whatever the mode."""
+
+    job_id: str
+    mode: str
+    stop_reason: StopReason
+    explanation: str = ""
+    output: str
+    outputs: dict[str, str] = Field(default_factory=dict, description="Per step or task, where it applies.")
+    ledger: LedgerTotals
+    turns: int

@@ -1,0 +1,217 @@
+"""The job spec: what a user writes in a YAML or JSON file, validated before anything starts.
+
+A bad spec is refused with the field and the reason (``SpecError``), never as a failed or stuck
+workflow. Every model here forbids unknown fields, so a typo is an error and not a silent default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+Mode = Literal["sequential", "groupchat", "delegation", "team", "dag"]
+
+
+class SpecError(ValueError):
+    """A job spec that cannot run: says which field and why."""
+
+
+def parse_duration(value: Any) -> timedelta:
+    """Read '90s', '30m', '2h', '1d', a number of seconds, or a timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    raise ValueError(f"not a duration: {value!r} (write e.g. '90s', '30m', '2h')")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentSpec(_Model):
+    """One agent: a role, its instructions and the model that plays it."""
+
+    name: str = Field(description="Unique name; letters, digits, '-' and '_'.")
+    instructions: str = Field(default="", description="The agent's system prompt.")
+    model: str = Field(description="Model reference: 'sim:writer', 'openai:gpt-4o-mini', or a catalog alias.")
+    max_output_tokens: int = Field(default=512, gt=0, le=200_000, description="Cap on each reply.")
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    weight: float = Field(default=1.0, gt=0, description="Share of turns under fair-share scheduling.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must start with a letter and hold only letters, digits, '-' and '_'")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _model(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name a model, e.g. 'sim:writer'")
+        return value.strip()
+
+
+class StepSpec(_Model):
+    """One step of a sequential chain or DAG: an agent and the prompt it is given.
+
+    The prompt may use ``{task}`` (the job's task), ``{input}`` (the previous step's output in a
+    chain, or all dependencies' outputs in a DAG) and ``{<step id>}`` for a named earlier step.
+    """
+
+    id: str
+    agent: str
+    prompt: str = "{input}"
+    depends_on: list[str] = Field(default_factory=list)
+    max_output_tokens: int | None = Field(default=None, gt=0)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must start with a letter and hold only letters, digits, '-' and '_'")
+        return value
+
+
+class BudgetSpec(_Model):
+    """Hard caps for the whole job. A call whose worst case does not fit is not started."""
+
+    tokens: int | None = Field(default=None, gt=0)
+    usd: Decimal | None = Field(default=None, gt=0)
+    calls: int | None = Field(default=None, gt=0)
+    on_exhausted: Literal["stop", "degrade", "ask"] = "stop"
+
+
+class TerminationSpec(_Model):
+    """When a job stops regardless of its goal."""
+
+    max_rounds: int = Field(default=10, gt=0, le=10_000)
+
+
+class JobSpec(_Model):
+    """A whole job: who works, how they take turns, what it may spend and when it is done."""
+
+    id: str | None = Field(default=None, description="Job id = workflow id; generated when absent.")
+    name: str = ""
+    mode: Mode = "sequential"
+    task: str = Field(description="The job's input, available to prompts as {task}.")
+    agents: list[AgentSpec] = Field(min_length=1)
+    steps: list[StepSpec] = Field(default_factory=list)
+    budget: BudgetSpec | None = None
+    deadline: timedelta | None = Field(default=None, description="Durable; counts from the job's start.")
+    termination: TerminationSpec = Field(default_factory=TerminationSpec)
+
+    @field_validator("deadline", mode="before")
+    @classmethod
+    def _deadline(cls, value: Any) -> timedelta | None:
+        if value is None:
+            return None
+        duration = parse_duration(value)
+        if duration <= timedelta(0):
+            raise ValueError("must be positive")
+        return duration
+
+    @field_validator("id")
+    @classmethod
+    def _job_id(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$", value):
+            raise ValueError("must be 1-200 characters of letters, digits, '.', '_' and '-'")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        names = [agent.name for agent in self.agents]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"agents: duplicate names {duplicates}")
+        step_ids = [step.id for step in self.steps]
+        dup_steps = sorted({sid for sid in step_ids if step_ids.count(sid) > 1})
+        if dup_steps:
+            raise ValueError(f"steps: duplicate ids {dup_steps}")
+        for index, step in enumerate(self.steps):
+            if step.agent not in names:
+                raise ValueError(f"steps.{index}.agent: unknown agent {step.agent!r} (agents: {names})")
+            for dep in step.depends_on:
+                if dep not in step_ids:
+                    raise ValueError(f"steps.{index}.depends_on: unknown step {dep!r}")
+        if self.mode in ("sequential", "dag") and not self.steps:
+            raise ValueError(f"steps: mode {self.mode!r} needs at least one step")
+        if self.mode == "dag":
+            _refuse_cycles(self.steps)
+        return self
+
+    def agent(self, name: str) -> AgentSpec:
+        """The agent called ``name``."""
+        for agent in self.agents:
+            if agent.name == name:
+                return agent
+        raise KeyError(name)
+
+
+def _refuse_cycles(steps: list[StepSpec]) -> None:
+    deps = {step.id: list(step.depends_on) for step in steps}
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+
+    def visit(node: str, path: list[str]) -> None:
+        if state.get(node) == 2:
+            return
+        if state.get(node) == 1:
+            cycle = [*path[path.index(node) :], node]
+            raise ValueError(f"steps: dependency cycle {' -> '.join(cycle)}")
+        state[node] = 1
+        for dep in deps[node]:
+            visit(dep, [*path, node])
+        state[node] = 2
+
+    for step in steps:
+        visit(step.id, [])
+
+
+def _format_errors(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(job)"
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_spec(data: Any, source: str = "job spec") -> JobSpec:
+    """Validate already-parsed data; raise ``SpecError`` naming each bad field."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(f"{source} is invalid:\n{_format_errors(error)}") from None
+
+
+def load_spec(path: str | Path) -> JobSpec:
+    """Load a job spec from a .yaml/.yml or .json file."""
+    import yaml  # imported here so workflow code importing this module never needs it
+
+    file = Path(path)
+    if not file.is_file():
+        raise SpecError(f"{file}: no such file")
+    text = file.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise SpecError(f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {error}") from None
+    return parse_spec(data, source=str(file))
