@@ -141,11 +141,11 @@ class ModelCallRequest(BaseModel):
     messages: list[Message]
     max_output_tokens: int
     temperature: float | None = None
-    response_schema: dict[str, Any] | None = Field(
-        default=None, description="JSON schema the reply must match (structured output)."
+    output_type: str | None = Field(
+        default=None,
+        description="Name of a registered output model (harness.outputs) the reply must be JSON of.",
     )
-    response_schema_name: str = "result"
-    structured_retries: int = Field(default=2, description="Retries with the error fed back.")
+    structured_retries: int = Field(default=2, description="Re-asks with the error fed back.")
     stream: bool = True
 
 
@@ -162,8 +162,13 @@ class ModelCallResult(BaseModel):
     model: str
     provider: str
     finish_reason: FinishReason = "stop"
-    parsed: Any = Field(default=None, description="The validated JSON, when a schema was asked for.")
+    parsed: Any = Field(default=None, description="The validated JSON, when an output type was asked for.")
     latency_s: float = 0.0
+    lost_usage: Usage | None = Field(
+        default=None,
+        description="Estimated usage of earlier attempts of this call that died mid-stream "
+        "(read from their last heartbeat); charged as estimated, never as zero.",
+    )
 
 
 class ResolveModelsRequest(BaseModel):
