@@ -1,0 +1,343 @@
+"""The model-call activities: every model call of every job goes through ``model_call``.
+
+``model_call`` streams (or not), heartbeats its progress every ``HEARTBEAT_INTERVAL_S`` even before
+the first token (that is how a cancellation reaches it), validates structured output with re-asks,
+prices the usage, and on cancellation returns what it has instead of raising.
+
+Heartbeat details (also read back on a retry): ``{"attempt", "output_tokens",
+"input_tokens_estimate", "chars", "lost_input_tokens", "lost_output_tokens"}``, cumulative over the
+re-asks of one attempt. An attempt that dies after output started streaming is reported by the next
+attempt as ``lost_usage`` (estimated), and the figure carries forward until an attempt succeeds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import openai
+from pydantic import ValidationError
+from temporalio import activity
+
+from activities import errors
+from activities._provider import Provider, ProviderReply, estimate_input_tokens, estimate_tokens
+from activities.anthropic_provider import AnthropicProvider
+from activities.openai_provider import OpenAIOptions, OpenAIProvider
+from harness.catalog import ModelCatalog, UnknownModelError, UnknownPriceError, load_catalog, resolve
+from harness.config import Endpoint, ProviderSettings
+from harness.contracts import (
+    MODEL_CALL_ACTIVITY,
+    RESOLVE_MODELS_ACTIVITY,
+    Message,
+    ModelCallRequest,
+    ModelCallResult,
+    ResolveModelsRequest,
+    ResolveModelsResult,
+    Usage,
+)
+from harness.outputs import OUTPUT_TYPES
+
+__all__ = ["HEARTBEAT_INTERVAL_S", "ModelCallActivities"]
+
+HEARTBEAT_INTERVAL_S = 0.25
+"""Seconds between heartbeats; keep well under the workflow's heartbeat timeout (1-2 s)."""
+
+_FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
+
+
+@dataclass
+class _Meter:
+    """What the running call has spent so far: settled re-asks plus the reply streaming now."""
+
+    attempt: int
+    lost: Usage
+    settled: Usage = field(default_factory=Usage)
+    input_estimate: int = 0
+    pieces: list[str] = field(default_factory=list)
+    chars: int = 0
+
+    def start(self, request: ModelCallRequest) -> None:
+        self.input_estimate = estimate_input_tokens(request)
+        self.pieces = []
+        self.chars = 0
+
+    def on_progress(self, piece: str) -> None:
+        self.pieces.append(piece)
+        self.chars += len(piece)
+
+    def settle(self, usage: Usage) -> None:
+        self.settled = self.settled + usage
+        self.pieces = []
+        self.chars = 0
+        self.input_estimate = 0
+
+    def streamed_output_tokens(self) -> int:
+        # A stream chunk is about one token; ceil(chars / 3) guards servers that send big chunks.
+        return max(len(self.pieces), estimate_tokens("".join(self.pieces)))
+
+    def in_flight(self) -> Usage:
+        """Estimate of the reply in flight: its input estimate plus the output streamed so far."""
+        if not self.input_estimate:
+            return Usage()
+        return Usage(
+            input_tokens=self.input_estimate,
+            output_tokens=self.streamed_output_tokens(),
+            requests=1,
+            estimated=True,
+        )
+
+    def details(self) -> dict[str, int]:
+        spent = self.settled + self.in_flight()
+        return {
+            "attempt": self.attempt,
+            "output_tokens": spent.output_tokens,
+            "input_tokens_estimate": spent.input_tokens,
+            "chars": self.chars,
+            "lost_input_tokens": self.lost.input_tokens,
+            "lost_output_tokens": self.lost.output_tokens,
+        }
+
+
+class ModelCallActivities:
+    """The model-call and resolve-models activities, with provider clients made once and reused."""
+
+    def __init__(self, settings: ProviderSettings | None = None, catalog: ModelCatalog | None = None) -> None:
+        self.settings = settings if settings is not None else ProviderSettings.from_env()
+        self.catalog = catalog if catalog is not None else load_catalog(self.settings.catalog_path)
+        self._clients: dict[tuple[str, str], Any] = {}
+
+    def provider(self, name: str) -> Provider:
+        """The provider for prefix ``name``, over a client cached per wire format and base URL."""
+        endpoint = self.settings.endpoint(name)
+        if endpoint.wire == "anthropic":
+            return AnthropicProvider(self._client(endpoint), name=name)
+        options = OpenAIOptions()
+        if name == "openai-compatible" and not endpoint.simulated:
+            options = OpenAIOptions(
+                openai_stream_usage=self.settings.openai_compatible_stream_usage,
+                openai_json_schema=self.settings.openai_compatible_json_schema,
+                openai_max_tokens_param="max_tokens",
+                openai_send_names=False,
+            )
+        elif endpoint.simulated:
+            options = OpenAIOptions(openai_max_tokens_param="max_tokens")
+        return OpenAIProvider(self._client(endpoint), name=name, options=options)
+
+    def _client(self, endpoint: Endpoint) -> Any:
+        key = (endpoint.wire, endpoint.base_url)
+        client = self._clients.get(key)
+        if client is None:
+            if endpoint.wire == "anthropic":
+                client = anthropic.AsyncAnthropic(
+                    api_key=endpoint.api_key.get_secret_value(),
+                    base_url=endpoint.base_url,
+                    max_retries=0,
+                    timeout=self.settings.request_timeout_s,
+                )
+            else:
+                client = openai.AsyncOpenAI(
+                    api_key=endpoint.api_key.get_secret_value(),
+                    base_url=endpoint.base_url,
+                    max_retries=0,
+                    timeout=self.settings.request_timeout_s,
+                )
+            self._clients[key] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the cached SDK clients (their connection pools); call it when the worker stops."""
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.close()
+
+    @activity.defn(name=RESOLVE_MODELS_ACTIVITY)
+    async def resolve_models(self, request: ResolveModelsRequest) -> ResolveModelsResult:
+        """Resolve every reference against the catalog; unknown models or prices are refused."""
+        models = {}
+        for ref in request.refs:
+            try:
+                models[ref] = resolve(ref, self.catalog)
+            except UnknownPriceError as err:
+                raise errors.unknown_price(str(err)) from None
+            except UnknownModelError as err:
+                raise errors.unknown_model(str(err)) from None
+        return ResolveModelsResult(models=models)
+
+    @activity.defn(name=MODEL_CALL_ACTIVITY)
+    async def model_call(self, request: ModelCallRequest) -> ModelCallResult:
+        """Make one model call: stream, heartbeat, validate, price; return partial text if cancelled."""
+        info = activity.info()
+        lost = _lost_usage(info.attempt, info.heartbeat_details)
+        meter = _Meter(attempt=info.attempt, lost=lost)
+        started = time.monotonic()
+        provider = self.provider(request.model.provider)
+        meter.start(request)
+        activity.heartbeat(meter.details())
+        ticker = asyncio.create_task(_heartbeat_forever(meter))
+        try:
+            reply, parsed = await self._call(provider, request, meter)
+        except asyncio.CancelledError:
+            details = activity.cancellation_details()
+            if details is not None and not details.cancel_requested:
+                raise  # worker shutdown or timeout: no one waits for a result; retry elsewhere
+            partial = "".join(meter.pieces)
+            usage = meter.settled + meter.in_flight()
+            activity.logger.info(
+                "model call cancelled",
+                extra={
+                    "agent": request.agent,
+                    "model": request.model.ref,
+                    "output_tokens": usage.output_tokens,
+                },
+            )
+            return self._result(
+                request, partial, usage, "cancelled", None, request.model.model, started, lost
+            )
+        except Exception as err:
+            mapped = errors.from_provider_error(err, secrets=self.settings.secrets())
+            if mapped is None:
+                raise
+            activity.logger.warning(
+                "model call failed",
+                extra={"agent": request.agent, "model": request.model.ref, "error_type": mapped.type},
+            )
+            raise mapped from None
+        finally:
+            ticker.cancel()
+        usage = meter.settled
+        activity.logger.info(
+            "model call done",
+            extra={
+                "agent": request.agent,
+                "model": request.model.ref,
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+            },
+        )
+        return self._result(
+            request, reply.text, usage, reply.finish_reason, parsed, reply.model, started, lost
+        )
+
+    async def _call(
+        self, provider: Provider, request: ModelCallRequest, meter: _Meter
+    ) -> tuple[ProviderReply, Any]:
+        """One provider request, or several when structured output has to be re-asked for."""
+        asking = request
+        attempts = 0
+        while True:
+            attempts += 1
+            meter.start(asking)
+            send = provider.stream if request.stream else provider.complete
+            reply = await send(asking, meter.on_progress)
+            meter.settle(reply.usage)
+            if request.output_type is None or reply.finish_reason in ("refusal", "content_filter"):
+                return reply, None
+            output_model = OUTPUT_TYPES[request.output_type]
+            try:
+                parsed = output_model.model_validate_json(_strip_fences(reply.text))
+            except ValidationError as err:
+                problem = _summarize(err)
+                if attempts > request.structured_retries:
+                    raise errors.structured_output_invalid(
+                        request.output_type, problem, meter.settled, attempts
+                    ) from None
+                feedback = (
+                    f"Your reply was invalid: it failed validation against the {request.output_type} "
+                    f"schema ({problem}). Answer again with only the corrected JSON object."
+                )
+                asking = asking.model_copy(
+                    update={
+                        "messages": [
+                            *asking.messages,
+                            Message(role="assistant", content=reply.text),
+                            Message(role="user", content=feedback),
+                        ]
+                    }
+                )
+                continue
+            return reply, parsed.model_dump(mode="json")
+
+    def _result(
+        self,
+        request: ModelCallRequest,
+        text: str,
+        usage: Usage,
+        finish_reason: Any,
+        parsed: Any,
+        model: str,
+        started: float,
+        lost: Usage,
+    ) -> ModelCallResult:
+        return ModelCallResult(
+            call_id=request.call_id,
+            text=text,
+            usage=usage,
+            cost_usd=request.model.price.cost(usage),
+            model=model,
+            provider=request.model.provider,
+            finish_reason=finish_reason,
+            parsed=parsed,
+            latency_s=time.monotonic() - started,
+            lost_usage=lost if lost.requests else None,
+        )
+
+
+async def _heartbeat_forever(meter: _Meter) -> None:
+    """Heartbeat the meter's figures until cancelled, so a cancel request reaches the activity."""
+    while True:
+        await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+        activity.heartbeat(meter.details())
+
+
+def _lost_usage(attempt: int, heartbeat_details: Any) -> Usage:
+    """Estimated usage of earlier attempts that died mid-stream, from the last heartbeat."""
+    if attempt <= 1 or not heartbeat_details:
+        return Usage()
+    details = _decode(heartbeat_details[-1])
+    if not isinstance(details, Mapping):
+        return Usage()
+
+    def number(key: str) -> int:
+        value = details.get(key, 0)
+        return value if isinstance(value, int) and value > 0 else 0
+
+    lost_input, lost_output = number("lost_input_tokens"), number("lost_output_tokens")
+    # A dead attempt counts once output started streaming (the provider has billed it then).
+    if number("output_tokens") or number("chars"):
+        lost_input += number("input_tokens_estimate")
+        lost_output += number("output_tokens")
+    if not lost_input and not lost_output:
+        return Usage()
+    return Usage(input_tokens=lost_input, output_tokens=lost_output, requests=1, estimated=True)
+
+
+def _decode(item: Any) -> Any:
+    """A heartbeat detail: a plain value in tests, a payload from a real worker."""
+    if isinstance(item, Mapping):
+        return item
+    if hasattr(item, "metadata") and hasattr(item, "data"):
+        try:
+            return activity.payload_converter().from_payload(item)
+        except Exception:
+            return None
+    return None
+
+
+def _strip_fences(text: str) -> str:
+    match = _FENCE.match(text)
+    return match.group(1) if match else text.strip()
+
+
+def _summarize(err: ValidationError) -> str:
+    """The validation errors without the input values (which may quote the prompt)."""
+    problems = [
+        f"{'.'.join(str(p) for p in e['loc']) or 'reply'}: {e['msg']}"
+        for e in err.errors(include_input=False, include_url=False)
+    ]
+    shown = "; ".join(problems[:3])
+    return shown + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")

@@ -1,0 +1,178 @@
+"""OpenAI Chat Completions, through the official SDK; also serves ``sim:`` and ``openai-compatible:``.
+
+Usage nests as the contracts say: ``prompt_tokens`` already counts cached tokens, and
+``completion_tokens`` already counts reasoning tokens, so they map one to one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import openai
+
+from activities._provider import (
+    MalformedResponseError,
+    OnProgress,
+    Provider,
+    ProviderReply,
+    estimate_input_tokens,
+    estimate_tokens,
+    output_schema,
+    system_prompt,
+)
+from harness.contracts import FinishReason, ModelCallRequest, Usage
+
+
+@dataclass(frozen=True)
+class OpenAIOptions:
+    """Chat Completions features a server may or may not support (prefixed, as pydantic-ai does)."""
+
+    openai_stream_usage: bool = True
+    """Send ``stream_options={"include_usage": True}``; without it, streamed usage is estimated."""
+    openai_json_schema: bool = True
+    """Send ``response_format`` json_schema for structured output (else the prompt alone asks)."""
+    openai_max_tokens_param: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    """Which parameter caps the reply: OpenAI's current one, or the older one servers all know."""
+    openai_send_names: bool = True
+    """Send each message's ``name`` (the agent that said it)."""
+
+
+class OpenAIProvider(Provider):
+    """Chat Completions over an injected ``openai.AsyncOpenAI`` client."""
+
+    def __init__(self, client: openai.AsyncOpenAI, name: str, options: OpenAIOptions | None = None) -> None:
+        self.client = client
+        self.name = name
+        self.options = options or OpenAIOptions()
+
+    async def complete(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
+        """Send ``request`` and wait for the whole reply."""
+        response: Any = await self.client.chat.completions.create(**self._params(request), stream=False)
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise MalformedResponseError("chat completion without choices")
+        choice = choices[0]
+        message = getattr(choice, "message", None)
+        content = getattr(message, "content", None) or ""
+        refusal = getattr(message, "refusal", None)
+        text = content or refusal or ""
+        if text:
+            on_progress(text)
+        usage = _usage(getattr(response, "usage", None))
+        if usage is None:
+            usage = _estimate(request, text)
+        return ProviderReply(
+            text=text,
+            usage=usage,
+            finish_reason=_finish(getattr(choice, "finish_reason", None), bool(refusal)),
+            model=str(getattr(response, "model", None) or request.model.model),
+        )
+
+    async def stream(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
+        """Stream ``request``; the stream is closed on any exit, cancellation included."""
+        params = self._params(request)
+        if self.options.openai_stream_usage:
+            params["stream_options"] = {"include_usage": True}
+        stream: Any = await self.client.chat.completions.create(**params, stream=True)
+        parts: list[str] = []
+        refusal_parts: list[str] = []
+        finish: str | None = None
+        usage: Usage | None = None
+        model = request.model.model
+        try:
+            async for chunk in stream:
+                model = getattr(chunk, "model", None) or model
+                chunk_usage = _usage(getattr(chunk, "usage", None))
+                if chunk_usage is not None:
+                    usage = chunk_usage
+                for choice in getattr(chunk, "choices", None) or []:
+                    delta = getattr(choice, "delta", None)
+                    piece = getattr(delta, "content", None)
+                    if piece:
+                        parts.append(piece)
+                        on_progress(piece)
+                    refused = getattr(delta, "refusal", None)
+                    if refused:
+                        refusal_parts.append(refused)
+                        on_progress(refused)
+                    finish = getattr(choice, "finish_reason", None) or finish
+        finally:
+            await stream.close()
+        text = "".join(parts) or "".join(refusal_parts)
+        if finish is None:
+            # The stream ended without saying why: the connection dropped mid-reply.
+            raise MalformedResponseError("stream ended without a finish reason")
+        return ProviderReply(
+            text=text,
+            usage=usage if usage is not None else _estimate(request, text),
+            finish_reason=_finish(finish, bool(refusal_parts)),
+            model=str(model),
+        )
+
+    def _params(self, request: ModelCallRequest) -> dict[str, Any]:
+        messages: list[dict[str, Any]] = []
+        system = system_prompt(request)
+        if system:
+            messages.append({"role": "system", "content": system})
+        for message in request.messages:
+            item: dict[str, Any] = {"role": message.role, "content": message.content}
+            if message.name and self.options.openai_send_names:
+                item["name"] = message.name
+            messages.append(item)
+        params: dict[str, Any] = {
+            "model": request.model.model,
+            "messages": messages,
+            self.options.openai_max_tokens_param: request.max_output_tokens,
+        }
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        schema = output_schema(request)
+        if schema is not None and self.options.openai_json_schema:
+            params["response_format"] = {
+                "type": "json_schema",
+                # Not strict: pydantic schemas with defaults are not valid strict-mode schemas; the
+                # activity validates the reply either way.
+                "json_schema": {"name": request.output_type, "schema": schema, "strict": False},
+            }
+        return params
+
+
+def _usage(raw: Any) -> Usage | None:
+    """The SDK's ``CompletionUsage`` as our ``Usage`` (None when absent or unreadable)."""
+    if raw is None:
+        return None
+    prompt = getattr(raw, "prompt_tokens", None)
+    completion = getattr(raw, "completion_tokens", None)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    prompt_details = getattr(raw, "prompt_tokens_details", None)
+    completion_details = getattr(raw, "completion_tokens_details", None)
+    return Usage(
+        input_tokens=prompt,
+        output_tokens=completion,
+        cache_read_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
+        cache_write_tokens=getattr(prompt_details, "cache_write_tokens", None) or 0,
+        reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
+        requests=1,
+    )
+
+
+def _estimate(request: ModelCallRequest, text: str) -> Usage:
+    """Usage when the server reported none (some OpenAI-compatible servers): our estimate."""
+    return Usage(
+        input_tokens=estimate_input_tokens(request),
+        output_tokens=estimate_tokens(text),
+        requests=1,
+        estimated=True,
+    )
+
+
+def _finish(reason: str | None, refused: bool) -> FinishReason:
+    if refused:
+        return "refusal"
+    if reason == "length":
+        return "length"
+    if reason == "content_filter":
+        return "content_filter"
+    return "stop"
