@@ -1,0 +1,66 @@
+"""In-prompt directives that let tests steer one request: ``[[sim key=value ...]]``.
+
+Recognised keys (anywhere in the last user message; several blocks merge, later wins):
+
+- ``reply="exact text"``: the reply, verbatim (``\\"`` escapes a quote).
+- ``latency=2.5``: seconds to the first token, instead of ``SimConfig.latency_s``.
+- ``tps=20``: tokens per second, instead of ``SimConfig.tokens_per_s`` (0 = unlimited).
+- ``tokens=300``: exact reply length in tokens for the free-text scenarios (padding or cutting).
+- ``bad_json=1``: planner and judge answer invalid JSON until a user message of the request
+  mentions "invalid" or "validation" (the caller fed the parse error back).
+
+Directives are never stripped before counting tokens: they are part of the prompt.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_BLOCK = re.compile(r"\[\[sim\s+(.*?)\]\]", re.DOTALL)
+_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+
+
+@dataclass(frozen=True)
+class Directives:
+    """Overrides parsed from ``[[sim ...]]`` blocks; None means "not given"."""
+
+    reply: str | None = None
+    latency_s: float | None = None
+    tokens_per_s: float | None = None
+    tokens: int | None = None
+    bad_json: bool = False
+
+
+def parse_directives(text: str) -> Directives:
+    """Parse every ``[[sim ...]]`` block of ``text``; malformed values are ignored."""
+    raw: dict[str, str] = {}
+    for block in _BLOCK.findall(text):
+        for key, value in _PAIR.findall(block):
+            if value.startswith('"') and value.endswith('"') and len(value) >= 2:
+                value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            raw[key] = value
+    return Directives(
+        reply=raw.get("reply"),
+        latency_s=_number(raw.get("latency")),
+        tokens_per_s=_number(raw.get("tps")),
+        tokens=_whole(raw.get("tokens")),
+        bad_json=raw.get("bad_json", "0").lower() in {"1", "true", "yes"},
+    )
+
+
+def strip_directives(text: str) -> str:
+    """``text`` without its directive blocks, for quoting a prompt back (never for counting)."""
+    return _BLOCK.sub("", text)
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _whole(value: str | None) -> int | None:
+    number = _number(value)
+    return int(number) if number is not None else None

@@ -1,0 +1,52 @@
+"""The simulator's own count of requests and tokens: the independent witness the ledger is checked against."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any
+
+_KEYS = ("requests", "completed", "incomplete", "input_tokens", "output_tokens", "incomplete_output_tokens")
+
+
+class Tally:
+    """Thread-safe per-model counters.
+
+    ``input_tokens`` and ``output_tokens`` count only completed responses (fully delivered, final
+    usage included). A response cut short counts as incomplete, with the output tokens actually
+    written in ``incomplete_output_tokens``. Error answers count in ``requests`` only.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: defaultdict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_KEYS, 0))
+
+    def request(self, model: str) -> None:
+        """A request for ``model`` arrived."""
+        self._add(model, requests=1)
+
+    def completed(self, model: str, input_tokens: int, output_tokens: int) -> None:
+        """A response was fully delivered."""
+        self._add(model, completed=1, input_tokens=input_tokens, output_tokens=output_tokens)
+
+    def incomplete(self, model: str, output_tokens_sent: int) -> None:
+        """A response was cut short after ``output_tokens_sent`` tokens were written."""
+        self._add(model, incomplete=1, incomplete_output_tokens=output_tokens_sent)
+
+    def reset(self) -> None:
+        """Forget everything."""
+        with self._lock:
+            self._models.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        """``{"models": {name: counters}, "total": counters}``, a consistent copy."""
+        with self._lock:
+            models = {name: dict(c) for name, c in sorted(self._models.items())}
+        total = {k: sum(c[k] for c in models.values()) for k in _KEYS}
+        return {"models": models, "total": total}
+
+    def _add(self, model: str, **deltas: int) -> None:
+        with self._lock:
+            counters = self._models[model]
+            for key, delta in deltas.items():
+                counters[key] += delta

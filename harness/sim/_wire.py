@@ -1,0 +1,118 @@
+"""Wire formats of the two provider APIs: parse a request, build bodies and SSE events.
+
+Both providers share one ``SimRequest``. For OpenAI, ``system``/``developer`` messages become the
+system prompt (joined by newlines) and are not counted as messages, so the same logical request
+costs the same input tokens on either API.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from harness.sim._scenarios import Turn
+from harness.sim._tokens import prompt_tokens
+
+Finish = Literal["stop", "length", "content_filter", "refusal"]
+
+
+class WireError(Exception):
+    """A request the real API would reject with ``status``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SimRequest:
+    """A chat request, whichever API it came through."""
+
+    model: str
+    system: str
+    turns: list[Turn]
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool = True
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
+
+    @property
+    def input_tokens(self) -> int:
+        """Prompt tokens, by the simulator's counting rule."""
+        return prompt_tokens(self.system, [t.text for t in self.turns])
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The reply as sent: one token per piece, and why it ended."""
+
+    pieces: list[str]
+    finish: Finish
+
+    @property
+    def text(self) -> str:
+        """The reply text (all pieces joined)."""
+        return "".join(self.pieces)
+
+
+def text_of(content: Any) -> str:
+    """Text of a message content: a string, or the text parts of a list of blocks, one per line."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"]
+        return "\n".join(p for p in parts if isinstance(p, str))
+    return ""
+
+
+def require_chat(body: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    model, messages = body.get("model"), body.get("messages")
+    if not isinstance(model, str) or not model:
+        raise WireError(400, "'model' is required")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise WireError(400, "'messages' must be a non-empty list of objects")
+    return model, messages
+
+
+def positive_int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise WireError(400, f"'{name}' must be a positive integer")
+    return value
+
+
+def sse(data: dict[str, Any] | str, event: str | None = None) -> bytes:
+    """One server-sent event."""
+    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {payload}\n\n".encode()
+
+
+class Wire(ABC):
+    """One provider's wire format."""
+
+    provider: Literal["openai", "anthropic"]
+
+    @abstractmethod
+    def parse(self, body: dict[str, Any]) -> SimRequest:
+        """Validate and flatten a request body."""
+
+    @abstractmethod
+    def body(self, req: SimRequest, done: Completion) -> dict[str, Any]:
+        """The non-streaming response body."""
+
+    @abstractmethod
+    def head(self, req: SimRequest) -> list[bytes]:
+        """Events sent before the first token."""
+
+    @abstractmethod
+    def delta(self, req: SimRequest, piece: str, done: Completion) -> bytes:
+        """The event carrying one token."""
+
+    @abstractmethod
+    def tail(self, req: SimRequest, done: Completion) -> list[bytes]:
+        """Events after the last token, final usage included."""
