@@ -185,6 +185,9 @@ class ModelCallActivities:
             details = activity.cancellation_details()
             if details is not None and not details.cancel_requested:
                 raise  # worker shutdown or timeout: no one waits for a result; retry elsewhere
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the cancellation is handled: we answer with the partial reply
             partial = "".join(meter.pieces)
             usage = meter.settled + meter.in_flight()
             activity.logger.info(

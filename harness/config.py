@@ -81,7 +81,7 @@ class ProviderSettings(BaseModel):
     (``HARNESS_OPENAI_COMPATIBLE_STREAM_USAGE``); without it, usage is estimated and marked so."""
     catalog_path: Path | None = None
     """A YAML model catalog with aliases and prices (``HARNESS_CATALOG``)."""
-    request_timeout_s: float = Field(default=120.0, gt=0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
     """Seconds the SDK waits for a response or the next chunk (``HARNESS_MODEL_TIMEOUT_S``)."""
 
     @classmethod
@@ -121,7 +121,7 @@ class ProviderSettings(BaseModel):
             openai_compatible_json_schema=flag("HARNESS_OPENAI_COMPATIBLE_JSON_SCHEMA", False),
             openai_compatible_stream_usage=flag("HARNESS_OPENAI_COMPATIBLE_STREAM_USAGE", True),
             catalog_path=Path(catalog) if catalog else None,
-            request_timeout_s=float(timeout) if timeout else 120.0,
+            request_timeout_s=float(timeout) if timeout else 600.0,
         )
 
     def endpoint(self, provider: str) -> Endpoint:

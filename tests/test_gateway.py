@@ -12,6 +12,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -98,9 +99,18 @@ async def failure(acts: ModelCallActivities, req: ModelCallRequest) -> Applicati
     return caught.value
 
 
-def served(sim: SimServer, model: str) -> dict[str, int]:
-    counters: dict[str, int] = sim.tally()["models"][model]
-    return counters
+def served(sim: SimServer, model: str, *, settled: int = 1) -> dict[str, int]:
+    """The simulator's counters for ``model`` once ``settled`` responses are recorded as ended.
+
+    The simulator records a response after writing it, so the client may read it first: wait a little.
+    """
+    deadline = time.monotonic() + 2.0
+    while True:
+        counters: dict[str, int] = sim.tally()["models"].get(model, {})
+        ended = counters.get("completed", 0) + counters.get("incomplete", 0)
+        if ended >= settled or time.monotonic() > deadline:
+            return counters
+        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("stream", [True, False])
@@ -162,8 +172,7 @@ async def test_cancellation_returns_partial_text_promptly(
     assert result.usage.input_tokens >= 1
     assert result.usage.output_tokens >= 5
     assert result.cost_usd == req.model.price.cost(result.usage)
-    await asyncio.sleep(0.2)  # let the simulator notice the hang-up
-    tally = served(sim, req.model.model)
+    tally = served(sim, req.model.model)  # waits for the simulator to notice the hang-up
     assert tally["incomplete"] == 1
     # The estimate is conservative: never below what was really served.
     assert result.usage.output_tokens >= tally["incomplete_output_tokens"]
@@ -301,11 +310,19 @@ async def test_invalid_structured_output_is_asked_again(
         req = req.model_copy(update={"model": req.model.model_copy(update={"provider": "anthropic"})})
     result = await call(acts, req)
     assert 0 <= result.parsed["score"] <= 1
-    tally = served(sim, "judge")
+    tally = served(sim, "judge", settled=2)
     assert tally["completed"] == 2
     assert result.usage == Usage(
         input_tokens=tally["input_tokens"], output_tokens=tally["output_tokens"], requests=2
     )
+
+
+async def test_structured_output_in_code_fences_is_accepted(acts: ModelCallActivities) -> None:
+    """A JSON reply wrapped in markdown code fences is unwrapped before validation."""
+    fenced = '```json\n{\\"score\\": 0.75, \\"reason\\": \\"fine\\"}\n```'
+    req = request("sim:echo", f'Score. [[sim reply="{fenced}"]]', output_type="judge_score")
+    result = await call(acts, req)
+    assert result.parsed == {"score": 0.75, "reason": "fine"}
 
 
 async def test_structured_output_still_invalid_reports_the_usage(
@@ -344,6 +361,16 @@ async def test_lost_usage_carries_forward_over_several_attempts(acts: ModelCallA
     env.info = dataclasses.replace(env.info, attempt=3, heartbeat_details=[previous])
     result = await call(acts, request(OPENAI_MODEL, "hi"), env)
     assert result.lost_usage == Usage(input_tokens=170, output_tokens=52, requests=1, estimated=True)
+
+
+async def test_lost_usage_is_read_from_heartbeat_payloads(acts: ModelCallActivities) -> None:
+    """A real worker hands heartbeat details over as payloads; they are decoded the same way."""
+    env = ActivityEnvironment()
+    previous = {"attempt": 1, "output_tokens": 7, "input_tokens_estimate": 30, "chars": 20}
+    payloads = DataConverter.default.payload_converter.to_payloads([previous])
+    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=payloads)
+    result = await call(acts, request(OPENAI_MODEL, "hi"), env)
+    assert result.lost_usage == Usage(input_tokens=30, output_tokens=7, requests=1, estimated=True)
 
 
 async def test_attempt_that_died_before_any_output_loses_nothing(acts: ModelCallActivities) -> None:
