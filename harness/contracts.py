@@ -229,6 +229,8 @@ class JobProgress(BaseModel):
     cost_usd: Decimal = Decimal(0)
     stop_reason: StopReason | None = None
     detail: str = ""
+    paused: bool = False
+    evidence: dict[str, Any] = Field(default_factory=dict, description="Numbers behind the stop reason.")
 
 
 class JobResult(BaseModel):
@@ -238,6 +240,7 @@ class JobResult(BaseModel):
     mode: str
     stop_reason: StopReason
     explanation: str = ""
+    evidence: dict[str, Any] = Field(default_factory=dict, description="Numbers behind the stop reason.")
     output: str
     outputs: dict[str, str] = Field(default_factory=dict, description="Per step or task, where it applies.")
     ledger: LedgerTotals

@@ -186,6 +186,21 @@ async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
     return added
 
 
+async def add_search_attributes(client: Client, namespace: str) -> None:
+    """Add every harness search attribute without listing first.
+
+    For servers that implement adding but not listing, such as the time-skipping test server.
+    """
+    wanted = {name: _INDEXED_TYPES[kind] for name, kind in SEARCH_ATTRIBUTES.items()}
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=wanted)
+        )
+    except RPCError as err:
+        if err.status != RPCStatusCode.ALREADY_EXISTS:
+            raise
+
+
 async def _has_search_attributes(client: Client, namespace: str) -> bool:
     listed = await client.operator_service.list_search_attributes(
         ListSearchAttributesRequest(namespace=namespace)

@@ -13,7 +13,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -36,6 +44,9 @@ def parse_duration(value: Any) -> timedelta:
         match = _DURATION.match(value)
         if match:
             return timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+        if value.strip().upper().startswith("P"):
+            # ISO 8601, which is how pydantic writes a timedelta (so a spec survives a JSON round trip).
+            return TypeAdapter(timedelta).validate_python(value.strip())
     raise ValueError(f"not a duration: {value!r} (write e.g. '90s', '30m', '2h')")
 
 
@@ -98,10 +109,101 @@ class BudgetSpec(_Model):
     on_exhausted: Literal["stop", "degrade", "ask"] = "stop"
 
 
+class GoalCheck(_Model):
+    """One check of the output. Deterministic kinds run in the workflow; ``function`` runs a check
+    the worker registered, as an activity; ``judge`` asks a model for a score (charged like any call).
+    """
+
+    kind: Literal[
+        "contains", "not_contains", "regex", "min_length", "max_length", "json", "function", "judge"
+    ]
+    value: str | int | None = Field(
+        default=None, description="Substring, pattern, length in characters, or the function's name."
+    )
+    agent: str | None = Field(default=None, description="Whose latest output is checked; default: the job's.")
+    model: str | None = Field(default=None, description="Judge model reference.")
+    rubric: str = Field(default="", description="What the judge scores against.")
+    weight: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _needs(self) -> GoalCheck:
+        if self.kind in ("contains", "not_contains", "regex", "function") and not isinstance(self.value, str):
+            raise ValueError(f"a {self.kind!r} check needs a string 'value'")
+        if self.kind in ("min_length", "max_length") and not isinstance(self.value, int):
+            raise ValueError(f"a {self.kind!r} check needs an integer 'value'")
+        if self.kind == "regex":
+            try:
+                re.compile(str(self.value))
+            except re.error as error:
+                raise ValueError(f"value is not a valid regular expression: {error}") from None
+        if self.kind == "judge" and not self.model:
+            raise ValueError("a 'judge' check needs a 'model'")
+        return self
+
+
+class GoalSpec(_Model):
+    """What counts as done, written down: a description and checks combined by a rule."""
+
+    description: str = ""
+    checks: list[GoalCheck] = Field(default_factory=list)
+    rule: Literal["all", "weighted"] = Field(
+        default="all", description="'all' must pass, or the weighted score must reach 'threshold'."
+    )
+    threshold: float = Field(default=0.8, ge=0, le=1)
+
+
+class ConvergenceSpec(_Model):
+    """When to stop work that is no longer converging."""
+
+    plateau_rounds: int = Field(default=3, gt=0, description="Rounds without an epsilon gain = plateau.")
+    epsilon: float = Field(default=0.02, ge=0)
+    similarity: float = Field(default=0.9, gt=0, le=1, description="Near-copy threshold for livelock.")
+    value_per_point_usd: Decimal | None = Field(
+        default=None, gt=0, description="What 1.0 of score is worth; enables the expected-value cutoff."
+    )
+
+
 class TerminationSpec(_Model):
     """When a job stops regardless of its goal."""
 
     max_rounds: int = Field(default=10, gt=0, le=10_000)
+    max_round_time: timedelta | None = Field(default=None, description="Wall-time cap for one round.")
+    convergence: ConvergenceSpec | None = None
+
+    @field_validator("max_round_time", mode="before")
+    @classmethod
+    def _round_time(cls, value: Any) -> timedelta | None:
+        return None if value is None else parse_duration(value)
+
+
+class ChatSpec(_Model):
+    """Group chat settings: who speaks next."""
+
+    turn_policy: Literal["round_robin", "fair_share", "selector"] = "round_robin"
+    selector_model: str | None = Field(default=None, description="Model that picks the next speaker.")
+    opening: str = Field(default="{task}", description="The first message of the conversation.")
+    output_agent: str | None = Field(
+        default=None, description="Whose latest turn is the job's output; default: the first agent."
+    )
+
+
+class DelegationSpec(_Model):
+    """Hierarchical delegation: a primary plans, workers run subtasks as child jobs."""
+
+    primary: str = Field(description="The agent that plans, reviews and writes the final answer.")
+    workers: list[str] = Field(default_factory=list, description="Agents subtasks go to; default all others.")
+    max_concurrency: int = Field(default=4, gt=0, le=100)
+    max_rounds: int = Field(default=2, gt=0, le=20, description="Plan-review rounds of the primary.")
+    child_budget_share: float = Field(
+        default=0.5, gt=0, le=1, description="Share of remaining budget carved per round."
+    )
+
+
+class TeamSpec(_Model):
+    """Peer-to-peer team around a task board."""
+
+    tasks: list[str] = Field(default_factory=list, description="Initial tasks; default: the job's task.")
+    max_tasks: int = Field(default=20, gt=0, le=1000, description="Cap on tasks including follow-ups.")
 
 
 class JobSpec(_Model):
@@ -116,6 +218,11 @@ class JobSpec(_Model):
     budget: BudgetSpec | None = None
     deadline: timedelta | None = Field(default=None, description="Durable; counts from the job's start.")
     termination: TerminationSpec = Field(default_factory=TerminationSpec)
+    goal: GoalSpec | None = None
+    chat: ChatSpec = Field(default_factory=ChatSpec)
+    delegation: DelegationSpec | None = None
+    team: TeamSpec = Field(default_factory=TeamSpec)
+    max_concurrency: int = Field(default=4, gt=0, le=100, description="Parallel steps in a DAG.")
 
     @field_validator("deadline", mode="before")
     @classmethod
@@ -154,7 +261,30 @@ class JobSpec(_Model):
             raise ValueError(f"steps: mode {self.mode!r} needs at least one step")
         if self.mode == "dag":
             _refuse_cycles(self.steps)
+        if self.mode == "delegation":
+            if self.delegation is None:
+                raise ValueError(
+                    "delegation: mode 'delegation' needs a 'delegation' section naming the primary"
+                )
+            for who in [self.delegation.primary, *self.delegation.workers]:
+                if who not in names:
+                    raise ValueError(f"delegation: unknown agent {who!r} (agents: {names})")
+        if self.chat.turn_policy == "selector" and self.mode == "groupchat" and not self.chat.selector_model:
+            raise ValueError("chat.selector_model: the 'selector' turn policy needs a model")
+        if self.chat.output_agent is not None and self.chat.output_agent not in names:
+            raise ValueError(f"chat.output_agent: unknown agent {self.chat.output_agent!r}")
+        for index, check in enumerate(self.goal.checks if self.goal else []):
+            if check.agent is not None and check.agent not in names:
+                raise ValueError(f"goal.checks.{index}.agent: unknown agent {check.agent!r}")
         return self
+
+    def model_refs(self) -> list[str]:
+        """Every model the job may call: agents', judges' and the selector's."""
+        refs = {agent.model for agent in self.agents}
+        refs |= {check.model for check in (self.goal.checks if self.goal else []) if check.model}
+        if self.chat.selector_model:
+            refs.add(self.chat.selector_model)
+        return sorted(refs)
 
     def agent(self, name: str) -> AgentSpec:
         """The agent called ``name``."""
@@ -213,5 +343,7 @@ def load_spec(path: str | Path) -> JobSpec:
     try:
         data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SpecError(f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {error}") from None
+        raise SpecError(
+            f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {error}"
+        ) from None
     return parse_spec(data, source=str(file))

@@ -1,0 +1,249 @@
+"""The ``harness`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from harness.contracts import JobProgress, JobResult, LedgerTotals, TurnRecord
+from harness.spec import SpecError, load_spec
+
+app = typer.Typer(
+    name="harness",
+    help="A durable scheduler for AI-agent work, built on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded server keeps its SQLite data.")]
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _usd(value: Decimal) -> str:
+    return f"${value:.6f}" if value < 1 else f"${value:.2f}"
+
+
+@app.command()
+def server(
+    data_dir: DataDir = Path(".harness"),
+    port: Annotated[int, typer.Option(help="gRPC port of the frontend.")] = 7233,
+    ui_port: Annotated[int, typer.Option(help="Port of the Web UI.")] = 8233,
+    headless: Annotated[bool, typer.Option(help="Run without the Web UI.")] = False,
+) -> None:
+    """Run the embedded Temporal dev server (SQLite under --data-dir, Web UI, search attributes)."""
+    from harness.devserver import DevServerError, serve_forever
+
+    try:
+        serve_forever(data_dir, port, ui_port, headless)
+    except DevServerError as error:
+        _fail(str(error))
+
+
+@app.command()
+def sim(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    latency: Annotated[float, typer.Option(help="Seconds before the first token.")] = 0.0,
+    tokens_per_s: Annotated[float, typer.Option(help="Streaming rate; 0 is unlimited.")] = 0.0,
+) -> None:
+    """Run the model simulator (OpenAI and Anthropic wire formats) in the foreground."""
+    from harness.sim import SimConfig, SimServer
+
+    server = SimServer(SimConfig(host=host, port=port, latency_s=latency, tokens_per_s=tokens_per_s))
+    console.print(f"simulator on {server.url if hasattr(server, 'url') else port}: OpenAI base URL /v1")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker against the configured Temporal (TEMPORAL_* environment)."""
+    from worker import main as worker_main
+
+    console.print("worker running; Ctrl-C to stop")
+    worker_main()
+
+
+def _progress_table(progress: JobProgress) -> Table:
+    table = Table.grid(padding=(0, 2))
+    step = progress.step or "-"
+    if progress.steps_total:
+        step = f"{step} ({progress.steps_done}/{progress.steps_total} done)"
+    table.add_row("status", Text(progress.status.value, style="bold"))
+    table.add_row("step", step)
+    table.add_row("calling", progress.in_flight or "-")
+    table.add_row("spent", f"{progress.tokens} tokens, {_usd(progress.cost_usd)}")
+    if progress.detail:
+        table.add_row("note", progress.detail)
+    return table
+
+
+def print_result(result: JobResult, url: str | None) -> None:
+    """The end of a run: output, spend, stop reason and where to look."""
+    console.print(Panel(result.output or "(no output)", title="result", expand=False))
+    ledger = result.ledger
+    usage = ledger.usage
+    spent = (
+        f"{usage.total_tokens} tokens ({usage.input_tokens} in, {usage.output_tokens} out) "
+        f"in {ledger.calls} calls, {_usd(ledger.cost_usd)}"
+    )
+    if usage.estimated:
+        spent += " (includes estimates for calls cut short)"
+    table = Table.grid(padding=(0, 2))
+    table.add_row("stop reason", Text(result.stop_reason.value, style="bold"))
+    if result.explanation:
+        table.add_row("why", result.explanation)
+    table.add_row("spent", spent)
+    if url:
+        table.add_row("Temporal UI", url)
+    console.print(table)
+
+
+@app.command()
+def run(
+    file: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON.")],
+    follow: Annotated[bool, typer.Option(help="Show live progress and wait for the result.")] = True,
+    worker: Annotated[bool, typer.Option(help="Run a worker in this process.")] = True,
+    data_dir: DataDir = Path(".harness"),
+) -> None:
+    """Run a job, starting whatever is missing (server, simulator, worker); print its result."""
+    from harness.runner import check_models, run_job
+
+    try:
+        spec = load_spec(file)
+        check_models(spec, None)
+    except SpecError as error:
+        _fail(str(error), code=2)
+    if not follow:
+        _start_detached(spec)
+        return
+    live = Live(console=console, transient=True, refresh_per_second=8)
+
+    def on_start(job_id: str, url: str | None) -> None:
+        console.print(f"job [bold]{job_id}[/] started" + (f"  {url}" if url else ""))
+        live.start()
+
+    def on_progress(progress: JobProgress) -> None:
+        live.update(_progress_table(progress))
+
+    try:
+        result, url = asyncio.run(
+            run_job(
+                spec,
+                data_dir=data_dir,
+                with_worker=worker,
+                say=lambda line: console.print(f"[dim]{line}[/]"),
+                on_start=on_start,
+                on_progress=on_progress,
+            )
+        )
+    except KeyboardInterrupt:
+        live.stop()
+        err.print("interrupted: the job stays in Temporal; a worker picks it up where it stopped")
+        raise typer.Exit(130) from None
+    except Exception as error:  # a clear message, not a traceback, for the expected failures
+        live.stop()
+        _fail(f"{type(error).__name__}: {error}")
+    live.stop()
+    print_result(result, url)
+
+
+def _start_detached(spec: Any) -> None:
+    from harness.client import connect, start_job
+
+    async def go() -> str:
+        client = await connect()
+        handle = await start_job(client, spec)
+        return handle.id
+
+    console.print(f"started job {asyncio.run(go())}")
+
+
+def _query(job_id: str, name: str, result_type: Any) -> Any:
+    from harness.client import connect
+
+    async def go() -> Any:
+        client = await connect()
+        return await client.get_workflow_handle(job_id).query(name, result_type=result_type)
+
+    return asyncio.run(go())
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(help="Job id (= workflow id).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show a job's status: step, in-flight call, spend, stop reason."""
+    progress: JobProgress = _query(job_id, "status", JobProgress)
+    if as_json:
+        console.print_json(progress.model_dump_json())
+        return
+    console.print(_progress_table(progress))
+    if progress.stop_reason:
+        console.print(f"stop reason: [bold]{progress.stop_reason.value}[/]")
+
+
+@app.command()
+def ledger(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+) -> None:
+    """Show a job's spend: totals, limits and per agent."""
+    totals: LedgerTotals = _query(job_id, "ledger", LedgerTotals)
+    console.print_json(totals.model_dump_json())
+
+
+@app.command()
+def transcript(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+) -> None:
+    """Print every turn of a job."""
+    turns: list[TurnRecord] = _query(job_id, "transcript", list[TurnRecord])
+    for turn in turns:
+        head = f"#{turn.index} {turn.agent} ({turn.model}) {turn.usage.total_tokens} tokens"
+        console.print(Panel(turn.text, title=head, expand=False))
+
+
+@app.command()
+def result(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Wait for a job's result and print it."""
+    from harness.client import connect, job_result
+
+    async def go() -> JobResult:
+        return await job_result(await connect(), job_id)
+
+    outcome = asyncio.run(go())
+    if as_json:
+        console.print_json(json.dumps(outcome.model_dump(mode="json")))
+        return
+    print_result(outcome, None)
+
+
+def main() -> None:
+    """Entry point of the ``harness`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Client helpers: connect with the project's data converter, start jobs, read their state."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from typing import Any
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+
+from harness import search_attributes as sa
+from harness.contracts import TASK_QUEUE, JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
+from harness.spec import JobSpec
+from workflows import WORKFLOW_FOR_MODE
+
+DEFAULT_ADDRESS = "127.0.0.1:7233"
+
+
+async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+    """Connect to Temporal with the pydantic converter.
+
+    Configuration comes from the standard ``TEMPORAL_*`` environment (``TEMPORAL_ADDRESS``,
+    ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``) or a Temporal config file;
+    an explicit ``address`` wins over both.
+    """
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    if address:
+        config["target_host"] = address
+    if namespace:
+        config["namespace"] = namespace
+    config["data_converter"] = pydantic_data_converter
+    return await Client.connect(**config)
+
+
+def task_queue() -> str:
+    """The task queue jobs and workers meet on (``HARNESS_TASK_QUEUE`` overrides)."""
+    return os.environ.get("HARNESS_TASK_QUEUE", TASK_QUEUE)
+
+
+def new_job_id(spec: JobSpec) -> str:
+    """The spec's id, or a readable fresh one."""
+    if spec.id:
+        return spec.id
+    stem = (spec.name or spec.mode).lower().replace(" ", "-")[:40]
+    return f"{stem}-{uuid.uuid4().hex[:8]}"
+
+
+async def start_job(
+    client: Client, spec: JobSpec, queue: str | None = None
+) -> WorkflowHandle[Any, JobResult]:
+    """Start ``spec`` as a workflow (workflow id = job id) and return its handle."""
+    workflow_name = WORKFLOW_FOR_MODE.get(spec.mode)
+    if workflow_name is None:
+        raise ValueError(f"mode {spec.mode!r} is not available yet; available: {sorted(WORKFLOW_FOR_MODE)}")
+    job_id = new_job_id(spec)
+    spec = spec.model_copy(update={"id": job_id})
+    return await client.start_workflow(
+        workflow_name,
+        spec,
+        id=job_id,
+        task_queue=queue or task_queue(),
+        result_type=JobResult,
+        search_attributes=TypedSearchAttributes(
+            [
+                SearchAttributePair(sa.MODE, spec.mode),
+                SearchAttributePair(sa.STATUS, JobStatus.starting.value),
+                SearchAttributePair(sa.TOKENS, 0),
+                SearchAttributePair(sa.COST_USD, 0.0),
+            ]
+        ),
+        # The memo is not encrypted by a payload codec: names only, never prompt text.
+        memo={"name": spec.name, "mode": spec.mode, "agents": [agent.name for agent in spec.agents]},
+    )
+
+
+async def job_status(client: Client, job_id: str) -> JobProgress:
+    """The ``status`` query of a job."""
+    progress: JobProgress = await client.get_workflow_handle(job_id).query("status", result_type=JobProgress)
+    return progress
+
+
+async def job_ledger(client: Client, job_id: str) -> LedgerTotals:
+    """The ``ledger`` query of a job."""
+    totals: LedgerTotals = await client.get_workflow_handle(job_id).query("ledger", result_type=LedgerTotals)
+    return totals
+
+
+async def job_transcript(client: Client, job_id: str) -> list[TurnRecord]:
+    """The ``transcript`` query of a job."""
+    turns: list[TurnRecord] = await client.get_workflow_handle(job_id).query(
+        "transcript", result_type=list[TurnRecord]
+    )
+    return turns
+
+
+async def job_result(client: Client, job_id: str) -> JobResult:
+    """Wait for a job's result."""
+    result: JobResult = await client.get_workflow_handle(job_id, result_type=JobResult).result()
+    return result

@@ -1,0 +1,141 @@
+"""What ``harness run`` does: start whatever is missing, run the job, follow it, clean up.
+
+Missing pieces are started in this process and stopped on the way out (also on Ctrl-C), so a run
+leaves no orphan processes: the Temporal dev server (when ``TEMPORAL_ADDRESS`` is unset and nothing
+answers on localhost:7233), the model simulator (when a model is served by it and it is not
+running), and a worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+from temporalio.client import Client
+
+from harness.catalog import ModelCatalog, load_catalog, resolve
+from harness.client import connect, start_job
+from harness.config import ProviderSettings
+from harness.contracts import JobProgress, JobResult
+from harness.devserver import DevServer, ensure_search_attributes, ensure_server
+from harness.sim import SimConfig, SimServer
+from harness.spec import JobSpec, SpecError
+
+
+@dataclass
+class Services:
+    """What a run is connected to, and what it started (and so must stop)."""
+
+    client: Client
+    address: str
+    ui_url: str | None
+    started: list[str] = field(default_factory=list)
+
+
+def uses_simulator(spec: JobSpec, settings: ProviderSettings, catalog: ModelCatalog | None) -> bool:
+    """Whether any agent's model would be served by the local simulator."""
+    return any(settings.endpoint(resolve(ref, catalog).provider).simulated for ref in spec.model_refs())
+
+
+def check_models(spec: JobSpec, catalog: ModelCatalog | None) -> None:
+    """Refuse, before anything starts, a model that is unknown or has no known price."""
+    for ref in spec.model_refs():
+        try:
+            resolve(ref, catalog)
+        except (ValueError, LookupError) as error:
+            raise SpecError(f"model {ref!r}: {error}") from None
+
+
+def _sim_answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_sim/prices", timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@contextlib.asynccontextmanager
+async def services(spec: JobSpec, data_dir: Path, say: Callable[[str], None]) -> AsyncIterator[Services]:
+    """Connect to Temporal and the simulator, starting either when missing; stop what we started."""
+    server: DevServer | None = None
+    sim: SimServer | None = None
+    started: list[str] = []
+    try:
+        address, server = await asyncio.to_thread(ensure_server, data_dir)
+        if server is not None:
+            started.append(f"Temporal dev server (pid {server.pid}, data in {data_dir})")
+        settings = ProviderSettings.from_env()
+        catalog = load_catalog(settings.catalog_path)
+        if uses_simulator(spec, settings, catalog) and not _sim_answers(settings.sim_url):
+            port = urlparse(settings.sim_url).port or 8765
+            sim = SimServer(SimConfig(port=port))
+            sim.start()
+            started.append(f"model simulator ({sim.url})")
+        client = await connect(address if os.environ.get("TEMPORAL_ADDRESS") is None else None)
+        await ensure_search_attributes(client, client.namespace)
+        ui_url = (
+            server.ui_url if server is not None else os.environ.get("HARNESS_UI_URL", "http://localhost:8233")
+        )
+        for line in started:
+            say(f"started {line}")
+        yield Services(client=client, address=address, ui_url=ui_url, started=started)
+    finally:
+        if sim is not None:
+            sim.stop()
+        if server is not None:
+            await asyncio.to_thread(server.stop)
+
+
+def job_url(ui_url: str | None, namespace: str, job_id: str) -> str | None:
+    """The job's page in the Temporal Web UI."""
+    if not ui_url:
+        return None
+    return f"{ui_url.rstrip('/')}/namespaces/{quote(namespace)}/workflows/{quote(job_id)}"
+
+
+async def follow(
+    client: Client, job_id: str, on_progress: Callable[[JobProgress], None], interval: float = 0.5
+) -> JobResult:
+    """Poll the job's ``status`` query until it ends; return its result."""
+    handle = client.get_workflow_handle(job_id, result_type=JobResult)
+    result_task = asyncio.ensure_future(handle.result())
+    try:
+        while not result_task.done():
+            with contextlib.suppress(Exception):  # the first query can race the first task
+                on_progress(await handle.query("status", result_type=JobProgress))
+            await asyncio.wait({result_task}, timeout=interval)
+        result: JobResult = result_task.result()
+        return result
+    finally:
+        result_task.cancel()
+
+
+async def run_job(
+    spec: JobSpec,
+    *,
+    data_dir: Path,
+    with_worker: bool,
+    say: Callable[[str], None],
+    on_start: Callable[[str, str | None], None],
+    on_progress: Callable[[JobProgress], None],
+) -> tuple[JobResult, str | None]:
+    """Start ``spec``, follow it to the end, and return its result and UI link."""
+    async with services(spec, data_dir, say) as svc:
+        worker_cm = contextlib.nullcontext()
+        if with_worker:
+            from worker import build_worker  # the composition root; imported late on purpose
+
+            worker_cm = build_worker(svc.client)  # type: ignore[assignment]
+        async with worker_cm:  # type: ignore[attr-defined]
+            handle = await start_job(svc.client, spec)
+            url = job_url(svc.ui_url, svc.client.namespace, handle.id)
+            on_start(handle.id, url)
+            result = await follow(svc.client, handle.id, on_progress)
+            return result, url

@@ -1,0 +1,114 @@
+"""Durability end to end: SIGKILL the worker process mid-call, start another, the job completes.
+
+Runs on the real dev server with the worker in a separate process (``python worker.py``), so the
+kill is a real crash, not a cancelled task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from harness.contracts import JobProgress, JobResult, StopReason, TurnRecord
+from harness.sim import SimServer
+from harness.spec import parse_spec
+from tests.conftest import sim_call
+
+ROOT = Path(__file__).parent.parent
+pytestmark = pytest.mark.e2e
+
+
+def start_worker(env: WorkflowEnvironment, sim: SimServer, queue: str) -> subprocess.Popen[bytes]:
+    """A worker in its own process, as a user would run it."""
+    config = env.client.service_client.config
+    child_env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": config.target_host,
+        "TEMPORAL_NAMESPACE": env.client.namespace,
+        "HARNESS_TASK_QUEUE": queue,
+        "HARNESS_SIM_URL": sim.url,
+    }
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "worker.py")],
+        env=child_env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+
+
+async def test_sigkill_mid_job_resumes_and_charges_each_call_once(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """After a SIGKILL during step 3, a new worker finishes the job; finished steps are not re-run,
+    each step's call is in the ledger once (equal to the simulator's tally of completed replies), and
+    the call cut mid-stream is charged as an estimate at least as large as what was served."""
+    sim_call(sim, "/_sim/reset", {})
+    queue = f"crash-{uuid.uuid4().hex[:8]}"
+    slow = "[[sim latency=0 tps=15 tokens=60]]"
+    spec = parse_spec(
+        {
+            "id": f"crash-{uuid.uuid4().hex[:8]}",
+            "mode": "sequential",
+            "task": "Write about crash safety.",
+            "agents": [{"name": "writer", "model": "sim:writer", "max_output_tokens": 120}],
+            "steps": [
+                {"id": "one", "agent": "writer", "prompt": "{task}"},
+                {"id": "two", "agent": "writer", "prompt": "Improve: {input}"},
+                {"id": "three", "agent": "writer", "prompt": f"Improve slowly {slow}: {{input}}"},
+                {"id": "four", "agent": "writer", "prompt": "Finish: {input}"},
+            ],
+        }
+    )
+    client = dev_env.client
+    first = start_worker(dev_env, sim, queue)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        handle = await client.start_workflow(
+            "SequentialJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
+        )
+        for _ in range(300):  # wait until step three's stream is flowing
+            progress = await handle.query("status", result_type=JobProgress)
+            if progress.step == "three" and progress.in_flight:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail("step three never started")
+        await asyncio.sleep(1.5)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        second = start_worker(dev_env, sim, queue)
+        result = await asyncio.wait_for(handle.result(), timeout=90)
+        turns = await handle.query("transcript", result_type=list[TurnRecord])
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+
+    assert result.stop_reason is StopReason.completed
+    assert [turn.step for turn in turns] == ["one", "two", "three", "four"]
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    assert tally["completed"] == 4, tally
+    served_in = sum(turn.usage.input_tokens for turn in turns)
+    served_out = sum(turn.usage.output_tokens for turn in turns)
+    assert (served_in, served_out) == (tally["input_tokens"], tally["output_tokens"])
+    assert not any(turn.usage.estimated for turn in turns)
+    # The cut call: charged by estimate, never zero, never less than what the simulator sent.
+    lost_out = result.ledger.usage.output_tokens - served_out
+    assert result.ledger.usage.estimated
+    assert tally["incomplete"] >= 1
+    assert lost_out >= tally["incomplete_output_tokens"] > 0

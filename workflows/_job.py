@@ -1,0 +1,445 @@
+"""The base every orchestration mode builds on: one turn loop, one set of controls.
+
+A mode subclasses ``JobWorkflow``, decorates its own ``run`` with ``@workflow.run``, and calls
+``self.turn(...)`` for each model call. Everything else is here, written once:
+
+- the turn itself: price check against the budget, the model-call activity (cancellable by an
+  interrupt, an abort or the deadline), the charge, the transcript record, the search attributes;
+- the controls every mode answers: signals ``interrupt``, ``pause``, ``resume``, ``inject``,
+  ``abort``; update ``add_budget``; queries ``status``, ``ledger``, ``transcript``.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from harness import search_attributes as sa
+    from harness.contracts import (
+        MODEL_CALL_ACTIVITY,
+        RESOLVE_MODELS_ACTIVITY,
+        JobProgress,
+        JobResult,
+        JobStatus,
+        LedgerTotals,
+        Message,
+        ModelCallRequest,
+        ModelCallResult,
+        ModelInfo,
+        ResolveModelsRequest,
+        ResolveModelsResult,
+        StopReason,
+        TurnRecord,
+        Usage,
+    )
+    from harness.controls import AbortRequest, AddBudgetRequest, InjectRequest, InterruptRequest
+    from harness.spec import AgentSpec, JobSpec
+
+# Errors that are the input's fault, not the world's: retrying cannot help.
+NON_RETRYABLE_ERRORS = [
+    "BadRequest",
+    "AuthenticationFailed",
+    "PermissionDenied",
+    "ModelNotFound",
+    "UnprocessableRequest",
+    "UnknownPrice",
+    "UnknownModel",
+    "StructuredOutputInvalid",
+]
+
+MODEL_CALL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=8,
+    non_retryable_error_types=NON_RETRYABLE_ERRORS,
+)
+# The activity heartbeats every ~0.3 s; the worker forwards a heartbeat at least every 0.5 s
+# (max_heartbeat_throttle_interval in worker.py), so a cancel lands well inside a second while a
+# 2 s timeout still tolerates a busy machine.
+HEARTBEAT_TIMEOUT = timedelta(seconds=2)
+CALL_TIMEOUT = timedelta(minutes=10)
+PREVIEW_CHARS = 120
+
+
+class StopJob(Exception):
+    """Raised inside a mode's loop to end the job now with a stop reason."""
+
+    def __init__(self, reason: StopReason, explanation: str) -> None:
+        super().__init__(explanation)
+        self.reason = reason
+        self.explanation = explanation
+
+
+def estimate_input_tokens(system: str, messages: list[Message]) -> int:
+    """Conservative input estimate for reservations: one token per 3 characters, plus overheads."""
+    chars = len(system) + sum(len(message.content) for message in messages)
+    return math.ceil(chars / 3) + 4 * len(messages) + 16
+
+
+class JobWorkflow:
+    """State and controls shared by every mode. Subclasses implement ``run``."""
+
+    mode: str = "base"
+
+    def __init__(self) -> None:
+        self.spec: JobSpec | None = None
+        self.job_id = ""
+        self.models: dict[str, ModelInfo] = {}
+        self.turns: list[TurnRecord] = []
+        self.totals = LedgerTotals()
+        self.status = JobStatus.starting
+        self.step: str | None = None
+        self.steps_done = 0
+        self.steps_total: int | None = None
+        self.round = 0
+        self.in_flight: str | None = None
+        self.paused = False
+        self.abort_reason: str | None = None
+        self.interrupts: list[InterruptRequest] = []
+        self.injected: list[InjectRequest] = []
+        self.stop_reason: StopReason | None = None
+        self.detail = ""
+        self.evidence: dict[str, Any] = {}
+        self._interrupt_pending = False
+        self._started_at: datetime | None = None
+        self._call_seq = 0
+
+    # ----- setup -------------------------------------------------------------------------------
+
+    async def start_job(self, spec: JobSpec) -> None:
+        """Record the spec, resolve every model once (refusing unknown prices) and go running."""
+        self.spec = spec
+        self.job_id = workflow.info().workflow_id
+        self._started_at = workflow.info().start_time
+        if spec.budget is not None:
+            self.totals.limit_tokens = spec.budget.tokens
+            self.totals.limit_usd = spec.budget.usd
+        refs = spec.model_refs()
+        resolved: ResolveModelsResult = await workflow.execute_activity(
+            RESOLVE_MODELS_ACTIVITY,
+            ResolveModelsRequest(refs=refs),
+            result_type=ResolveModelsResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=MODEL_CALL_RETRY,
+            summary="resolve models: " + ", ".join(refs),
+        )
+        self.models = resolved.models
+        self._set_status(JobStatus.running)
+
+    # ----- the turn ----------------------------------------------------------------------------
+
+    async def turn(
+        self,
+        agent: AgentSpec,
+        messages: list[Message],
+        *,
+        step: str | None = None,
+        max_output_tokens: int | None = None,
+        output_type: str | None = None,
+    ) -> ModelCallResult:
+        """One model call for ``agent``: checked against the budget, cancellable, charged, recorded."""
+        await self._wait_while_paused()
+        self._raise_if_aborted()
+        model = self.models[agent.model]
+        max_out = min(max_output_tokens or agent.max_output_tokens, model.max_output_tokens)
+        self._check_budget(agent, model, messages, max_out)
+        self._call_seq += 1
+        call_id = f"{self.job_id}/{self._call_seq}"
+        request = ModelCallRequest(
+            call_id=call_id,
+            job_id=self.job_id,
+            agent=agent.name,
+            step=step,
+            model=model,
+            system=agent.instructions,
+            messages=messages,
+            max_output_tokens=max_out,
+            temperature=agent.temperature,
+            output_type=output_type,
+        )
+        started = workflow.now()
+        self.in_flight = f"{agent.name} on {model.ref}" + (f" (step {step})" if step else "")
+        self._interrupt_pending = False
+        try:
+            result = await self._call(request, summary=self.in_flight)
+        finally:
+            self.in_flight = None
+        self._charge(agent.name, result)
+        self.turns.append(
+            TurnRecord(
+                index=len(self.turns),
+                call_id=call_id,
+                agent=agent.name,
+                step=step,
+                model=model.ref,
+                provider=model.provider,
+                prompt_preview=messages[-1].content[:PREVIEW_CHARS] if messages else "",
+                text=result.text,
+                usage=result.usage,
+                cost_usd=result.cost_usd,
+                finish_reason=result.finish_reason,
+                started_at=started,
+                ended_at=workflow.now(),
+            )
+        )
+        self._publish()
+        self._raise_if_aborted()
+        return result
+
+    async def _call(self, request: ModelCallRequest, summary: str) -> ModelCallResult:
+        handle = workflow.start_activity(
+            MODEL_CALL_ACTIVITY,
+            request,
+            result_type=ModelCallResult,
+            start_to_close_timeout=CALL_TIMEOUT,
+            heartbeat_timeout=HEARTBEAT_TIMEOUT,
+            retry_policy=MODEL_CALL_RETRY,
+            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            summary=summary,
+        )
+        remaining = self._deadline_remaining()
+        try:
+            await workflow.wait_condition(
+                lambda: handle.done() or self._interrupt_pending or self.abort_reason is not None,
+                timeout=remaining,
+            )
+        except TimeoutError:
+            handle.cancel()
+            await self._settle_cancelled(handle)
+            raise StopJob(StopReason.deadline, "the job's deadline passed during a model call") from None
+        if not handle.done():
+            # Preempted: cancel the call; the activity returns its partial text and usage.
+            handle.cancel()
+            return await self._settle_cancelled(handle, request)
+        result: ModelCallResult = await handle
+        return result
+
+    async def _settle_cancelled(
+        self, handle: workflow.ActivityHandle[ModelCallResult], request: ModelCallRequest | None = None
+    ) -> ModelCallResult:
+        try:
+            return await handle
+        except (ActivityError, CancelledError):
+            # The activity died instead of reporting: charge the worst case, marked estimated.
+            if request is None:
+                return ModelCallResult(
+                    call_id="", text="", usage=Usage(), cost_usd=None, model="", provider=""
+                )
+            worst = Usage(
+                input_tokens=estimate_input_tokens(request.system, request.messages),
+                output_tokens=request.max_output_tokens,
+                requests=1,
+                estimated=True,
+            )
+            return ModelCallResult(
+                call_id=request.call_id,
+                text="",
+                usage=worst,
+                cost_usd=request.model.price.cost(worst),
+                model=request.model.model,
+                provider=request.model.provider,
+                finish_reason="cancelled",
+            )
+
+    # ----- budget ------------------------------------------------------------------------------
+
+    def _check_budget(
+        self, agent: AgentSpec, model: ModelInfo, messages: list[Message], max_out: int
+    ) -> None:
+        worst = Usage(
+            input_tokens=estimate_input_tokens(agent.instructions, messages),
+            output_tokens=max_out,
+            requests=1,
+        )
+        limit_tokens, limit_usd = self.totals.limit_tokens, self.totals.limit_usd
+        spent = self.totals.usage.total_tokens
+        if limit_tokens is not None and spent + worst.total_tokens > limit_tokens:
+            raise StopJob(
+                StopReason.budget_exhausted,
+                f"the next call of {agent.name} may need {worst.total_tokens} tokens; "
+                f"{limit_tokens - spent} of {limit_tokens} are left",
+            )
+        worst_cost = model.price.cost(worst)
+        if limit_usd is not None and self.totals.cost_usd + worst_cost > limit_usd:
+            raise StopJob(
+                StopReason.budget_exhausted,
+                f"the next call of {agent.name} may cost ${worst_cost:.6f}; "
+                f"${limit_usd - self.totals.cost_usd:.6f} of ${limit_usd} is left",
+            )
+
+    def _charge(self, agent: str, result: ModelCallResult) -> None:
+        charges = [(result.usage, result.cost_usd)]
+        if result.lost_usage is not None:
+            model = next((m for m in self.models.values() if m.model == result.model), None)
+            lost_cost = model.price.cost(result.lost_usage) if model else None
+            charges.append((result.lost_usage, lost_cost))
+        for usage, cost in charges:
+            totals = self.totals
+            totals.usage = totals.usage + usage
+            totals.calls += usage.requests
+            totals.per_agent[agent] = totals.per_agent.get(agent, Usage()) + usage
+            if cost is None:
+                totals.cost_known = False
+            else:
+                totals.cost_usd += cost
+                totals.per_agent_cost_usd[agent] = totals.per_agent_cost_usd.get(agent, Decimal(0)) + cost
+
+    # ----- time, pause, abort ------------------------------------------------------------------
+
+    def _deadline_remaining(self) -> timedelta | None:
+        if self.spec is None or self.spec.deadline is None or self._started_at is None:
+            return None
+        remaining = self._started_at + self.spec.deadline - workflow.now()
+        if remaining <= timedelta(0):
+            raise StopJob(StopReason.deadline, f"the deadline of {self.spec.deadline} has passed")
+        return remaining
+
+    async def _wait_while_paused(self) -> None:
+        if not self.paused:
+            return
+        self._set_status(JobStatus.paused)
+        await workflow.wait_condition(lambda: not self.paused or self.abort_reason is not None)
+        self._set_status(JobStatus.running)
+
+    def _raise_if_aborted(self) -> None:
+        if self.abort_reason is not None:
+            raise StopJob(StopReason.aborted, f"aborted: {self.abort_reason}")
+
+    # ----- visibility --------------------------------------------------------------------------
+
+    def _set_status(self, status: JobStatus) -> None:
+        self.status = status
+        self._publish()
+
+    def _publish(self) -> None:
+        updates: list[SearchAttributeUpdate[Any]] = [
+            sa.MODE.value_set(self.mode),
+            sa.STATUS.value_set(self.status.value),
+            sa.TOKENS.value_set(self.totals.usage.total_tokens),
+            sa.COST_USD.value_set(float(self.totals.cost_usd)),
+        ]
+        if self.stop_reason is not None:
+            updates.append(sa.STOP_REASON.value_set(self.stop_reason.value))
+        workflow.upsert_search_attributes(updates)
+
+    def finish(self, reason: StopReason, explanation: str, output: str, outputs: dict[str, str]) -> JobResult:
+        """Build the result, and leave the stop reason where the UI and queries can see it."""
+        self.stop_reason = reason
+        self.detail = explanation
+        self.status = JobStatus.finished
+        self._publish()
+        # Explanations and evidence hold names and numbers, never prompt text (the memo is not encrypted).
+        workflow.upsert_memo(
+            {"stop_reason": reason.value, "explanation": explanation, "evidence": self.evidence}
+        )
+        return JobResult(
+            job_id=self.job_id,
+            mode=self.mode,
+            stop_reason=reason,
+            explanation=explanation,
+            evidence=self.evidence,
+            output=output,
+            outputs=outputs,
+            ledger=self.totals,
+            turns=len(self.turns),
+        )
+
+    # ----- controls ----------------------------------------------------------------------------
+
+    @workflow.query(name="status")
+    def query_status(self) -> JobProgress:
+        """Where the job is: status, step, in-flight call, spend, stop reason."""
+        return JobProgress(
+            job_id=self.job_id,
+            mode=self.mode,
+            status=self.status,
+            step=self.step,
+            steps_done=self.steps_done,
+            steps_total=self.steps_total,
+            round=self.round,
+            in_flight=self.in_flight,
+            tokens=self.totals.usage.total_tokens,
+            cost_usd=self.totals.cost_usd,
+            stop_reason=self.stop_reason,
+            detail=self.detail,
+            paused=self.paused,
+            evidence=self.evidence,
+        )
+
+    @workflow.query(name="ledger")
+    def query_ledger(self) -> LedgerTotals:
+        """Spend so far, in total and per agent, with the job's limits."""
+        return self.totals
+
+    @workflow.query(name="transcript")
+    def query_transcript(self) -> list[TurnRecord]:
+        """Every turn so far, in order."""
+        return self.turns
+
+    @workflow.signal(name="interrupt")
+    def on_interrupt(self, request: InterruptRequest) -> None:
+        """Preempt the in-flight call; the message enters the conversation."""
+        self.interrupts.append(request)
+        self._interrupt_pending = True
+
+    @workflow.signal(name="pause")
+    def on_pause(self) -> None:
+        """Start no new call until resumed."""
+        self.paused = True
+
+    @workflow.signal(name="resume")
+    def on_resume(self) -> None:
+        """Undo a pause."""
+        self.paused = False
+
+    @workflow.signal(name="inject")
+    def on_inject(self, request: InjectRequest) -> None:
+        """Add a message to the conversation without preempting."""
+        self.injected.append(request)
+
+    @workflow.signal(name="abort")
+    def on_abort(self, request: AbortRequest) -> None:
+        """End the job with its best result so far, stop reason ``aborted``."""
+        self.abort_reason = request.reason or "no reason given"
+
+    @workflow.update(name="add_budget")
+    def on_add_budget(self, request: AddBudgetRequest) -> LedgerTotals:
+        """Raise the job's limits; returns the ledger after the change."""
+        if request.tokens:
+            self.totals.limit_tokens = (self.totals.limit_tokens or 0) + request.tokens
+        if request.usd:
+            self.totals.limit_usd = (self.totals.limit_usd or Decimal(0)) + request.usd
+        return self.totals
+
+    @on_add_budget.validator
+    def validate_add_budget(self, request: AddBudgetRequest) -> None:
+        """Refuse negative or empty amounts and finished jobs; nothing is written to history."""
+        if self.stop_reason is not None:
+            raise ValueError("the job has already ended")
+        if request.tokens < 0 or request.usd < 0:
+            raise ValueError("amounts must not be negative")
+        if not request.tokens and not request.usd:
+            raise ValueError("give tokens or usd to add")
+        if request.node not in ("job", self.job_id):
+            raise ValueError(f"unknown budget node {request.node!r}; this job has only 'job'")
+
+    def pending_messages(self) -> list[Any]:
+        """Interrupt and inject messages not yet delivered, oldest first; clears them."""
+        pending: list[Any] = [*self.interrupts, *self.injected]
+        self.interrupts.clear()
+        self.injected.clear()
+        return pending
+
+
+def application_error_type(error: BaseException) -> str | None:
+    """The ApplicationError type behind an activity failure, if any."""
+    cause = error.__cause__ if isinstance(error, ActivityError) else error
+    return cause.type if isinstance(cause, ApplicationError) else None

@@ -1,0 +1,143 @@
+"""Semantic termination for looping modes: goal checks, convergence, expected value.
+
+After each round a mode calls ``after_round``: the goal's checks run (deterministic ones here in
+the workflow, judges as charged model calls, registered functions as an activity), the convergence
+monitor sees the round's output and score, and a ``StopJob`` is raised with the reason and its
+evidence when the job should end. The job's output is the best round's, not the last one's.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from harness.contracts import Message, StopReason
+    from harness.spec import AgentSpec, GoalCheck, JobSpec
+    from policies.convergence import ConvergenceConfig, ConvergenceMonitor
+    from policies.goals import DETERMINISTIC, CheckOutcome, GoalVerdict, combine, deterministic_check
+
+from workflows._job import StopJob
+
+if TYPE_CHECKING:
+    from workflows._job import JobWorkflow
+
+RUN_CHECK_ACTIVITY = "harness.run_check"
+JUDGE_PROMPT = (
+    "Score the text below against the rubric, from 0 (useless) to 1 (perfect). "
+    'Answer with JSON only: {{"score": <number>, "reason": "<one sentence>"}}.\n\n'
+    "Rubric: {rubric}\n\nText:\n{text}"
+)
+
+
+class Termination:
+    """Goal and convergence bookkeeping for one job (state lives in the workflow instance)."""
+
+    def __init__(self, job: JobWorkflow, spec: JobSpec) -> None:
+        self.job = job
+        self.spec = spec
+        self.output_agent = spec.chat.output_agent or spec.agents[0].name
+        self.latest: dict[str, str] = {}
+        self.round_texts: list[tuple[str, str]] = []
+        self.last_verdict: GoalVerdict | None = None
+        self.cost_at_round_start = Decimal(0)
+        convergence = spec.termination.convergence
+        self.monitor: ConvergenceMonitor | None = None
+        if convergence is not None:
+            self.monitor = ConvergenceMonitor(
+                config=ConvergenceConfig(
+                    plateau_k=convergence.plateau_rounds,
+                    epsilon=convergence.epsilon,
+                    similarity_threshold=convergence.similarity,
+                    value_per_point_usd=convergence.value_per_point_usd,
+                )
+            )
+
+    def record_output(self, agent: str, text: str) -> None:
+        """Note one turn's output."""
+        self.latest[agent] = text
+        self.round_texts.append((agent, text))
+
+    def outputs(self) -> dict[str, str]:
+        """Each agent's latest output."""
+        return dict(self.latest)
+
+    def best_output(self) -> str:
+        """The best round's output when scores exist, else the output agent's latest."""
+        if self.monitor is not None and self.monitor.best_output is not None:
+            return self.monitor.best_output
+        return self.latest.get(self.output_agent, "")
+
+    async def after_round(self) -> None:
+        """Check the goal, then convergence; raise ``StopJob`` when the job should end."""
+        output = self.latest.get(self.output_agent, "")
+        critique = "\n".join(text for agent, text in self.round_texts if agent != self.output_agent) or None
+        self.round_texts = []
+        verdict = await self.evaluate_goal(output)
+        round_cost = self.job.totals.cost_usd - self.cost_at_round_start
+        self.cost_at_round_start = self.job.totals.cost_usd
+        score = verdict.score if verdict is not None else None
+        if self.monitor is not None:
+            stop = self.monitor.observe(output, score=score, critique=critique, cost_usd=round_cost)
+            if verdict is not None and verdict.met:
+                raise StopJob(StopReason.goal_met, f"goal met: {verdict.summary()}")
+            if stop is not None:
+                self.job.evidence = stop.evidence.model_dump(mode="json")
+                raise StopJob(StopReason(stop.reason), self._explain(stop.explanation))
+        elif verdict is not None and verdict.met:
+            raise StopJob(StopReason.goal_met, f"goal met: {verdict.summary()}")
+
+    def _explain(self, explanation: str) -> str:
+        if self.monitor is None or self.monitor.best_index is None:
+            return explanation
+        return f"{explanation}; returned the best round ({self.monitor.best_index + 1}), not the last"
+
+    async def evaluate_goal(self, output: str) -> GoalVerdict | None:
+        """Run every check of the goal on the current outputs; None when no goal is declared."""
+        goal = self.spec.goal
+        if goal is None or not goal.checks:
+            return None
+        outcomes = [
+            await self._check(check, self.latest.get(check.agent or self.output_agent, output))
+            for check in goal.checks
+        ]
+        verdict = combine(outcomes, goal.rule, goal.threshold)
+        self.last_verdict = verdict
+        self.job.detail = f"round {self.job.round}: goal {verdict.summary()}"
+        return verdict
+
+    async def _check(self, check: GoalCheck, text: str) -> CheckOutcome:
+        if check.kind in DETERMINISTIC:
+            return deterministic_check(check.kind, check.value, text, check.weight)
+        if check.kind == "judge":
+            judge = AgentSpec(
+                name="judge",
+                model=check.model or "",
+                instructions="You are a strict, fair judge.",
+                max_output_tokens=200,
+            )
+            prompt = JUDGE_PROMPT.format(rubric=check.rubric or self.spec.goal.description, text=text)  # type: ignore[union-attr]
+            result = await self.job.turn(
+                judge, [Message(role="user", content=prompt)], step="judge", output_type="judge_score"
+            )
+            parsed = result.parsed if isinstance(result.parsed, dict) else {}
+            score = float(parsed.get("score", 0.0))
+            threshold = self.spec.goal.threshold if self.spec.goal else 0.8
+            return CheckOutcome(
+                kind="judge",
+                score=score,
+                passed=score >= threshold,
+                weight=check.weight,
+                detail=str(parsed.get("reason", ""))[:200],
+            )
+        outcome: CheckOutcome = await workflow.execute_activity(
+            RUN_CHECK_ACTIVITY,
+            args=[str(check.value), text],
+            result_type=CheckOutcome,
+            start_to_close_timeout=timedelta(minutes=2),
+            summary=f"check {check.value}",
+        )
+        return outcome.model_copy(update={"weight": check.weight})

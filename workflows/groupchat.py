@@ -1,0 +1,107 @@
+"""Group chat, the round-robin analogue: agents take turns on one shared conversation.
+
+Who speaks next is the spec's turn policy: ``round_robin`` (fixed rotation), ``fair_share`` (the
+agent that has had the fewest tokens relative to its weight, as in CFS), or ``selector`` (a model
+picks the next speaker; charged like any call). A round is one turn per agent. After each round the
+goal is checked and the convergence monitor watches for plateaus and livelock.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from harness.contracts import JobResult, Message, StopReason
+    from harness.spec import AgentSpec, JobSpec
+    from policies.scheduling import FairShare, RoundRobin
+
+from workflows._job import JobWorkflow, StopJob
+from workflows._termination import Termination
+from workflows.sequential import render
+
+HUMAN = "human"
+
+
+def view_for(agent: str, conversation: list[tuple[str, str]]) -> list[Message]:
+    """The conversation as ``agent`` sees it: its own turns as assistant, others' as named user turns.
+
+    Consecutive user turns are merged, since some providers want roles to alternate.
+    """
+    messages: list[Message] = []
+    for speaker, text in conversation:
+        if speaker == agent:
+            messages.append(Message(role="assistant", content=text, name=agent))
+            continue
+        content = text if speaker == HUMAN else f"[{speaker}] {text}"
+        if messages and messages[-1].role == "user":
+            messages[-1] = Message(role="user", content=f"{messages[-1].content}\n\n{content}")
+        else:
+            messages.append(Message(role="user", content=content))
+    if not messages or messages[-1].role != "user":
+        messages.append(Message(role="user", content="Continue."))
+    return messages
+
+
+@workflow.defn(name="GroupChatJob")
+class GroupChatJob(JobWorkflow):
+    """Agents converse in turns until the goal is met or termination says stop."""
+
+    mode = "groupchat"
+
+    @workflow.run
+    async def run(self, spec: JobSpec) -> JobResult:
+        """Run rounds of turns; check the goal and convergence after each round."""
+        await self.start_job(spec)
+        names = [agent.name for agent in spec.agents]
+        rotation = RoundRobin(agents=names)
+        fair = FairShare.of({agent.name: agent.weight for agent in spec.agents})
+        conversation: list[tuple[str, str]] = [(HUMAN, render(spec.chat.opening, {"task": spec.task}))]
+        termination = Termination(self, spec)
+        self.steps_total = spec.termination.max_rounds
+        try:
+            for round_no in range(1, spec.termination.max_rounds + 1):
+                self.round = round_no
+                for _ in names:
+                    for pending in self.pending_messages():
+                        conversation.append((HUMAN, pending.message))
+                    speaker = await self._next_speaker(spec, rotation, fair, conversation)
+                    self.step = f"round {round_no}: {speaker}"
+                    result = await self.turn(spec.agent(speaker), view_for(speaker, conversation))
+                    conversation.append((speaker, result.text))
+                    fair.charge(speaker, result.usage.total_tokens)
+                    termination.record_output(speaker, result.text)
+                self.steps_done = round_no
+                await termination.after_round()
+        except StopJob as stop:
+            return self.finish(
+                stop.reason, stop.explanation, termination.best_output(), termination.outputs()
+            )
+        return self.finish(
+            StopReason.max_rounds,
+            f"{spec.termination.max_rounds} rounds ran without the goal being met",
+            termination.best_output(),
+            termination.outputs(),
+        )
+
+    async def _next_speaker(
+        self, spec: JobSpec, rotation: RoundRobin, fair: FairShare, conversation: list[tuple[str, str]]
+    ) -> str:
+        policy = spec.chat.turn_policy
+        if policy == "fair_share":
+            return fair.next()
+        if policy == "selector" and spec.chat.selector_model:
+            names = [agent.name for agent in spec.agents]
+            selector = AgentSpec(
+                name="selector",
+                model=spec.chat.selector_model,
+                instructions="Pick who speaks next. Answer with exactly one name.",
+                max_output_tokens=16,
+            )
+            recent = "\n".join(f"[{who}] {text[:300]}" for who, text in conversation[-6:])
+            prompt = f"Conversation so far:\n{recent}\n\nCandidates: {', '.join(names)}"
+            reply = await self.turn(selector, [Message(role="user", content=prompt)], step="select speaker")
+            choice = reply.text.strip().strip(".").strip()
+            if choice in names:
+                return choice
+            self.detail = f"selector answered {choice[:40]!r}; fell back to round robin"
+        return rotation.next()

@@ -1,0 +1,58 @@
+"""Sequential chain, the batch analogue: steps run in order, each step's output feeds the next.
+
+A finished step is never re-run: its result is in the workflow's history, so after a worker crash
+the replay skips straight to the step that was running.
+"""
+
+from __future__ import annotations
+
+import re
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from harness.contracts import JobResult, Message, StopReason
+    from harness.spec import JobSpec
+
+from workflows._job import JobWorkflow, StopJob
+
+_PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_-]*)\}")
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """Fill ``{name}`` placeholders that have a value; leave other braces (JSON, say) alone."""
+    return _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), template)
+
+
+@workflow.defn(name="SequentialJob")
+class SequentialJob(JobWorkflow):
+    """Runs ``spec.steps`` one after another."""
+
+    mode = "sequential"
+
+    @workflow.run
+    async def run(self, spec: JobSpec) -> JobResult:
+        """Run every step in order; stop early on budget, deadline or abort."""
+        await self.start_job(spec)
+        self.steps_total = len(spec.steps)
+        outputs: dict[str, str] = {}
+        previous = spec.task
+        try:
+            for step in spec.steps:
+                self.step = step.id
+                self.round = self.steps_done + 1
+                prompt = render(step.prompt, {"task": spec.task, "input": previous, **outputs})
+                messages = [Message(role="user", content=prompt)]
+                messages += [Message(role="user", content=m.message) for m in self.pending_messages()]
+                result = await self.turn(
+                    spec.agent(step.agent),
+                    messages,
+                    step=step.id,
+                    max_output_tokens=step.max_output_tokens,
+                )
+                outputs[step.id] = result.text
+                previous = result.text
+                self.steps_done += 1
+        except StopJob as stop:
+            return self.finish(stop.reason, stop.explanation, previous, outputs)
+        return self.finish(StopReason.completed, f"all {len(spec.steps)} steps ran", previous, outputs)
