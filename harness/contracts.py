@@ -230,6 +230,7 @@ class JobProgress(BaseModel):
     stop_reason: StopReason | None = None
     detail: str = ""
     paused: bool = False
+    pending_gates: list[str] = Field(default_factory=list, description="Gates waiting for a person.")
     evidence: dict[str, Any] = Field(default_factory=dict, description="Numbers behind the stop reason.")
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from temporalio import workflow
@@ -39,8 +38,14 @@ with workflow.unsafe.imports_passed_through():
         TurnRecord,
         Usage,
     )
-    from harness.controls import AbortRequest, AddBudgetRequest, InjectRequest, InterruptRequest
+    from harness.controls import AbortRequest, AddBudgetRequest, GateDecision, InjectRequest, InterruptRequest
     from harness.spec import AgentSpec, JobSpec
+
+from workflows._budget import BudgetKeeper
+from workflows._gates import Gates
+from workflows._job_errors import StopJob
+
+__all__ = ["JobWorkflow", "StopJob", "estimate_input_tokens"]
 
 # Errors that are the input's fault, not the world's: retrying cannot help.
 NON_RETRYABLE_ERRORS = [
@@ -69,15 +74,6 @@ CALL_TIMEOUT = timedelta(minutes=10)
 PREVIEW_CHARS = 120
 
 
-class StopJob(Exception):
-    """Raised inside a mode's loop to end the job now with a stop reason."""
-
-    def __init__(self, reason: StopReason, explanation: str) -> None:
-        super().__init__(explanation)
-        self.reason = reason
-        self.explanation = explanation
-
-
 def estimate_input_tokens(system: str, messages: list[Message]) -> int:
     """Conservative input estimate for reservations: one token per 3 characters, plus overheads."""
     chars = len(system) + sum(len(message.content) for message in messages)
@@ -94,7 +90,8 @@ class JobWorkflow:
         self.job_id = ""
         self.models: dict[str, ModelInfo] = {}
         self.turns: list[TurnRecord] = []
-        self.totals = LedgerTotals()
+        self.budget: BudgetKeeper | None = None
+        self.gates: Gates | None = None
         self.status = JobStatus.starting
         self.step: str | None = None
         self.steps_done = 0
@@ -119,9 +116,8 @@ class JobWorkflow:
         self.spec = spec
         self.job_id = workflow.info().workflow_id
         self._started_at = workflow.info().start_time
-        if spec.budget is not None:
-            self.totals.limit_tokens = spec.budget.tokens
-            self.totals.limit_usd = spec.budget.usd
+        self.budget = BudgetKeeper(self, spec)
+        self.gates = Gates(self, spec)
         refs = spec.model_refs()
         resolved: ResolveModelsResult = await workflow.execute_activity(
             RESOLVE_MODELS_ACTIVITY,
@@ -133,6 +129,19 @@ class JobWorkflow:
         )
         self.models = resolved.models
         self._set_status(JobStatus.running)
+
+    @property
+    def totals(self) -> LedgerTotals:
+        """Spend and limits so far."""
+        return self.budget.totals if self.budget is not None else LedgerTotals()
+
+    def _budget(self) -> BudgetKeeper:
+        assert self.budget is not None, "start_job() must run first"
+        return self.budget
+
+    def _gates(self) -> Gates:
+        assert self.gates is not None, "start_job() must run first"
+        return self.gates
 
     # ----- the turn ----------------------------------------------------------------------------
 
@@ -150,9 +159,12 @@ class JobWorkflow:
         self._raise_if_aborted()
         model = self.models[agent.model]
         max_out = min(max_output_tokens or agent.max_output_tokens, model.max_output_tokens)
-        self._check_budget(agent, model, messages, max_out)
         self._call_seq += 1
         call_id = f"{self.job_id}/{self._call_seq}"
+        grant = await self._budget().reserve(
+            call_id, agent, model, estimate_input_tokens(agent.instructions, messages), max_out
+        )
+        model, max_out = grant.model, grant.max_output_tokens
         request = ModelCallRequest(
             call_id=call_id,
             job_id=self.job_id,
@@ -170,9 +182,12 @@ class JobWorkflow:
         self._interrupt_pending = False
         try:
             result = await self._call(request, summary=self.in_flight)
+        except BaseException:
+            self._budget().fail(call_id)
+            raise
         finally:
             self.in_flight = None
-        self._charge(agent.name, result)
+        self._budget().settle(call_id, agent.name, model, result)
         self.turns.append(
             TurnRecord(
                 index=len(self.turns),
@@ -191,6 +206,7 @@ class JobWorkflow:
             )
         )
         self._publish()
+        await self._gates().after_charge()
         self._raise_if_aborted()
         return result
 
@@ -248,49 +264,6 @@ class JobWorkflow:
                 provider=request.model.provider,
                 finish_reason="cancelled",
             )
-
-    # ----- budget ------------------------------------------------------------------------------
-
-    def _check_budget(
-        self, agent: AgentSpec, model: ModelInfo, messages: list[Message], max_out: int
-    ) -> None:
-        worst = Usage(
-            input_tokens=estimate_input_tokens(agent.instructions, messages),
-            output_tokens=max_out,
-            requests=1,
-        )
-        limit_tokens, limit_usd = self.totals.limit_tokens, self.totals.limit_usd
-        spent = self.totals.usage.total_tokens
-        if limit_tokens is not None and spent + worst.total_tokens > limit_tokens:
-            raise StopJob(
-                StopReason.budget_exhausted,
-                f"the next call of {agent.name} may need {worst.total_tokens} tokens; "
-                f"{limit_tokens - spent} of {limit_tokens} are left",
-            )
-        worst_cost = model.price.cost(worst)
-        if limit_usd is not None and self.totals.cost_usd + worst_cost > limit_usd:
-            raise StopJob(
-                StopReason.budget_exhausted,
-                f"the next call of {agent.name} may cost ${worst_cost:.6f}; "
-                f"${limit_usd - self.totals.cost_usd:.6f} of ${limit_usd} is left",
-            )
-
-    def _charge(self, agent: str, result: ModelCallResult) -> None:
-        charges = [(result.usage, result.cost_usd)]
-        if result.lost_usage is not None:
-            model = next((m for m in self.models.values() if m.model == result.model), None)
-            lost_cost = model.price.cost(result.lost_usage) if model else None
-            charges.append((result.lost_usage, lost_cost))
-        for usage, cost in charges:
-            totals = self.totals
-            totals.usage = totals.usage + usage
-            totals.calls += usage.requests
-            totals.per_agent[agent] = totals.per_agent.get(agent, Usage()) + usage
-            if cost is None:
-                totals.cost_known = False
-            else:
-                totals.cost_usd += cost
-                totals.per_agent_cost_usd[agent] = totals.per_agent_cost_usd.get(agent, Decimal(0)) + cost
 
     # ----- time, pause, abort ------------------------------------------------------------------
 
@@ -371,6 +344,7 @@ class JobWorkflow:
             stop_reason=self.stop_reason,
             detail=self.detail,
             paused=self.paused,
+            pending_gates=self.gates.pending() if self.gates is not None else [],
             evidence=self.evidence,
         )
 
@@ -413,23 +387,34 @@ class JobWorkflow:
     @workflow.update(name="add_budget")
     def on_add_budget(self, request: AddBudgetRequest) -> LedgerTotals:
         """Raise the job's limits; returns the ledger after the change."""
-        if request.tokens:
-            self.totals.limit_tokens = (self.totals.limit_tokens or 0) + request.tokens
-        if request.usd:
-            self.totals.limit_usd = (self.totals.limit_usd or Decimal(0)) + request.usd
-        return self.totals
+        return self._budget().add(request)
 
     @on_add_budget.validator
     def validate_add_budget(self, request: AddBudgetRequest) -> None:
         """Refuse negative or empty amounts and finished jobs; nothing is written to history."""
         if self.stop_reason is not None:
             raise ValueError("the job has already ended")
-        if request.tokens < 0 or request.usd < 0:
-            raise ValueError("amounts must not be negative")
-        if not request.tokens and not request.usd:
-            raise ValueError("give tokens or usd to add")
-        if request.node not in ("job", self.job_id):
-            raise ValueError(f"unknown budget node {request.node!r}; this job has only 'job'")
+        self._budget().validate_add(request)
+
+    @workflow.update(name="approve")
+    def on_approve(self, decision: GateDecision) -> str:
+        """Approve a pending gate; returns what happens next."""
+        return self._gates().decide(decision, approved=True)
+
+    @on_approve.validator
+    def validate_approve(self, decision: GateDecision) -> None:
+        """Refuse a decision on a gate that is not pending."""
+        self._gates().validate(decision)
+
+    @workflow.update(name="reject")
+    def on_reject(self, decision: GateDecision) -> str:
+        """Reject a pending gate; returns what happens next."""
+        return self._gates().decide(decision, approved=False)
+
+    @on_reject.validator
+    def validate_reject(self, decision: GateDecision) -> None:
+        """Refuse a decision on a gate that is not pending."""
+        self._gates().validate(decision)
 
     def pending_messages(self) -> list[Any]:
         """Interrupt and inject messages not yet delivered, oldest first; clears them."""

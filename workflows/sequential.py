@@ -41,6 +41,7 @@ class SequentialJob(JobWorkflow):
             for step in spec.steps:
                 self.step = step.id
                 self.round = self.steps_done + 1
+                await self._gates().before_step(step.id)
                 prompt = render(step.prompt, {"task": spec.task, "input": previous, **outputs})
                 messages = [Message(role="user", content=prompt)]
                 messages += [Message(role="user", content=m.message) for m in self.pending_messages()]
@@ -53,6 +54,7 @@ class SequentialJob(JobWorkflow):
                 outputs[step.id] = result.text
                 previous = result.text
                 self.steps_done += 1
+            await self._gates().before_final(previous)
         except StopJob as stop:
             return self.finish(stop.reason, stop.explanation, previous, outputs)
         return self.finish(StopReason.completed, f"all {len(spec.steps)} steps ran", previous, outputs)
