@@ -17,6 +17,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.model_call import ModelCallActivities
+from activities.routing_stats import RoutingStatsActivities
 from harness.client import connect, task_queue
 from harness.sandbox import workflow_runner
 from workflows import ALL_WORKFLOWS
@@ -34,7 +35,8 @@ def build_worker(
     """A worker serving every harness workflow and the model-call activities."""
     if activities is None:
         gateway = ModelCallActivities()
-        activities = [gateway.model_call, gateway.resolve_models]
+        stats = RoutingStatsActivities(client)
+        activities = [gateway.model_call, gateway.resolve_models, stats.routing_stats]
     return Worker(
         client,
         task_queue=queue or task_queue(),

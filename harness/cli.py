@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from harness.cli_routing import routing_app, routing_section
 from harness.contracts import JobProgress, JobResult, LedgerTotals, TurnRecord
 from harness.spec import SpecError, load_spec
 
@@ -115,6 +116,8 @@ def print_result(result: JobResult, url: str | None) -> None:
     if url:
         table.add_row("Temporal UI", url)
     console.print(table)
+    if result.routing:
+        console.print(routing_section(result))
 
 
 @app.command()
@@ -238,6 +241,9 @@ def result(
         console.print_json(json.dumps(outcome.model_dump(mode="json")))
         return
     print_result(outcome, None)
+
+
+app.add_typer(routing_app, name="routing")
 
 
 def main() -> None:

@@ -19,10 +19,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from policies.routing import RoutingStats
+
 # Names of things that running histories refer to: never rename after release.
 TASK_QUEUE = "harness"
 MODEL_CALL_ACTIVITY = "harness.model_call"
 RESOLVE_MODELS_ACTIVITY = "harness.resolve_models"
+ROUTING_STATS_ACTIVITY = "harness.routing_stats"
+ROUTING_STATS_WORKFLOW_ID = "harness-routing-stats"
 
 
 class StopReason(StrEnum):
@@ -199,6 +203,59 @@ class TurnRecord(BaseModel):
     finish_reason: FinishReason = "stop"
     started_at: datetime
     ended_at: datetime
+    routing: dict[str, Any] | None = Field(
+        default=None,
+        description="For a routed step: its role ('call' or 'check'), rung, and the routing decision "
+        "(policies.routing.RoutingDecision as JSON) with its one-line summary.",
+    )
+
+
+class RoutingAttempt(BaseModel):
+    """One rung of a routed step: the model called, its check, and what each cost."""
+
+    model: str
+    call_id: str
+    passed: bool | None = Field(default=None, description="None: the output was not checked.")
+    check: str = Field(default="", description="The checks' verdict in one line.")
+    cost_usd: Decimal | None = None
+    check_cost_usd: Decimal = Decimal(0)
+
+
+class RoutingRecord(BaseModel):
+    """How one routed step chose its models: the router's final decision and every attempt."""
+
+    step: str
+    kind: str
+    summary: str = Field(description="RoutingDecision.summary() after the last attempt.")
+    decision: dict[str, Any] = Field(description="policies.routing.RoutingDecision as JSON.")
+    attempts: list[RoutingAttempt] = Field(default_factory=list)
+    outcome: Literal["passed", "failed", "unchecked", "refused"]
+
+
+class RoutingOutcome(BaseModel):
+    """One checked output: did ``model``'s output on a ``kind`` task pass its check."""
+
+    kind: str
+    model: str
+    passed: bool
+
+
+class RoutingOutcomes(BaseModel):
+    """Input of the routing-stats ``record`` update and activity; no outcomes is a plain read.
+
+    ``key`` makes a batch idempotent: a retried batch with a key already counted is ignored.
+    """
+
+    key: str = ""
+    outcomes: list[RoutingOutcome] = Field(default_factory=list)
+
+
+class RoutingStatsState(BaseModel):
+    """What the routing-stats workflow carries through continue-as-new and answers to ``stats``."""
+
+    stats: RoutingStats = Field(default_factory=RoutingStats)
+    batches: int = Field(default=0, description="Batches with outcomes recorded, in this and earlier runs.")
+    keys: list[str] = Field(default_factory=list, description="Recent batch keys, oldest first.")
 
 
 class LedgerTotals(BaseModel):
@@ -246,3 +303,4 @@ class JobResult(BaseModel):
     outputs: dict[str, str] = Field(default_factory=dict, description="Per step or task, where it applies.")
     ledger: LedgerTotals
     turns: int
+    routing: list[RoutingRecord] = Field(default_factory=list, description="Routed steps, in order.")

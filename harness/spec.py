@@ -11,7 +11,7 @@ import re
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 Mode = Literal["sequential", "groupchat", "delegation", "team", "dag"]
+# A precision need: a named level (draft 0.60, standard 0.80, critical 0.95 minimum expected
+# quality; see policies.routing.NEED_QUALITY) or an explicit minimum quality in [0, 1].
+PrecisionNeed = Literal["draft", "standard", "critical"] | Annotated[float, Field(ge=0, le=1)]
 
 
 class SpecError(ValueError):
@@ -63,6 +66,12 @@ class AgentSpec(_Model):
     max_output_tokens: int = Field(default=512, gt=0, le=200_000, description="Cap on each reply.")
     temperature: float | None = Field(default=None, ge=0, le=2)
     weight: float = Field(default=1.0, gt=0, description="Share of turns under fair-share scheduling.")
+    precision: PrecisionNeed | None = Field(
+        default=None, description="Default precision need of this agent's routed steps; default 'standard'."
+    )
+    task_kind: str | None = Field(
+        default=None, description="Default task kind of its routed steps: keys learned pass rates."
+    )
 
     @field_validator("name")
     @classmethod
@@ -91,6 +100,14 @@ class StepSpec(_Model):
     prompt: str = "{input}"
     depends_on: list[str] = Field(default_factory=list)
     max_output_tokens: int | None = Field(default=None, gt=0)
+    precision: PrecisionNeed | None = Field(
+        default=None, description="Precision need of this step; default: the agent's, else 'standard'."
+    )
+    task_kind: str | None = Field(
+        default=None, description="Task kind, keys learned pass rates; default: the agent's, else 'general'."
+    )
+    route: RouteSpec | None = Field(default=None, description="Pick the model from candidates per call.")
+    cascade: CascadeSpec | None = Field(default=None, description="Cheap first, escalate on failed checks.")
 
     @field_validator("id")
     @classmethod
@@ -98,6 +115,12 @@ class StepSpec(_Model):
         if not _NAME.match(value):
             raise ValueError("must start with a letter and hold only letters, digits, '-' and '_'")
         return value
+
+    @model_validator(mode="after")
+    def _one_routing(self) -> StepSpec:
+        if self.route is not None and self.cascade is not None:
+            raise ValueError("give either 'route' or 'cascade', not both")
+        return self
 
 
 class BudgetSpec(_Model):
@@ -139,6 +162,58 @@ class GoalCheck(_Model):
         if self.kind == "judge" and not self.model:
             raise ValueError("a 'judge' check needs a 'model'")
         return self
+
+
+class _RoutingOptions(_Model):
+    """Settings shared by ``route`` and ``cascade`` (see the README's "Cost-aware routing")."""
+
+    checks: list[GoalCheck] = Field(
+        default_factory=list,
+        description="Checks of the step's output, all must pass; a cascade defaults to the goal's checks.",
+    )
+    threshold: float = Field(default=0.8, ge=0, le=1, description="A judge's score that counts as a pass.")
+    priors: dict[str, float] = Field(
+        default_factory=dict,
+        description="Prior P(check passes) per model reference; default by the model's tier.",
+    )
+    learn: bool = Field(
+        default=True, description="Read and record pass rates in the shared routing-stats workflow."
+    )
+    on_shortfall: Literal["degrade", "refuse"] = Field(
+        default="degrade", description="When no model meets the need: the best affordable one, or stop."
+    )
+    quantile: float | None = Field(
+        default=None, gt=0, lt=1, description="Judge quality by this lower posterior quantile, not the mean."
+    )
+
+    @field_validator("priors")
+    @classmethod
+    def _priors(cls, value: dict[str, float]) -> dict[str, float]:
+        for ref, prior in value.items():
+            if not 0.0 <= prior <= 1.0:
+                raise ValueError(f"prior of {ref!r} must lie in [0, 1], got {prior}")
+        return value
+
+
+class RouteSpec(_RoutingOptions):
+    """One call on the model with the lowest expected cost that meets the need, within the budget.
+
+    Checks, when given, do not escalate: their outcomes only teach the router.
+    """
+
+    candidates: list[str] = Field(min_length=1, description="Model references to choose from.")
+
+
+class CascadeSpec(_RoutingOptions):
+    """Call the cheapest adequate model first; escalate to the next tier only when a check fails."""
+
+    models: list[str] = Field(min_length=1, description="Model references of the ladder, any order.")
+    until: Literal["top", "need"] = Field(
+        default="top", description="Plan up to the top tier, or only until P(pass) meets the need."
+    )
+    check_final: bool = Field(
+        default=False, description="Also check the last rung (free for deterministic checks: always)."
+    )
 
 
 class GoalSpec(_Model):
@@ -257,6 +332,7 @@ class JobSpec(_Model):
             for dep in step.depends_on:
                 if dep not in step_ids:
                     raise ValueError(f"steps.{index}.depends_on: unknown step {dep!r}")
+            _check_routing(self, index, step)
         if self.mode in ("sequential", "dag") and not self.steps:
             raise ValueError(f"steps: mode {self.mode!r} needs at least one step")
         if self.mode == "dag":
@@ -284,6 +360,12 @@ class JobSpec(_Model):
         refs |= {check.model for check in (self.goal.checks if self.goal else []) if check.model}
         if self.chat.selector_model:
             refs.add(self.chat.selector_model)
+        for step in self.steps:
+            # Routed steps may call any candidate, and judge their outputs: resolve all at start.
+            routing = step.route or step.cascade
+            refs |= set(step.route.candidates if step.route else [])
+            refs |= set(step.cascade.models if step.cascade else [])
+            refs |= {check.model for check in (routing.checks if routing else []) if check.model}
         return sorted(refs)
 
     def agent(self, name: str) -> AgentSpec:
@@ -292,6 +374,21 @@ class JobSpec(_Model):
             if agent.name == name:
                 return agent
         raise KeyError(name)
+
+
+def _check_routing(job: JobSpec, index: int, step: StepSpec) -> None:
+    """Refuse routing settings the job cannot carry out."""
+    routing = step.route or step.cascade
+    if routing is None:
+        return
+    if job.mode != "sequential":
+        raise ValueError(f"steps.{index}: routed steps ('route', 'cascade') run in mode 'sequential' only")
+    if step.cascade is not None and not (step.cascade.checks or (job.goal and job.goal.checks)):
+        raise ValueError(f"steps.{index}.cascade.checks: a cascade needs a check (or the goal's checks)")
+    models = step.route.candidates if step.route else step.cascade.models if step.cascade else []
+    unknown = sorted(set(routing.priors) - set(models))
+    if unknown:
+        raise ValueError(f"steps.{index}: priors name models that are not candidates: {unknown}")
 
 
 def _refuse_cycles(steps: list[StepSpec]) -> None:

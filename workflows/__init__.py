@@ -1,11 +1,12 @@
 """One workflow per orchestration mode; all share the turn loop and controls in ``_job``."""
 
 from workflows.groupchat import GroupChatJob
+from workflows.routing_stats import RoutingStatsWorkflow
 from workflows.sequential import SequentialJob
 
-ALL_WORKFLOWS: list[type] = [SequentialJob, GroupChatJob]
+ALL_WORKFLOWS: list[type] = [SequentialJob, GroupChatJob, RoutingStatsWorkflow]
 
 # Workflow type name per spec mode; the client starts jobs by these names.
 WORKFLOW_FOR_MODE: dict[str, str] = {"sequential": "SequentialJob", "groupchat": "GroupChatJob"}
 
-__all__ = ["ALL_WORKFLOWS", "WORKFLOW_FOR_MODE", "GroupChatJob", "SequentialJob"]
+__all__ = ["ALL_WORKFLOWS", "WORKFLOW_FOR_MODE", "GroupChatJob", "RoutingStatsWorkflow", "SequentialJob"]

@@ -15,6 +15,7 @@ with workflow.unsafe.imports_passed_through():
     from harness.spec import JobSpec
 
 from workflows._job import JobWorkflow, StopJob
+from workflows._routing import StepRouter
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_-]*)\}")
 
@@ -37,6 +38,7 @@ class SequentialJob(JobWorkflow):
         self.steps_total = len(spec.steps)
         outputs: dict[str, str] = {}
         previous = spec.task
+        router = StepRouter(self, spec)  # routes only the steps with 'route' or 'cascade'
         try:
             for step in spec.steps:
                 self.step = step.id
@@ -45,16 +47,20 @@ class SequentialJob(JobWorkflow):
                 prompt = render(step.prompt, {"task": spec.task, "input": previous, **outputs})
                 messages = [Message(role="user", content=prompt)]
                 messages += [Message(role="user", content=m.message) for m in self.pending_messages()]
-                result = await self.turn(
-                    spec.agent(step.agent),
-                    messages,
-                    step=step.id,
-                    max_output_tokens=step.max_output_tokens,
-                )
+                if router.handles(step):
+                    result = await router.turn(step, messages)
+                else:
+                    result = await self.turn(
+                        spec.agent(step.agent),
+                        messages,
+                        step=step.id,
+                        max_output_tokens=step.max_output_tokens,
+                    )
                 outputs[step.id] = result.text
                 previous = result.text
                 self.steps_done += 1
             await self._gates().before_final(previous)
         except StopJob as stop:
-            return self.finish(stop.reason, stop.explanation, previous, outputs)
-        return self.finish(StopReason.completed, f"all {len(spec.steps)} steps ran", previous, outputs)
+            return router.annotate(self.finish(stop.reason, stop.explanation, previous, outputs))
+        ran = f"all {len(spec.steps)} steps ran"
+        return router.annotate(self.finish(StopReason.completed, ran, previous, outputs))

@@ -1,0 +1,124 @@
+"""``harness routing ...``: what the router has learned, as a table."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.contracts import ROUTING_STATS_WORKFLOW_ID, JobResult, RoutingStatsState
+
+__all__ = ["routing_app", "routing_section", "stats_table"]
+
+routing_app = typer.Typer(
+    help="Cost-aware routing: the pass rates learned from checks.", no_args_is_help=True
+)
+console = Console()
+QUERY_TIMEOUT = timedelta(seconds=15)
+
+
+def _tier_prior(ref: str) -> float | None:
+    """The prior a routed step gives ``ref`` unless it names its own: by the model's catalog tier."""
+    from harness.catalog import load_catalog, resolve
+    from harness.config import ProviderSettings
+    from workflows._routing import TIER_PRIOR, TOP_PRIOR
+
+    try:
+        tier = resolve(ref, load_catalog(ProviderSettings.from_env().catalog_path)).tier
+    except (ValueError, LookupError):
+        return None
+    return TIER_PRIOR.get(tier, TOP_PRIOR)
+
+
+def stats_table(state: RoutingStatsState, kind: str | None = None) -> Table:
+    """One row per (task kind, model): observed checks and the router's estimate of the pass rate."""
+    from policies.routing import Candidate
+
+    table = Table(title=f"routing stats ({state.batches} batches recorded)")
+    for column in ("task kind", "model", "passes", "failures", "observed", "prior", "estimate"):
+        table.add_column(column, justify="left" if column in ("task kind", "model") else "right")
+    for task_kind in sorted(state.stats.counts):
+        if kind is not None and task_kind != kind:
+            continue
+        for model, seen in sorted(state.stats.counts[task_kind].items()):
+            total = seen.passes + seen.failures
+            observed = f"{seen.passes / total:.2f}" if total else "-"
+            prior = _tier_prior(model)
+            estimate = "-"
+            if prior is not None:
+                candidate = Candidate(
+                    name=model, tier=0, input_per_mtok=0, output_per_mtok=0, default_quality=prior
+                )
+                estimate = f"{state.stats.estimate(task_kind, candidate):.2f}"
+            table.add_row(
+                task_kind,
+                model,
+                str(seen.passes),
+                str(seen.failures),
+                observed,
+                "-" if prior is None else f"{prior:.2f}",
+                estimate,
+            )
+    return table
+
+
+@routing_app.command("stats")
+def stats(
+    kind: Annotated[str | None, typer.Option(help="Only this task kind.")] = None,
+    workflow_id: Annotated[str, typer.Option(help="Id of the stats workflow.")] = ROUTING_STATS_WORKFLOW_ID,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the learned pass rate per (task kind, model): counts, tier prior and posterior mean."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from harness.client import connect
+
+    async def go() -> RoutingStatsState:
+        client = await connect()
+        handle = client.get_workflow_handle(workflow_id)
+        state: RoutingStatsState = await handle.query(
+            "stats", result_type=RoutingStatsState, rpc_timeout=QUERY_TIMEOUT
+        )
+        return state
+
+    try:
+        state = asyncio.run(go())
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            console.print("no routing stats yet: no job with a learning route or cascade has run")
+            return
+        if error.status == RPCStatusCode.DEADLINE_EXCEEDED:
+            console.print("[red]no answer:[/] is a harness worker running (harness worker)?")
+            raise typer.Exit(1) from None
+        raise
+    if as_json:
+        console.print_json(state.model_dump_json(exclude={"keys"}))
+        return
+    console.print(stats_table(state, kind))
+    console.print(
+        "estimate = posterior mean of Beta(prior x 10 + passes, (1 - prior) x 10 + failures); "
+        "a step's own 'priors' replace the tier prior"
+    )
+
+
+def routing_section(result: JobResult) -> Table:
+    """The routing record of a finished job: per routed step, the decision and every attempt."""
+    table = Table(title="routing", show_header=True, expand=False)
+    for column in ("step", "model", "check", "call", "check cost"):
+        table.add_column(column)
+    for record in result.routing:
+        for index, attempt in enumerate(record.attempts):
+            verdict = "-" if attempt.passed is None else "pass" if attempt.passed else "FAIL"
+            table.add_row(
+                record.step if index == 0 else "",
+                attempt.model,
+                f"{verdict} {attempt.check}".strip(),
+                "?" if attempt.cost_usd is None else f"${attempt.cost_usd:.6f}",
+                f"${attempt.check_cost_usd:.6f}" if attempt.check_cost_usd else "-",
+            )
+        table.add_row("", f"[dim]{record.outcome}: {record.summary}[/]", "", "", "")
+    return table
