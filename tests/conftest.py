@@ -29,6 +29,7 @@ from harness.sim import SimConfig, SimServer
 from worker import build_worker
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 ALL_KEYS = [sa.MODE, sa.STATUS, sa.STOP_REASON, sa.TOKENS, sa.COST_USD]
 PROVIDER_ENV = (
     "OPENAI_API_KEY",
@@ -110,10 +111,14 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 def make_worker(
-    client: Client, gateway: ModelCallActivities, activities: Sequence[Any] | None = None, **options: Any
+    client: Client,
+    gateway: ModelCallActivities,
+    activities: Sequence[Any] | None = None,
+    queue: str | None = None,
+    **options: Any,
 ) -> Worker:
-    """A worker with every workflow, on a fresh random task queue (``worker.task_queue``)."""
-    queue = f"test-{uuid.uuid4().hex[:12]}"
+    """A worker with every workflow, on a fresh random task queue (``worker.task_queue``) unless given."""
+    queue = queue or f"test-{uuid.uuid4().hex[:12]}"
     return build_worker(
         client,
         queue,

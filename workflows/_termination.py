@@ -80,15 +80,33 @@ class Termination:
         round_cost = self.job.totals.cost_usd - self.cost_at_round_start
         self.cost_at_round_start = self.job.totals.cost_usd
         score = verdict.score if verdict is not None else None
+        stop = None
         if self.monitor is not None:
             stop = self.monitor.observe(output, score=score, critique=critique, cost_usd=round_cost)
-            if verdict is not None and verdict.met:
-                raise StopJob(StopReason.goal_met, f"goal met: {verdict.summary()}")
-            if stop is not None:
-                self.job.evidence = stop.evidence.model_dump(mode="json")
-                raise StopJob(StopReason(stop.reason), self._explain(stop.explanation))
-        elif verdict is not None and verdict.met:
+        if verdict is not None and verdict.met:
+            self.job.evidence = {"goal": verdict.model_dump(mode="json"), **self._savings()}
             raise StopJob(StopReason.goal_met, f"goal met: {verdict.summary()}")
+        if stop is not None:
+            savings = self._savings()
+            self.job.evidence = {**stop.evidence.model_dump(mode="json"), **savings}
+            saved = (
+                f"; stopped after {savings['rounds_run']} of {savings['max_rounds']} rounds, saving about "
+                f"{savings['tokens_saved_estimate']} tokens (${savings['usd_saved_estimate']})"
+            )
+            raise StopJob(StopReason(stop.reason), self._explain(stop.explanation) + saved)
+
+    def _savings(self) -> dict[str, int | str]:
+        """What stopping now saves against running every allowed round, at this job's average pace."""
+        rounds_run = max(self.job.round, 1)
+        left = max(self.spec.termination.max_rounds - rounds_run, 0)
+        tokens = self.job.totals.usage.total_tokens
+        usd = self.job.totals.cost_usd
+        return {
+            "rounds_run": rounds_run,
+            "max_rounds": self.spec.termination.max_rounds,
+            "tokens_saved_estimate": tokens * left // rounds_run,
+            "usd_saved_estimate": f"{usd * left / rounds_run:.6f}",
+        }
 
     def _explain(self, explanation: str) -> str:
         if self.monitor is None or self.monitor.best_index is None:
