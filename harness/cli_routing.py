@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from harness.contracts import ROUTING_STATS_WORKFLOW_ID, JobResult, RoutingStatsState
 
@@ -39,8 +40,9 @@ def stats_table(state: RoutingStatsState, kind: str | None = None) -> Table:
     from policies.routing import Candidate
 
     table = Table(title=f"routing stats ({state.batches} batches recorded)")
-    for column in ("task kind", "model", "passes", "failures", "observed", "prior", "estimate"):
-        table.add_column(column, justify="left" if column in ("task kind", "model") else "right")
+    for column in ("task kind", "model", "passes", "failures", "observed", "prior", "est."):
+        left = column in ("task kind", "model")
+        table.add_column(column, justify="left" if left else "right", no_wrap=left)
     for task_kind in sorted(state.stats.counts):
         if kind is not None and task_kind != kind:
             continue
@@ -91,34 +93,30 @@ def stats(
         if error.status == RPCStatusCode.NOT_FOUND:
             console.print("no routing stats yet: no job with a learning route or cascade has run")
             return
-        if error.status == RPCStatusCode.DEADLINE_EXCEEDED:
-            console.print("[red]no answer:[/] is a harness worker running (harness worker)?")
-            raise typer.Exit(1) from None
-        raise
+        # A query is answered by a worker: without one it times out.
+        console.print(f"[red]no answer from {workflow_id}:[/] {error}; is a worker running (harness worker)?")
+        raise typer.Exit(1) from None
     if as_json:
         console.print_json(state.model_dump_json(exclude={"keys"}))
         return
     console.print(stats_table(state, kind))
     console.print(
-        "estimate = posterior mean of Beta(prior x 10 + passes, (1 - prior) x 10 + failures); "
-        "a step's own 'priors' replace the tier prior"
+        "est. = posterior mean of Beta(prior x 10 + passes, (1 - prior) x 10 + failures); "
+        "prior = by the model's tier, unless a step names its own 'priors'"
     )
 
 
-def routing_section(result: JobResult) -> Table:
+def routing_section(result: JobResult) -> Text:
     """The routing record of a finished job: per routed step, the decision and every attempt."""
-    table = Table(title="routing", show_header=True, expand=False)
-    for column in ("step", "model", "check", "call", "check cost"):
-        table.add_column(column)
+    text = Text("routing\n", style="bold")
     for record in result.routing:
-        for index, attempt in enumerate(record.attempts):
-            verdict = "-" if attempt.passed is None else "pass" if attempt.passed else "FAIL"
-            table.add_row(
-                record.step if index == 0 else "",
-                attempt.model,
-                f"{verdict} {attempt.check}".strip(),
-                "?" if attempt.cost_usd is None else f"${attempt.cost_usd:.6f}",
-                f"${attempt.check_cost_usd:.6f}" if attempt.check_cost_usd else "-",
-            )
-        table.add_row("", f"[dim]{record.outcome}: {record.summary}[/]", "", "", "")
-    return table
+        text.append(f"  {record.step} ({record.outcome}): ", style="bold")
+        text.append(f"{record.summary}\n")
+        for index, attempt in enumerate(record.attempts, start=1):
+            verdict = "unchecked" if attempt.passed is None else "pass" if attempt.passed else "FAIL"
+            cost = "?" if attempt.cost_usd is None else f"${attempt.cost_usd:.6f}"
+            check = attempt.check.split(": ", 1)[-1] if attempt.check else ""
+            if attempt.check_cost_usd:
+                check += f", check ${attempt.check_cost_usd:.6f}"
+            text.append(f"    {index}. {attempt.model:<24} {cost:>11}  {verdict:<9} {check}\n")
+    return text
