@@ -295,8 +295,9 @@ class ConvergenceMonitor(BaseModel):
                 return Verdict(
                     reason="livelock",
                     explanation=(
-                        f"the {stream} of round {now} repeats round {now - length} "
-                        f"(similarity {similarity:.2f}): a {length}-round cycle since round {start}, "
+                        # Rounds are counted from 1 in what people read; evidence keeps 0-based indices.
+                        f"the {stream} of round {now + 1} repeats round {now - length + 1} "
+                        f"(similarity {similarity:.2f}): a {length}-round cycle since round {start + 1}, "
                         f"and the score is not rising"
                     ),
                     evidence=self._evidence(
