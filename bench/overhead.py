@@ -16,14 +16,13 @@ import statistics
 import sys
 import time
 import uuid
-from datetime import timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from openai import AsyncOpenAI  # noqa: E402
-from temporalio import activity, workflow  # noqa: E402
+from temporalio import activity  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 from temporalio.worker import Worker  # noqa: E402
@@ -35,6 +34,9 @@ from harness.contracts import JobResult  # noqa: E402
 from harness.sim import SimConfig, SimServer  # noqa: E402
 from harness.spec import parse_spec  # noqa: E402
 from worker import build_worker  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bare_workflow import BareChain  # noqa: E402
 
 
 class BareCall:
@@ -49,20 +51,6 @@ class BareCall:
             model="echo", messages=[{"role": "user", "content": prompt}], max_tokens=64
         )
         return reply.choices[0].message.content or ""
-
-
-@workflow.defn(name="BenchBareChain")
-class BareChain:
-    """N activities in a row, each fed the previous output."""
-
-    @workflow.run
-    async def run(self, turns: int) -> str:
-        text = "Write about schedulers."
-        for _ in range(turns):
-            text = await workflow.execute_activity(
-                "bench.bare_call", text, result_type=str, start_to_close_timeout=timedelta(seconds=30)
-            )
-        return text
 
 
 def harness_spec(turns: int) -> object:
