@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from harness.cli_controls import register as register_controls
 from harness.cli_routing import routing_app, routing_section
 from harness.contracts import JobProgress, JobResult, LedgerTotals, TurnRecord
 from harness.spec import SpecError, load_spec
@@ -92,6 +93,11 @@ def _progress_table(progress: JobProgress) -> Table:
     table.add_row("step", step)
     table.add_row("calling", progress.in_flight or "-")
     table.add_row("spent", f"{progress.tokens} tokens, {_usd(progress.cost_usd)}")
+    if progress.paused:
+        table.add_row("paused", "yes: `harness resume` to go on")
+    for gate in progress.gates:
+        if gate.outcome is None:
+            table.add_row("gate", f"{gate.gate} waiting (default {gate.default} after {gate.timeout_s:g}s)")
     if progress.detail:
         table.add_row("note", progress.detail)
     return table
@@ -243,6 +249,7 @@ def result(
     print_result(outcome, None)
 
 
+register_controls(app)
 app.add_typer(routing_app, name="routing")
 
 

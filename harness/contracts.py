@@ -271,6 +271,30 @@ class LedgerTotals(BaseModel):
     per_agent_cost_usd: dict[str, Decimal] = Field(default_factory=dict)
 
 
+GateKind = Literal["before_step", "spend", "before_final"]
+GateOutcome = Literal["approved", "rejected", "aborted"]
+
+
+class GateRecord(BaseModel):
+    """One approval gate as it was met: when it opened, who decided what, when, and why.
+
+    ``by`` is who decided: the name the ``approve`` / ``reject`` update carried, ``timeout`` when the
+    gate's default was taken, ``abort`` when an abort signal ended the wait, ``deadline`` when the
+    job's deadline did.
+    """
+
+    gate: str
+    kind: GateKind
+    target: str = Field(default="", description="The step, the spend threshold, or 'final'.")
+    opened_at: datetime
+    decided_at: datetime | None = None
+    outcome: GateOutcome | None = None
+    by: str = ""
+    note: str = ""
+    timeout_s: float = 0.0
+    default: GateOutcome = "rejected"
+
+
 class JobProgress(BaseModel):
     """What the ``status`` query returns: enough to draw a progress line."""
 
@@ -289,6 +313,10 @@ class JobProgress(BaseModel):
     paused: bool = False
     pending_gates: list[str] = Field(default_factory=list, description="Gates waiting for a person.")
     evidence: dict[str, Any] = Field(default_factory=dict, description="Numbers behind the stop reason.")
+    gates: list[GateRecord] = Field(default_factory=list, description="Gates met so far, pending ones too.")
+    priority: int = Field(default=3, description="The running work's priority (0 is most urgent).")
+    interrupts: int = Field(default=0, description="Interrupt signals received so far.")
+    queued_messages: int = Field(default=0, description="Interrupt and inject messages not yet delivered.")
 
 
 class JobResult(BaseModel):
@@ -304,3 +332,4 @@ class JobResult(BaseModel):
     ledger: LedgerTotals
     turns: int
     routing: list[RoutingRecord] = Field(default_factory=list, description="Routed steps, in order.")
+    gates: list[GateRecord] = Field(default_factory=list, description="Every gate met, with its decision.")

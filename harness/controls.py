@@ -18,7 +18,11 @@ class InterruptRequest(BaseModel):
 
     message: str = ""
     agent: str | None = Field(default=None, description="Who the message is for; None means all.")
-    priority: int = Field(default=1, description="1 is most urgent.")
+    priority: int = Field(
+        default=1,
+        description="0 is most urgent. More urgent than the job's priority (spec 'priority', default 3) "
+        "cancels the in-flight call; otherwise the message queues for the next turn boundary.",
+    )
 
 
 class InjectRequest(BaseModel):
@@ -47,4 +51,12 @@ class GateDecision(BaseModel):
 
     gate: str
     note: str = ""
-    by: str = ""
+    by: str = Field(default="", description="Who decides; recorded in the result and the UI.")
+
+
+class SetPriorityRequest(BaseModel):
+    """Update ``set_priority``: change a task's priority (0 is most urgent); task ``job`` is the
+    running work itself, which sets the bar an interrupt must beat to preempt."""
+
+    task: str
+    priority: int

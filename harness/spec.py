@@ -281,6 +281,50 @@ class TeamSpec(_Model):
     max_tasks: int = Field(default=20, gt=0, le=1000, description="Cap on tasks including follow-ups.")
 
 
+class GateSpec(_Model):
+    """An approval gate: the job waits here for ``approve`` / ``reject`` from a person.
+
+    Exactly one of ``before_step``, ``spend_usd``, ``spend_tokens`` or ``before_final`` says where.
+    The wait is a durable timer: at ``timeout`` the ``default`` is taken. What a rejection does
+    depends on the gate: before a step, the step is skipped; at a spend threshold, the job stops
+    with ``budget_exhausted``; before the final answer, the job stops with ``aborted`` and the
+    answer is withheld (``output`` and ``outputs`` empty). ``abort`` always ends the job with its
+    best result so far and stop reason ``aborted``.
+    """
+
+    name: str = Field(description="What ``harness approve JOB NAME`` calls it.")
+    before_step: str | None = Field(default=None, description="Wait before this step runs.")
+    spend_usd: Decimal | None = Field(default=None, gt=0, description="Wait once spend reaches this.")
+    spend_tokens: int | None = Field(default=None, gt=0, description="Wait once tokens reach this.")
+    before_final: bool = Field(default=False, description="Wait before the final answer is released.")
+    timeout: timedelta = Field(default=timedelta(hours=1), description="How long to wait for a person.")
+    default: Literal["approve", "reject", "abort"] = Field(
+        default="reject", description="What happens when nobody decides within the timeout."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _gate_name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("must start with a letter and hold only letters, digits, '-' and '_'")
+        return value
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, value: Any) -> timedelta:
+        duration = parse_duration(value)
+        if duration <= timedelta(0):
+            raise ValueError("must be positive")
+        return duration
+
+    @model_validator(mode="after")
+    def _one_place(self) -> GateSpec:
+        places = [self.before_step is not None, self.spend_usd is not None, self.spend_tokens is not None]
+        if sum(places) + int(self.before_final) != 1:
+            raise ValueError("give exactly one of before_step, spend_usd, spend_tokens, before_final")
+        return self
+
+
 class JobSpec(_Model):
     """A whole job: who works, how they take turns, what it may spend and when it is done."""
 
@@ -298,6 +342,10 @@ class JobSpec(_Model):
     delegation: DelegationSpec | None = None
     team: TeamSpec = Field(default_factory=TeamSpec)
     max_concurrency: int = Field(default=4, gt=0, le=100, description="Parallel steps in a DAG.")
+    gates: list[GateSpec] = Field(default_factory=list, description="Approval gates; see GateSpec.")
+    priority: int = Field(
+        default=3, ge=0, le=9, description="The job's own work; an interrupt more urgent (lower) preempts it."
+    )
 
     @field_validator("deadline", mode="before")
     @classmethod
@@ -352,6 +400,13 @@ class JobSpec(_Model):
         for index, check in enumerate(self.goal.checks if self.goal else []):
             if check.agent is not None and check.agent not in names:
                 raise ValueError(f"goal.checks.{index}.agent: unknown agent {check.agent!r}")
+        gate_names = [gate.name for gate in self.gates]
+        dup_gates = sorted({name for name in gate_names if gate_names.count(name) > 1})
+        if dup_gates:
+            raise ValueError(f"gates: duplicate names {dup_gates}")
+        for index, gate in enumerate(self.gates):
+            if gate.before_step is not None and gate.before_step not in step_ids:
+                raise ValueError(f"gates.{index}.before_step: unknown step {gate.before_step!r}")
         return self
 
     def model_refs(self) -> list[str]:

@@ -38,8 +38,16 @@ with workflow.unsafe.imports_passed_through():
         TurnRecord,
         Usage,
     )
-    from harness.controls import AbortRequest, AddBudgetRequest, GateDecision, InjectRequest, InterruptRequest
+    from harness.controls import (
+        AbortRequest,
+        AddBudgetRequest,
+        GateDecision,
+        InjectRequest,
+        InterruptRequest,
+        SetPriorityRequest,
+    )
     from harness.spec import AgentSpec, JobSpec
+    from policies.scheduling import AgingPriorityQueue, PriorityItem
 
 from workflows._budget import BudgetKeeper
 from workflows._gates import Gates
@@ -100,8 +108,10 @@ class JobWorkflow:
         self.in_flight: str | None = None
         self.paused = False
         self.abort_reason: str | None = None
-        self.interrupts: list[InterruptRequest] = []
-        self.injected: list[InjectRequest] = []
+        # Interrupt and inject messages not yet delivered, most urgent first, aging per turn boundary.
+        self.inbox = AgingPriorityQueue()
+        self.interrupts_received = 0
+        self.priority: int | None = None  # set_priority on task "job"; None means the spec's
         self.stop_reason: StopReason | None = None
         self.detail = ""
         self.evidence: dict[str, Any] = {}
@@ -323,13 +333,45 @@ class JobWorkflow:
             outputs=outputs,
             ledger=self.totals,
             turns=len(self.turns),
+            gates=self.gates.records if self.gates is not None else [],
         )
 
     # ----- controls ----------------------------------------------------------------------------
+    #
+    # Handlers are synchronous and issue no commands (except a gate decision's memo), so a signal
+    # costs one history event plus its share of a workflow task, and every handler has finished
+    # by the time the run method returns (``conclude`` waits for that all the same).
+
+    @property
+    def job_priority(self) -> int:
+        """The running work's priority (0 is most urgent): ``set_priority job N``, else the spec's."""
+        if self.priority is not None:
+            return self.priority
+        return self.spec.priority if self.spec is not None else 3
+
+    async def conclude(
+        self, reason: StopReason, explanation: str, output: str, outputs: dict[str, str]
+    ) -> JobResult:
+        """End the job, in every mode: final-answer gate, handlers finished, then ``finish``.
+
+        The final-answer gate runs here unless the job was aborted or failed (a mode may also call
+        ``gates.before_final`` itself; a gate is met only once). A rejected final gate withholds the
+        output.
+        """
+        gates = self._gates()
+        if reason not in (StopReason.aborted, StopReason.failed):
+            try:
+                await gates.before_final(output)
+            except StopJob as stop:
+                reason, explanation = stop.reason, stop.explanation
+        if gates.withheld:
+            output, outputs = "", {}
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self.finish(reason, explanation, output, outputs)
 
     @workflow.query(name="status")
     def query_status(self) -> JobProgress:
-        """Where the job is: status, step, in-flight call, spend, stop reason."""
+        """Where the job is: status, step, in-flight call, spend, pause, gates, queued messages."""
         return JobProgress(
             job_id=self.job_id,
             mode=self.mode,
@@ -346,6 +388,10 @@ class JobWorkflow:
             paused=self.paused,
             pending_gates=self.gates.pending() if self.gates is not None else [],
             evidence=self.evidence,
+            gates=self.gates.records if self.gates is not None else [],
+            priority=self.job_priority,
+            interrupts=self.interrupts_received,
+            queued_messages=len(self.inbox),
         )
 
     @workflow.query(name="ledger")
@@ -360,13 +406,17 @@ class JobWorkflow:
 
     @workflow.signal(name="interrupt")
     def on_interrupt(self, request: InterruptRequest) -> None:
-        """Preempt the in-flight call; the message enters the conversation."""
-        self.interrupts.append(request)
-        self._interrupt_pending = True
+        """Queue the message; if it is more urgent than the running work, cancel the in-flight call."""
+        self.interrupts_received += 1
+        self._enqueue(request.message, request.agent, request.priority)
+        running = self.in_flight
+        for_running = request.agent is None or running is None or running.startswith(f"{request.agent} on ")
+        if request.priority < self.job_priority and for_running:
+            self._interrupt_pending = True
 
     @workflow.signal(name="pause")
     def on_pause(self) -> None:
-        """Start no new call until resumed."""
+        """Start no new call until resumed (the running call finishes; nothing new is reserved)."""
         self.paused = True
 
     @workflow.signal(name="resume")
@@ -376,13 +426,14 @@ class JobWorkflow:
 
     @workflow.signal(name="inject")
     def on_inject(self, request: InjectRequest) -> None:
-        """Add a message to the conversation without preempting."""
-        self.injected.append(request)
+        """Add a message for the next turn, without preempting (at the running work's priority)."""
+        self._enqueue(request.message, request.agent, self.job_priority)
 
     @workflow.signal(name="abort")
     def on_abort(self, request: AbortRequest) -> None:
-        """End the job with its best result so far, stop reason ``aborted``."""
-        self.abort_reason = request.reason or "no reason given"
+        """End the job with its best result so far, stop reason ``aborted``; cancels a running call."""
+        if self.abort_reason is None:
+            self.abort_reason = request.reason or "no reason given"
 
     @workflow.update(name="add_budget")
     def on_add_budget(self, request: AddBudgetRequest) -> LedgerTotals:
@@ -416,12 +467,71 @@ class JobWorkflow:
         """Refuse a decision on a gate that is not pending."""
         self._gates().validate(decision)
 
-    def pending_messages(self) -> list[Any]:
-        """Interrupt and inject messages not yet delivered, oldest first; clears them."""
-        pending: list[Any] = [*self.interrupts, *self.injected]
-        self.interrupts.clear()
-        self.injected.clear()
-        return pending
+    @workflow.update(name="set_priority")
+    def on_set_priority(self, request: SetPriorityRequest) -> str:
+        """Change a task's priority; task ``job`` is the running work (the bar interrupts must beat)."""
+        if request.task == "job":
+            self.priority = request.priority
+        else:
+            self.set_task_priority(request.task, request.priority)
+        return f"{request.task} now at priority {request.priority}"
+
+    @on_set_priority.validator
+    def validate_set_priority(self, request: SetPriorityRequest) -> None:
+        """Refuse priorities outside 0-9, unknown tasks and finished jobs."""
+        if self.stop_reason is not None:
+            raise ValueError("the job has already ended")
+        if not 0 <= request.priority <= 9:
+            raise ValueError(f"priority must be 0 (most urgent) to 9, not {request.priority}")
+        if request.task != "job":
+            self.check_task_priority(request.task, request.priority)
+
+    def check_task_priority(self, task: str, priority: int) -> None:
+        """Refuse (``ValueError``) a priority change this mode cannot make; must not change state.
+
+        Modes with a task queue override this and ``set_task_priority``; the default knows no tasks.
+        """
+        raise ValueError(f"unknown task {task!r}: {self.mode} jobs have no tasks; use task 'job'")
+
+    def set_task_priority(self, task: str, priority: int) -> None:
+        """Apply a priority change that ``check_task_priority`` accepted."""
+        raise ValueError(f"unknown task {task!r}")
+
+    # ----- pending messages --------------------------------------------------------------------
+
+    def _enqueue(self, message: str, agent: str | None, priority: int) -> None:
+        # Appended directly (queue.push checks ids in O(n)): thousands of signals stay cheap.
+        inbox = self.inbox
+        item = PriorityItem(
+            id=f"m{inbox.next_seq}",
+            payload={"message": message, "agent": agent},
+            priority=max(priority, 0),
+            seq=inbox.next_seq,
+            enqueued_tick=inbox.tick,
+        )
+        inbox.items.append(item)
+        inbox.next_seq += 1
+
+    def pending_messages(self, agent: str | None = None) -> list[InjectRequest]:
+        """Interrupt and inject messages not yet delivered, most urgent first (with aging); clears them.
+
+        With ``agent``, only messages for that agent or for all are delivered; the rest keep waiting.
+        Each call is one turn boundary: messages left waiting age by one level per two boundaries.
+        """
+        inbox = self.inbox
+        # One sort by the aging queue's own order (its horizon, then arrival), not n pops of O(n).
+        order = sorted(inbox.items, key=lambda item: (inbox.horizon(item), item.seq))
+        delivered: list[InjectRequest] = []
+        kept: list[PriorityItem] = []
+        for item in order:
+            target = item.payload.get("agent")
+            if agent is None or target is None or target == agent:
+                delivered.append(InjectRequest(message=str(item.payload["message"]), agent=target))
+            else:
+                kept.append(item)
+        inbox.items = sorted(kept, key=lambda item: item.seq)
+        inbox.advance(1)
+        return delivered
 
 
 def application_error_type(error: BaseException) -> str | None:

@@ -62,6 +62,7 @@ class GroupChatJob(JobWorkflow):
             for round_no in range(1, spec.termination.max_rounds + 1):
                 self.round = round_no
                 for _ in names:
+                    await self._wait_while_paused()  # so messages sent during a pause reach this turn
                     for pending in self.pending_messages():
                         conversation.append((HUMAN, pending.message))
                     speaker = await self._next_speaker(spec, rotation, fair, conversation)
@@ -73,10 +74,10 @@ class GroupChatJob(JobWorkflow):
                 self.steps_done = round_no
                 await termination.after_round()
         except StopJob as stop:
-            return self.finish(
+            return await self.conclude(
                 stop.reason, stop.explanation, termination.best_output(), termination.outputs()
             )
-        return self.finish(
+        return await self.conclude(
             StopReason.max_rounds,
             f"{spec.termination.max_rounds} rounds ran without the goal being met",
             termination.best_output(),

@@ -43,7 +43,10 @@ class SequentialJob(JobWorkflow):
             for step in spec.steps:
                 self.step = step.id
                 self.round = self.steps_done + 1
-                await self._gates().before_step(step.id)
+                if not await self._gates().before_step(step.id):
+                    self.steps_done += 1  # rejected at its gate: skipped, the next step gets {input} as is
+                    continue
+                await self._wait_while_paused()  # so messages sent during a pause reach this turn
                 prompt = render(step.prompt, {"task": spec.task, "input": previous, **outputs})
                 messages = [Message(role="user", content=prompt)]
                 messages += [Message(role="user", content=m.message) for m in self.pending_messages()]
@@ -56,11 +59,24 @@ class SequentialJob(JobWorkflow):
                         step=step.id,
                         max_output_tokens=step.max_output_tokens,
                     )
+                while result.finish_reason == "cancelled":
+                    # Preempted by an interrupt: run the step again, with its partial reply and the message.
+                    said = [Message(role="user", content=m.message) for m in self.pending_messages()]
+                    messages += [
+                        Message(role="assistant", content=result.text or "(cut off)"),
+                        *(said or [Message(role="user", content="Continue.")]),
+                    ]
+                    result = await self.turn(
+                        spec.agent(step.agent),
+                        messages,
+                        step=step.id,
+                        max_output_tokens=step.max_output_tokens,
+                    )
                 outputs[step.id] = result.text
                 previous = result.text
                 self.steps_done += 1
             await self._gates().before_final(previous)
         except StopJob as stop:
-            return router.annotate(self.finish(stop.reason, stop.explanation, previous, outputs))
+            return router.annotate(await self.conclude(stop.reason, stop.explanation, previous, outputs))
         ran = f"all {len(spec.steps)} steps ran"
-        return router.annotate(self.finish(StopReason.completed, ran, previous, outputs))
+        return router.annotate(await self.conclude(StopReason.completed, ran, previous, outputs))

@@ -1,0 +1,165 @@
+"""The steering commands of the ``harness`` CLI: signals and updates sent to a running job.
+
+``register(app)`` adds them to the main typer app. Each sends one signal or update with the JSON
+payload documented in ``harness.controls`` (and the README), so the stock
+``temporal workflow signal / update execute`` commands do exactly the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import socket
+from decimal import Decimal
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from harness.contracts import LedgerTotals
+from harness.controls import (
+    AbortRequest,
+    AddBudgetRequest,
+    GateDecision,
+    InjectRequest,
+    InterruptRequest,
+    SetPriorityRequest,
+)
+
+__all__ = ["register"]
+
+console = Console()
+err = Console(stderr=True)
+
+JobId = Annotated[str, typer.Argument(help="Job id (= workflow id).")]
+Agent = Annotated[str | None, typer.Option("--agent", help="Who the message is for; default all.")]
+Note = Annotated[str, typer.Option("--note", help="Why; recorded with the decision.")]
+By = Annotated[str | None, typer.Option("--by", help="Who decides; default user@host.")]
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def _run(job_id: str, name: str, payload: BaseModel | None, update: bool, result_type: Any = str) -> Any:
+    """Send signal or update ``name`` to ``job_id``; print a clear error when it is refused."""
+    from harness.client import connect
+
+    async def go() -> Any:
+        handle = (await connect()).get_workflow_handle(job_id)
+        args = [] if payload is None else [payload]
+        if update:
+            return await handle.execute_update(name, args=args, result_type=result_type)
+        await handle.signal(name, args=args)
+        return None
+
+    try:
+        return asyncio.run(go())
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        _fail(f"{name} refused: {getattr(cause, 'message', None) or cause or error}")
+    except RPCError as error:
+        _fail(f"{name} to job {job_id!r} failed: {error.message}")
+
+
+def _decider(by: str | None) -> str:
+    return by or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def interrupt(
+    job_id: JobId,
+    message: Annotated[str, typer.Argument(help="What the agents should hear now.")],
+    agent: Agent = None,
+    priority: Annotated[
+        int, typer.Option("--priority", help="0 is most urgent; below the job's priority preempts.")
+    ] = 1,
+) -> None:
+    """Cancel the in-flight call (if more urgent than the job) and put MESSAGE into the conversation."""
+    _run(job_id, "interrupt", InterruptRequest(message=message, agent=agent, priority=priority), False)
+    console.print(f"interrupt sent to {job_id}")
+
+
+def pause(job_id: JobId) -> None:
+    """Start no new model call until resumed (survives worker and server restarts)."""
+    _run(job_id, "pause", None, False)
+    console.print(f"pause sent to {job_id}")
+
+
+def resume(job_id: JobId) -> None:
+    """Undo a pause."""
+    _run(job_id, "resume", None, False)
+    console.print(f"resume sent to {job_id}")
+
+
+def inject(
+    job_id: JobId,
+    message: Annotated[str, typer.Argument(help="A message for the next turn.")],
+    agent: Agent = None,
+) -> None:
+    """Add MESSAGE before the next turn, without preempting the running call."""
+    _run(job_id, "inject", InjectRequest(message=message, agent=agent), False)
+    console.print(f"inject sent to {job_id}")
+
+
+def abort(
+    job_id: JobId,
+    reason: Annotated[str, typer.Option("--reason", help="Recorded as the explanation.")] = "",
+) -> None:
+    """End the job now with its best result so far (stop reason aborted)."""
+    _run(job_id, "abort", AbortRequest(reason=reason), False)
+    console.print(f"abort sent to {job_id}")
+
+
+def approve(
+    job_id: JobId,
+    gate: Annotated[str, typer.Argument(help="Name of the pending gate.")],
+    note: Note = "",
+    by: By = None,
+) -> None:
+    """Approve a pending approval gate."""
+    said = _run(job_id, "approve", GateDecision(gate=gate, note=note, by=_decider(by)), True)
+    console.print(said)
+
+
+def reject(
+    job_id: JobId,
+    gate: Annotated[str, typer.Argument(help="Name of the pending gate.")],
+    note: Note = "",
+    by: By = None,
+) -> None:
+    """Reject a pending approval gate (before a step: skip it; spend: stop; final: withhold)."""
+    said = _run(job_id, "reject", GateDecision(gate=gate, note=note, by=_decider(by)), True)
+    console.print(said)
+
+
+def add_budget(
+    job_id: JobId,
+    tokens: Annotated[int, typer.Option("--tokens", help="Tokens to add.")] = 0,
+    usd: Annotated[str, typer.Option("--usd", help="Dollars to add, e.g. 0.25.")] = "0",
+    node: Annotated[str, typer.Option("--node", help="Budget node; 'job' is the whole job.")] = "job",
+) -> None:
+    """Raise a budget's limits; prints the ledger after the change."""
+    request = AddBudgetRequest(node=node, tokens=tokens, usd=Decimal(usd))
+    totals: LedgerTotals = _run(job_id, "add_budget", request, True, result_type=LedgerTotals)
+    console.print(f"limits now: tokens {totals.limit_tokens}, usd {totals.limit_usd}")
+
+
+def set_priority(
+    job_id: JobId,
+    task: Annotated[str, typer.Argument(help="Task id, or 'job' for the running work itself.")],
+    priority: Annotated[int, typer.Argument(help="0 (most urgent) to 9.")],
+) -> None:
+    """Change a task's priority ('job' sets the bar an interrupt must beat to preempt)."""
+    console.print(_run(job_id, "set_priority", SetPriorityRequest(task=task, priority=priority), True))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the steering commands to ``app``."""
+    for command in (interrupt, pause, resume, inject, abort, approve, reject):
+        app.command()(command)
+    app.command(name="add-budget")(add_budget)
+    app.command(name="set-priority")(set_priority)
