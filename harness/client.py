@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
+from temporalio.service import RPCError
 
 from harness import search_attributes as sa
 from harness.contracts import TASK_QUEUE, JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
@@ -78,9 +80,32 @@ async def start_job(
 
 
 async def job_status(client: Client, job_id: str) -> JobProgress:
-    """The ``status`` query of a job."""
-    progress: JobProgress = await client.get_workflow_handle(job_id).query("status", result_type=JobProgress)
-    return progress
+    """The ``status`` query of a job; for an ended job with no worker to answer, read its result."""
+    handle = client.get_workflow_handle(job_id, result_type=JobResult)
+    try:
+        progress: JobProgress = await handle.query(
+            "status", result_type=JobProgress, rpc_timeout=timedelta(seconds=5)
+        )
+        return progress
+    except RPCError:
+        description = await handle.describe()
+        if description.status in (None, WorkflowExecutionStatus.RUNNING):
+            raise  # a running job with no worker polling: say so rather than guess
+    try:
+        result = await handle.result()
+    except WorkflowFailureError as error:
+        return JobProgress(job_id=job_id, mode="?", status=JobStatus.failed, detail=str(error.cause or error))
+    return JobProgress(
+        job_id=job_id,
+        mode=result.mode,
+        status=JobStatus.finished,
+        steps_done=len(result.outputs),
+        tokens=result.ledger.usage.total_tokens,
+        cost_usd=result.ledger.cost_usd,
+        stop_reason=result.stop_reason,
+        detail=result.explanation,
+        evidence=result.evidence,
+    )
 
 
 async def job_ledger(client: Client, job_id: str) -> LedgerTotals:

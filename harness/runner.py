@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
@@ -109,7 +110,9 @@ async def follow(
     try:
         while not result_task.done():
             with contextlib.suppress(Exception):  # the first query can race the first task
-                on_progress(await handle.query("status", result_type=JobProgress))
+                on_progress(
+                    await handle.query("status", result_type=JobProgress, rpc_timeout=timedelta(seconds=2))
+                )
             await asyncio.wait({result_task}, timeout=interval)
         result: JobResult = result_task.result()
         return result

@@ -1,0 +1,73 @@
+"""The ``harness`` command line as a user runs it: a real process, real output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from harness.sim import SimServer
+from tests.conftest import ROOT
+
+HARNESS = str(Path(sys.executable).parent / "harness")
+
+
+def harness(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``harness`` command and capture what it prints."""
+    return subprocess.run(
+        [HARNESS, *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_bad_spec_is_refused_with_the_field(tmp_path: Path) -> None:
+    """A spec naming an unknown agent exits 2 with the field and reason, before anything starts."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: t\nagents: [{name: a, model: 'sim:writer'}]\nsteps: [{id: s, agent: b}]\n")
+    done = harness("run", str(bad))
+    assert done.returncode == 2
+    assert "steps.0.agent: unknown agent 'b'" in done.stderr
+
+
+def test_unknown_price_is_refused_before_start(tmp_path: Path) -> None:
+    """A model with no known price is refused at submission: an unknown price is never free."""
+    spec = tmp_path / "unpriced.yaml"
+    spec.write_text(
+        "task: t\nagents: [{name: a, model: 'openai-compatible:my-llama'}]\nsteps: [{id: s, agent: a}]\n"
+    )
+    done = harness("run", str(spec))
+    assert done.returncode == 2
+    assert "no known price" in done.stderr
+
+
+@pytest.mark.e2e
+def test_run_prints_result_spend_stop_reason_and_link(dev_env: WorkflowEnvironment, sim: SimServer) -> None:
+    """`harness run examples/sequential.yaml` completes and prints result, tokens, cost, stop reason
+    and the job's Temporal UI link; `harness status` then reads the finished job."""
+    env = {
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "HARNESS_SIM_URL": sim.url,
+        "HARNESS_TASK_QUEUE": "cli-test",
+    }
+    done = harness("run", "examples/sequential.yaml", env=env)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "result" in out and "Draft v" in out
+    assert "stop reason  completed" in out
+    assert "tokens" in out and "$" in out
+    assert "Temporal UI: http://localhost:8233/namespaces/default/workflows/launch-note-" in out
+    job_id = out.split("/workflows/")[1].split()[0]
+    status = harness("status", job_id, "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    assert '"stop_reason": "completed"' in status.stdout
