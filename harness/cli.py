@@ -119,11 +119,11 @@ def print_result(result: JobResult, url: str | None) -> None:
     if result.explanation:
         table.add_row("why", result.explanation)
     table.add_row("spent", spent)
-    if url:
-        table.add_row("Temporal UI", url)
     console.print(table)
     if result.routing:
         console.print(routing_section(result))
+    if url:
+        console.print(f"Temporal UI: {url}", soft_wrap=True, highlight=False)
 
 
 @app.command()
@@ -134,11 +134,13 @@ def run(
     data_dir: DataDir = Path(".harness"),
 ) -> None:
     """Run a job, starting whatever is missing (server, simulator, worker); print its result."""
+    from harness.catalog import load_catalog
+    from harness.config import ProviderSettings
     from harness.runner import check_models, run_job
 
     try:
         spec = load_spec(file)
-        check_models(spec, None)
+        check_models(spec, load_catalog(ProviderSettings.from_env().catalog_path))
     except SpecError as error:
         _fail(str(error), code=2)
     if not follow:
@@ -202,7 +204,12 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a job's status: step, in-flight call, spend, stop reason."""
-    progress: JobProgress = _query(job_id, "status", JobProgress)
+    from harness.client import connect, job_status
+
+    async def go() -> JobProgress:
+        return await job_status(await connect(), job_id)
+
+    progress = asyncio.run(go())
     if as_json:
         console.print_json(progress.model_dump_json())
         return

@@ -12,6 +12,7 @@ A mode subclasses ``JobWorkflow``, decorates its own ``run`` with ``@workflow.ru
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -285,11 +286,31 @@ class JobWorkflow:
             raise StopJob(StopReason.deadline, f"the deadline of {self.spec.deadline} has passed")
         return remaining
 
+    async def wait_for(self, condition: Callable[[], bool], within: timedelta | None = None) -> bool:
+        """Wait durably until ``condition`` holds (True) or ``within`` passes (False).
+
+        The job's deadline still applies while waiting (``StopJob`` with ``deadline``), and an abort
+        ends the wait at once (``StopJob`` with ``aborted``). Use it for every wait a mode makes.
+        """
+        remaining = self._deadline_remaining()
+        limit = within if remaining is None or (within is not None and within < remaining) else remaining
+        try:
+            await workflow.wait_condition(lambda: condition() or self.abort_reason is not None, timeout=limit)
+        except TimeoutError:
+            if limit is remaining and remaining is not None:
+                deadline = self.spec.deadline if self.spec is not None else None
+                raise StopJob(
+                    StopReason.deadline, f"the deadline of {deadline} passed while waiting"
+                ) from None
+            return False
+        self._raise_if_aborted()
+        return True
+
     async def _wait_while_paused(self) -> None:
         if not self.paused:
             return
         self._set_status(JobStatus.paused)
-        await workflow.wait_condition(lambda: not self.paused or self.abort_reason is not None)
+        await self.wait_for(lambda: not self.paused)
         self._set_status(JobStatus.running)
 
     def _raise_if_aborted(self) -> None:
