@@ -108,3 +108,17 @@ def test_history_fixture_is_json() -> None:
     """The recorded history used by the replay test is present and parseable."""
     data = json.loads((Path(__file__).parent / "histories" / "sequential.json").read_text())
     assert data["events"]
+
+
+async def test_non_retryable_provider_error_ends_the_job_with_failed(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """A 400 from the provider is not retried: the job ends with stop reason failed, naming the cause,
+    and keeps the outputs of the steps that finished."""
+    sim_call(sim, "/_sim/faults", {"kind": "400", "model": "editor", "count": 1})
+    spec = chain_spec()
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await run_job(ts_env.client, worker.task_queue, spec)
+    assert result.stop_reason is StopReason.failed
+    assert "BadRequest" in result.explanation and "editor" in result.explanation
+    assert list(result.outputs) == ["draft"]

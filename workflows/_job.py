@@ -193,6 +193,18 @@ class JobWorkflow:
         self._interrupt_pending = False
         try:
             result = await self._call(request, summary=self.in_flight)
+        except ActivityError as error:
+            self._budget().fail(call_id)
+            cause = error.cause
+            if isinstance(cause, CancelledError):
+                raise
+            # A wrong request (bad model, auth, schema: non-retryable) or a provider that stayed down
+            # through every retry: the job ends with its best result so far and names the cause.
+            kind = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise StopJob(
+                StopReason.failed, f"{agent.name}'s call to {model.ref} failed: {kind}: {message}"
+            ) from None
         except BaseException:
             self._budget().fail(call_id)
             raise
