@@ -112,3 +112,51 @@ async def test_sigkill_mid_job_resumes_and_charges_each_call_once(
     assert result.ledger.usage.estimated
     assert tally["incomplete"] >= 1
     assert lost_out >= tally["incomplete_output_tokens"] > 0
+
+
+async def test_dag_resumes_after_sigkill_without_rerunning_finished_steps(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """A DAG killed while its slow branch streams resumes on a new worker: every step runs to the end
+    exactly once in the transcript, and the finished branch is not called again."""
+    sim_call(sim, "/_sim/reset", {})
+    queue = f"crash-dag-{uuid.uuid4().hex[:8]}"
+    slow = "[[sim latency=0 tps=15 tokens=60]]"
+    spec = parse_spec(
+        {
+            "id": f"crash-dag-{uuid.uuid4().hex[:8]}",
+            "mode": "dag",
+            "task": "t",
+            "agents": [{"name": "a", "model": "sim:echo", "max_output_tokens": 120}],
+            "steps": [
+                {"id": "fast", "agent": "a", "prompt": "fast branch"},
+                {"id": "slow", "agent": "a", "prompt": f"slow branch {slow}"},
+                {"id": "join", "agent": "a", "prompt": "join {input}", "depends_on": ["fast", "slow"]},
+            ],
+        }
+    )
+    first = start_worker(dev_env, sim, queue)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        handle = await dev_env.client.start_workflow(
+            "DagJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
+        )
+        for _ in range(300):
+            turns = await handle.query("transcript", result_type=list[TurnRecord])
+            if any(turn.step == "fast" for turn in turns):
+                break
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        second = start_worker(dev_env, sim, queue)
+        result = await asyncio.wait_for(handle.result(), timeout=90)
+        turns = await handle.query("transcript", result_type=list[TurnRecord])
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+    assert result.stop_reason is StopReason.completed
+    assert sorted(turn.step or "" for turn in turns) == ["fast", "join", "slow"]
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    assert tally["completed"] == 3

@@ -1,0 +1,77 @@
+"""Parallel DAG, batch processing with dependencies: a step starts as soon as all it depends on has
+finished, up to ``spec.max_concurrency`` steps at once.
+
+Cycles are refused at submission (the spec validator). Ready steps start in spec order, so the
+schedule is deterministic, as replay requires. Concurrent turns share the job's controls: an
+interrupt cancels whichever calls are in flight, and each of those steps runs again with the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from harness.contracts import JobResult, Message, ModelCallResult, StopReason
+    from harness.spec import JobSpec, StepSpec
+
+from workflows._job import JobWorkflow, StopJob
+from workflows.sequential import render
+
+
+@workflow.defn(name="DagJob")
+class DagJob(JobWorkflow):
+    """Runs ``spec.steps`` as a dependency graph with bounded parallelism."""
+
+    mode = "dag"
+
+    @workflow.run
+    async def run(self, spec: JobSpec) -> JobResult:
+        """Start every ready step, up to the concurrency limit, until all have run."""
+        await self.start_job(spec)
+        self.steps_total = len(spec.steps)
+        outputs: dict[str, str] = {}
+        pending = list(spec.steps)
+        running: dict[str, asyncio.Task[ModelCallResult]] = {}
+        try:
+            while pending or running:
+                ready = [step for step in pending if all(dep in outputs for dep in step.depends_on)]
+                for step in ready[: spec.max_concurrency - len(running)]:
+                    pending.remove(step)
+                    if not await self._gates().before_step(step.id):
+                        outputs[step.id] = ""  # rejected at its gate: skipped, dependants still run
+                        self.steps_done += 1
+                        continue
+                    running[step.id] = asyncio.ensure_future(self._run_step(spec, step, outputs))
+                self.step = ", ".join(running) or None
+                if not running:
+                    continue
+                done, _ = await workflow.wait(list(running.values()), return_when=asyncio.FIRST_COMPLETED)
+                for step_id, task in list(running.items()):
+                    if task in done:
+                        del running[step_id]
+                        outputs[step_id] = task.result().text  # re-raises a StopJob from the step
+                        self.steps_done += 1
+            final = outputs[spec.steps[-1].id] if spec.steps else ""
+        except StopJob as stop:
+            for task in running.values():
+                task.cancel()
+            last = next((outputs[s.id] for s in reversed(spec.steps) if s.id in outputs), spec.task)
+            return await self.conclude(stop.reason, stop.explanation, last, outputs)
+        return await self.conclude(StopReason.completed, f"all {len(spec.steps)} steps ran", final, outputs)
+
+    async def _run_step(self, spec: JobSpec, step: StepSpec, outputs: dict[str, str]) -> ModelCallResult:
+        inputs = "\n\n".join(outputs[dep] for dep in step.depends_on) or spec.task
+        prompt = render(step.prompt, {"task": spec.task, "input": inputs, **outputs})
+        messages = [Message(role="user", content=prompt)]
+        agent = spec.agent(step.agent)
+        result = await self.turn(agent, messages, step=step.id, max_output_tokens=step.max_output_tokens)
+        while result.finish_reason == "cancelled":
+            said = [Message(role="user", content=m.message) for m in self.pending_messages()]
+            messages += [
+                Message(role="assistant", content=result.text or "(cut off)"),
+                *(said or [Message(role="user", content="Continue.")]),
+            ]
+            result = await self.turn(agent, messages, step=step.id, max_output_tokens=step.max_output_tokens)
+        return result
