@@ -16,8 +16,10 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.checks import CheckActivities
 from activities.model_call import ModelCallActivities
 from activities.routing_stats import RoutingStatsActivities
+from harness.checks import load_check_modules
 from harness.client import connect, task_queue
 from harness.sandbox import workflow_runner
 from workflows import ALL_WORKFLOWS
@@ -36,7 +38,9 @@ def build_worker(
     if activities is None:
         gateway = ModelCallActivities()
         stats = RoutingStatsActivities(client)
-        activities = [gateway.model_call, gateway.resolve_models, stats.routing_stats]
+        load_check_modules()  # HARNESS_CHECKS: modules whose checks must be registered first
+        checks = CheckActivities()
+        activities = [gateway.model_call, gateway.resolve_models, stats.routing_stats, checks.run_check]
     return Worker(
         client,
         task_queue=queue or task_queue(),

@@ -26,6 +26,13 @@ class CheckOutcome(BaseModel):
     detail: str = ""
 
 
+class RunCheckRequest(BaseModel):
+    """Input of the programmatic-check activity: which registered check, on which text."""
+
+    name: str
+    text: str
+
+
 class GoalVerdict(BaseModel):
     """All checks of one evaluation, combined by the goal's rule."""
 

@@ -9,7 +9,9 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
+from activities.checks import CheckActivities
 from activities.model_call import ModelCallActivities
+from harness.checks import CheckRegistry
 from harness.contracts import JobProgress, JobResult, JobStatus, StopReason, TurnRecord
 from harness.spec import JobSpec, load_spec, parse_spec
 from tests.conftest import ROOT, make_worker
@@ -129,3 +131,39 @@ def test_livelock_example_is_valid() -> None:
     """The livelock example loads (the e2e run is in the README walkthrough)."""
     spec = load_spec(ROOT / "examples" / "livelock.yaml")
     assert spec.termination.convergence is not None
+
+
+async def test_programmatic_check_runs_as_an_activity(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """A goal naming a registered Python check runs it on the worker as an activity; the job ends
+    with goal_met once the check passes (here: the editor's turn says APPROVED)."""
+    registry = CheckRegistry()
+
+    @registry.register("editor_approved")
+    def editor_approved(text: str) -> bool:
+        return "APPROVED" in text
+
+    spec = chat_spec(
+        "sim:editor",
+        goal={"checks": [{"kind": "function", "value": "editor_approved", "agent": "editor"}]},
+    )
+    checks = CheckActivities(registry)
+    activities = [gateway.model_call, gateway.resolve_models, checks.run_check]
+    async with make_worker(ts_env.client, gateway, activities=activities) as worker:
+        result = await ts_env.client.execute_workflow(
+            "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
+        )
+    assert result.stop_reason is StopReason.goal_met
+    assert result.evidence["rounds_run"] == 3
+    assert result.evidence["goal"]["outcomes"][0]["detail"] == "editor_approved"
+
+
+def test_builtin_checks() -> None:
+    """The built-in checks catch placeholders and cut-off text."""
+    from harness.checks import DEFAULT_CHECKS
+
+    assert DEFAULT_CHECKS.get("no_placeholders")("A finished note.") is True
+    assert DEFAULT_CHECKS.get("no_placeholders")("Intro TODO later") is False
+    assert DEFAULT_CHECKS.get("sentences_end")("It ends.") is True
+    assert DEFAULT_CHECKS.get("sentences_end")("It was cut") is False

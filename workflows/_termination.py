@@ -18,7 +18,14 @@ with workflow.unsafe.imports_passed_through():
     from harness.contracts import Message, StopReason
     from harness.spec import AgentSpec, GoalCheck, JobSpec
     from policies.convergence import ConvergenceConfig, ConvergenceMonitor
-    from policies.goals import DETERMINISTIC, CheckOutcome, GoalVerdict, combine, deterministic_check
+    from policies.goals import (
+        DETERMINISTIC,
+        CheckOutcome,
+        GoalVerdict,
+        RunCheckRequest,
+        combine,
+        deterministic_check,
+    )
 
 from workflows._job import StopJob
 
@@ -153,7 +160,7 @@ class Termination:
             )
         outcome: CheckOutcome = await workflow.execute_activity(
             RUN_CHECK_ACTIVITY,
-            args=[str(check.value), text],
+            RunCheckRequest(name=str(check.value), text=text),
             result_type=CheckOutcome,
             start_to_close_timeout=timedelta(minutes=2),
             summary=f"check {check.value}",
