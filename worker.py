@@ -56,8 +56,19 @@ def build_worker(
 async def run_worker(address: str | None = None, namespace: str | None = None) -> None:
     """Connect and run a worker until cancelled."""
     client = await connect(address, namespace)
-    async with build_worker(client):
-        await asyncio.Event().wait()
+    load_check_modules()
+    gateway = ModelCallActivities()
+    activities = [
+        gateway.model_call,
+        gateway.resolve_models,
+        RoutingStatsActivities(client).routing_stats,
+        CheckActivities().run_check,
+    ]
+    try:
+        async with build_worker(client, activities=activities):
+            await asyncio.Event().wait()
+    finally:
+        await gateway.aclose()  # the SDKs' HTTP connections
 
 
 def main() -> None:
