@@ -1,24 +1,35 @@
 """One workflow per orchestration mode; all share the turn loop and controls in ``_job``."""
 
 from workflows.dag import DagJob
+from workflows.delegation import DelegationJob, SubtaskJob
 from workflows.groupchat import GroupChatJob
 from workflows.routing_stats import RoutingStatsWorkflow
 from workflows.sequential import SequentialJob
 
-ALL_WORKFLOWS: list[type] = [SequentialJob, GroupChatJob, DagJob, RoutingStatsWorkflow]
+ALL_WORKFLOWS: list[type] = [
+    SequentialJob,
+    GroupChatJob,
+    DagJob,
+    DelegationJob,
+    SubtaskJob,
+    RoutingStatsWorkflow,
+]
 
 # Workflow type name per spec mode; the client starts jobs by these names.
 WORKFLOW_FOR_MODE: dict[str, str] = {
     "sequential": "SequentialJob",
     "groupchat": "GroupChatJob",
     "dag": "DagJob",
+    "delegation": "DelegationJob",
 }
 
 __all__ = [
     "ALL_WORKFLOWS",
     "WORKFLOW_FOR_MODE",
     "DagJob",
+    "DelegationJob",
     "GroupChatJob",
     "RoutingStatsWorkflow",
     "SequentialJob",
+    "SubtaskJob",
 ]

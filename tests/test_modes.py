@@ -1,0 +1,95 @@
+"""Delegation, team and group-chat modes on the time-skipping server, against the simulator."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities.model_call import ModelCallActivities
+from harness.contracts import JobResult, StopReason, TurnRecord
+from harness.sim import SimServer
+from harness.spec import JobSpec, load_spec, parse_spec
+from tests.conftest import ROOT, make_worker, sim_call
+
+
+def delegation_spec(**overrides: Any) -> JobSpec:
+    """A planner primary with two workers; the planner makes three subtasks."""
+    data: dict[str, Any] = {
+        "id": f"del-{uuid.uuid4().hex[:8]}",
+        "mode": "delegation",
+        "task": "Write a guide to durable agents.",
+        "agents": [
+            {"name": "lead", "model": "sim:planner", "max_output_tokens": 600},
+            {"name": "writer", "model": "sim:writer", "max_output_tokens": 120},
+            {"name": "helper", "model": "sim:echo", "max_output_tokens": 120},
+        ],
+        "delegation": {"primary": "lead", "workers": ["writer", "helper"], "max_concurrency": 2},
+        "budget": {"tokens": 60000},
+    }
+    data.update(overrides)
+    return parse_spec(data)
+
+
+async def run(client: Client, queue: str, spec: JobSpec, workflow: str) -> JobResult:
+    return await client.execute_workflow(
+        workflow, spec, id=spec.id or "", task_queue=queue, result_type=JobResult
+    )
+
+
+async def test_delegation_plans_runs_children_reviews_and_answers(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """The primary plans, every subtask runs once as a child with a carved budget, the primary
+    reviews (plan of finished ids only) and writes the final answer; children's spend is in the ledger."""
+    spec = delegation_spec()
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await run(ts_env.client, worker.task_queue, spec, "DelegationJob")
+        turns = await ts_env.client.get_workflow_handle(spec.id or "").query(
+            "transcript", result_type=list[TurnRecord]
+        )
+        child = await ts_env.client.get_workflow_handle(f"{spec.id}/t1-r1", result_type=JobResult).result()
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert sorted(result.outputs) == ["t1", "t2", "t3"]
+    assert [turn.step for turn in turns] == ["plan-r1", "plan-r2", "final"]
+    assert child.mode == "subtask" and child.ledger.limit_tokens is not None
+    assert child.ledger.limit_tokens <= 60000 * 0.5 / 3
+    assert result.ledger.calls == 6  # plan, review, final + three children
+    assert set(result.ledger.per_agent) == {"lead", "writer", "helper"}
+
+
+async def test_failed_child_is_reported_to_the_primary_and_retried(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """A child whose call fails non-retryably ends 'failed'; the failure reaches the primary's review,
+    which retries the subtask (on the other worker) and the job still completes."""
+    sim_call(sim, "/_sim/faults", {"kind": "400", "model": "writer", "count": 1})
+    spec = delegation_spec(
+        delegation={"primary": "lead", "workers": ["writer", "helper"], "max_concurrency": 1}
+    )
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await run(ts_env.client, worker.task_queue, spec, "DelegationJob")
+        turns = await ts_env.client.get_workflow_handle(spec.id or "").query(
+            "transcript", result_type=list[TurnRecord]
+        )
+    assert result.stop_reason is StopReason.completed, result.explanation
+    failed = result.evidence["failed_runs"]
+    assert len(failed) == 1 and failed[0].endswith("-r1")
+    review = next(turn for turn in turns if turn.step == "plan-r2")
+    assert review.prompt_preview.startswith("Failed subtasks:")
+    assert "BadRequest" in review.prompt_preview or "failed" in review.prompt_preview
+    assert sorted(result.outputs) == ["t1", "t2", "t3"]
+    assert result.evidence["given_up"] == []
+
+
+async def test_example_delegation_runs(ts_env: WorkflowEnvironment, gateway: ModelCallActivities) -> None:
+    """The shipped delegation example completes with every planned subtask done."""
+    spec = load_spec(ROOT / "examples" / "delegation.yaml").model_copy(
+        update={"id": f"delx-{uuid.uuid4().hex[:8]}"}
+    )
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await run(ts_env.client, worker.task_queue, spec, "DelegationJob")
+    assert result.stop_reason is StopReason.completed
+    assert len(result.outputs) == 3
