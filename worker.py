@@ -19,6 +19,7 @@ from temporalio.worker import Worker
 from activities.checks import CheckActivities
 from activities.model_call import ModelCallActivities
 from activities.routing_stats import RoutingStatsActivities
+from activities.team_board import TeamBoardActivities
 from harness.checks import load_check_modules
 from harness.client import connect, task_queue
 from harness.sandbox import workflow_runner
@@ -40,7 +41,14 @@ def build_worker(
         stats = RoutingStatsActivities(client)
         load_check_modules()  # HARNESS_CHECKS: modules whose checks must be registered first
         checks = CheckActivities()
-        activities = [gateway.model_call, gateway.resolve_models, stats.routing_stats, checks.run_check]
+        board = TeamBoardActivities(client)  # team members reach their coordinator's board through it
+        activities = [
+            gateway.model_call,
+            gateway.resolve_models,
+            stats.routing_stats,
+            checks.run_check,
+            board.team_board,
+        ]
     return Worker(
         client,
         task_queue=queue or task_queue(),
@@ -63,6 +71,7 @@ async def run_worker(address: str | None = None, namespace: str | None = None) -
         gateway.resolve_models,
         RoutingStatsActivities(client).routing_stats,
         CheckActivities().run_check,
+        TeamBoardActivities(client).team_board,
     ]
     try:
         async with build_worker(client, activities=activities):

@@ -5,6 +5,7 @@ from workflows.delegation import DelegationJob, SubtaskJob
 from workflows.groupchat import GroupChatJob
 from workflows.routing_stats import RoutingStatsWorkflow
 from workflows.sequential import SequentialJob
+from workflows.team import TeamJob, TeamMemberJob
 
 ALL_WORKFLOWS: list[type] = [
     SequentialJob,
@@ -12,6 +13,8 @@ ALL_WORKFLOWS: list[type] = [
     DagJob,
     DelegationJob,
     SubtaskJob,
+    TeamJob,
+    TeamMemberJob,
     RoutingStatsWorkflow,
 ]
 
@@ -21,6 +24,7 @@ WORKFLOW_FOR_MODE: dict[str, str] = {
     "groupchat": "GroupChatJob",
     "dag": "DagJob",
     "delegation": "DelegationJob",
+    "team": "TeamJob",
 }
 
 __all__ = [
@@ -32,4 +36,6 @@ __all__ = [
     "RoutingStatsWorkflow",
     "SequentialJob",
     "SubtaskJob",
+    "TeamJob",
+    "TeamMemberJob",
 ]
