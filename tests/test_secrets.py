@@ -1,12 +1,14 @@
-"""Secrets stay in the worker's environment: a recognisable fake key is used on every request, yet
-it appears nowhere in history, memo, search attributes, results, errors or logs."""
+"""Secrets stay in the worker's environment: recognisable fake keys are sent on every request, yet
+they appear nowhere in history, memo, search attributes, results, errors or logs."""
 
 from __future__ import annotations
 
 import json
 import logging
 import uuid
+from typing import Any
 
+import httpx2 as httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -17,23 +19,57 @@ from harness.sim import SimServer
 from harness.spec import parse_spec
 from tests.conftest import make_worker, sim_call
 
+LOGGERS = ("temporalio", "harness", "activities", "openai", "anthropic", "httpx", "httpcore")
 
-async def run_with_canary(
-    env: WorkflowEnvironment, sim: SimServer, canary: str, caplog: pytest.LogCaptureFixture
+
+@pytest.fixture
+def sent_keys(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every credential header the SDKs put on the wire during the test (proof the key is used)."""
+    seen: list[str] = []
+    original = httpx.AsyncClient.send
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        for header in ("authorization", "x-api-key"):
+            if header in request.headers:
+                seen.append(request.headers[header])
+        return await original(self, request, **kwargs)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    return seen
+
+
+async def run_with_canaries(
+    env: WorkflowEnvironment,
+    sim: SimServer,
+    canaries: dict[str, str],
+    caplog: pytest.LogCaptureFixture,
 ) -> tuple[JobResult, str]:
-    """Run a two-step openai: job whose key is ``canary``; return the result and everything visible."""
-    settings = ProviderSettings.from_env({"OPENAI_API_KEY": canary, "OPENAI_BASE_URL": f"{sim.url}/v1"})
-    assert settings.endpoint("openai").api_key.get_secret_value() == canary  # the key is really used
+    """Run an openai: then anthropic: job whose keys are the canaries; return the result and
+    everything a user, operator or log reader could see."""
+    settings = ProviderSettings.from_env(
+        {
+            "OPENAI_API_KEY": canaries["openai"],
+            "OPENAI_BASE_URL": f"{sim.url}/v1",
+            "ANTHROPIC_API_KEY": canaries["anthropic"],
+            "ANTHROPIC_BASE_URL": sim.url,
+        }
+    )
     gateway = ModelCallActivities(settings)
     spec = parse_spec(
         {
             "id": f"canary-{uuid.uuid4().hex[:8]}",
             "task": "Say something.",
-            "agents": [{"name": "a", "model": "openai:gpt-4o-mini", "max_output_tokens": 40}],
-            "steps": [{"id": "one", "agent": "a"}, {"id": "two", "agent": "a"}],
+            "agents": [
+                {"name": "a", "model": "openai:gpt-4o-mini", "max_output_tokens": 40},
+                {"name": "b", "model": "anthropic:claude-haiku-4-5", "max_output_tokens": 40},
+            ],
+            "steps": [{"id": "one", "agent": "a"}, {"id": "two", "agent": "b"}],
         }
     )
-    with caplog.at_level(logging.DEBUG):
+    caplog.set_level(logging.DEBUG)
+    for name in LOGGERS:
+        caplog.set_level(logging.DEBUG, logger=name)
+    try:
         async with make_worker(env.client, gateway) as worker:
             handle = await env.client.start_workflow(
                 "SequentialJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
@@ -41,40 +77,53 @@ async def run_with_canary(
             result = await handle.result()
             history = await handle.fetch_history()
             description = await handle.describe()
+    finally:
+        await gateway.aclose()
     memo = await description.memo()
     visible = "\n".join(
         [
             history.to_json(),
             json.dumps(memo, default=str),
             repr(description.typed_search_attributes),
+            repr(description.raw_description),
             result.model_dump_json(),
             caplog.text,
+            "\n".join(repr(record.__dict__) for record in caplog.records),
         ]
     )
     assert caplog.records, "the run logged nothing: the log check would be vacuous"
     return result, visible
 
 
+def canaries() -> dict[str, str]:
+    return {provider: f"sk-canary-{uuid.uuid4().hex}" for provider in ("openai", "anthropic")}
+
+
 async def test_key_never_leaves_the_worker(
-    dev_env: WorkflowEnvironment, sim: SimServer, caplog: pytest.LogCaptureFixture
+    dev_env: WorkflowEnvironment, sim: SimServer, caplog: pytest.LogCaptureFixture, sent_keys: list[str]
 ) -> None:
-    """A job that uses a canary key completes; the canary is in no history event, memo, search
-    attribute, result or log line."""
-    canary = f"sk-canary-{uuid.uuid4().hex}"
-    result, visible = await run_with_canary(dev_env, sim, canary, caplog)
+    """A job that uses canary keys completes; each key went on the wire to the simulator, and is
+    in no history event, memo, search attribute, description, result or log line."""
+    keys = canaries()
+    result, visible = await run_with_canaries(dev_env, sim, keys, caplog)
     assert result.stop_reason is StopReason.completed
-    assert canary not in visible
+    for key in keys.values():  # each key really went on the wire (Bearer or x-api-key, by SDK version)
+        assert any(key in header for header in sent_keys)
+    for key in keys.values():
+        assert key not in visible
     assert "sk-canary" not in visible
 
 
 async def test_key_is_not_in_provider_errors(
-    dev_env: WorkflowEnvironment, sim: SimServer, caplog: pytest.LogCaptureFixture
+    dev_env: WorkflowEnvironment, sim: SimServer, caplog: pytest.LogCaptureFixture, sent_keys: list[str]
 ) -> None:
-    """A 401 ends the job with stop reason failed, and neither the explanation nor anything else
-    visible holds the key."""
-    canary = f"sk-canary-{uuid.uuid4().hex}"
+    """A 401 is not retried: it ends the job with stop reason failed, naming the cause, and neither
+    the explanation, the failure in history nor the logs hold the key."""
+    keys = canaries()
     sim_call(sim, "/_sim/faults", {"kind": "401", "count": 1})
-    result, visible = await run_with_canary(dev_env, sim, canary, caplog)
+    result, visible = await run_with_canaries(dev_env, sim, keys, caplog)
     assert result.stop_reason is StopReason.failed
     assert "AuthenticationFailed" in result.explanation
-    assert "sk-canary" not in visible
+    assert "401" in visible  # the failure is visible...
+    assert any(keys["openai"] in header for header in sent_keys)
+    assert "sk-canary" not in visible  # ...and the key is not
