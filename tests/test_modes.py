@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import uuid
 from typing import Any
 
+import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -93,3 +96,102 @@ async def test_example_delegation_runs(ts_env: WorkflowEnvironment, gateway: Mod
         result = await run(ts_env.client, worker.task_queue, spec, "DelegationJob")
     assert result.stop_reason is StopReason.completed
     assert len(result.outputs) == 3
+
+
+def chat_spec(policy: str, rounds: int) -> JobSpec:
+    """Three agents with replies of different lengths, no goal: the chat runs ``rounds`` rounds."""
+    return parse_spec(
+        {
+            "id": f"chat-{uuid.uuid4().hex[:8]}",
+            "mode": "groupchat",
+            "task": "Discuss durable scheduling of agent work.",
+            "agents": [
+                {"name": "writer", "model": "sim:writer", "max_output_tokens": 120},
+                {"name": "editor", "model": "sim:editor", "max_output_tokens": 60},
+                {"name": "echo", "model": "sim:echo", "max_output_tokens": 80},
+            ],
+            "chat": {"turn_policy": policy},
+            "termination": {"max_rounds": rounds},
+        }
+    )
+
+
+async def test_groupchat_round_robin_keeps_a_fixed_rotation(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """Under round robin every round is one turn per agent, always in roster order."""
+    spec = chat_spec("round_robin", rounds=3)
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await run(ts_env.client, worker.task_queue, spec, "GroupChatJob")
+        turns = await ts_env.client.get_workflow_handle(spec.id or "").query(
+            "transcript", result_type=list[TurnRecord]
+        )
+    assert result.stop_reason is StopReason.max_rounds
+    assert [turn.agent for turn in turns] == ["writer", "editor", "echo"] * 3
+
+
+async def test_groupchat_fair_share_gives_the_turn_to_the_most_owed_agent(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """Under fair share each turn goes to the agent with the fewest tokens so far (ties: roster order),
+    so token shares stay within one turn of each other."""
+    spec = chat_spec("fair_share", rounds=4)
+    names = [agent.name for agent in spec.agents]
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await run(ts_env.client, worker.task_queue, spec, "GroupChatJob")
+        turns = await ts_env.client.get_workflow_handle(spec.id or "").query(
+            "transcript", result_type=list[TurnRecord]
+        )
+    assert result.stop_reason is StopReason.max_rounds
+    spent = dict.fromkeys(names, 0)
+    for turn in turns:
+        least = min(spent.values())
+        assert turn.agent == next(name for name in names if spent[name] == least)
+        spent[turn.agent] += turn.usage.total_tokens
+    largest_turn = max(turn.usage.total_tokens for turn in turns)
+    assert max(spent.values()) - min(spent.values()) <= largest_turn
+    assert {a: u.total_tokens for a, u in result.ledger.per_agent.items()} == spent
+
+
+@pytest.mark.e2e
+async def test_delegation_resumes_after_sigkill_without_rerunning_finished_children(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """A delegation whose worker is SIGKILLed while a child streams finishes on a new worker: every
+    subtask runs to the end once (one completed reply per call in the ledger), none is planned twice."""
+    from tests.test_crash import start_worker, stop
+
+    sim_call(sim, "/_sim/reset", {})
+    queue = f"crash-del-{uuid.uuid4().hex[:8]}"
+    spec = delegation_spec(
+        task="Write a guide to durable agents. [[sim latency=0 tps=20 tokens=40]]",
+        delegation={"primary": "lead", "workers": ["helper"], "max_concurrency": 1},
+    )
+    first = start_worker(dev_env, sim, queue)
+    second = None
+    try:
+        handle = await dev_env.client.start_workflow(
+            "DelegationJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
+        )
+        child = dev_env.client.get_workflow_handle(f"{spec.id}/t1-r1")
+        for _ in range(300):  # wait until the first child is done and the next one streams
+            try:
+                await child.result()
+                break
+            except Exception:  # not started yet
+                await asyncio.sleep(0.1)
+        await asyncio.sleep(1.0)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        second = start_worker(dev_env, sim, queue)
+        result = await asyncio.wait_for(handle.result(), timeout=90)
+        turns = await handle.query("transcript", result_type=list[TurnRecord])
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert sorted(result.outputs) == ["t1", "t2", "t3"]
+    assert [turn.step for turn in turns] == ["plan-r1", "plan-r2", "final"]
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    assert tally["completed"] == 6, tally  # 3 primary turns + 3 children, none repeated
