@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from policies.ledger import NodeView
 from policies.routing import RoutingStats
 
 # Names of things that running histories refer to: never rename after release.
@@ -269,6 +270,13 @@ class LedgerTotals(BaseModel):
     limit_usd: Decimal | None = None
     per_agent: dict[str, Usage] = Field(default_factory=dict)
     per_agent_cost_usd: dict[str, Decimal] = Field(default_factory=dict)
+    limit_calls: int | None = None
+    nodes: list[NodeView] = Field(
+        default_factory=list,
+        description="Budget nodes ('job', 'agent:<name>', 'child:<id>'): limits, spent, reserved, "
+        "remaining; estimated charges (calls cut mid-flight, failed calls) are in 'spent'.",
+    )
+    degraded: list[str] = Field(default_factory=list, description="Each degrade the budget forced.")
 
 
 GateKind = Literal["before_step", "spend", "before_final"]

@@ -72,6 +72,9 @@ class AgentSpec(_Model):
     task_kind: str | None = Field(
         default=None, description="Default task kind of its routed steps: keys learned pass rates."
     )
+    budget: BudgetLimits | None = Field(
+        default=None, description="This agent's own caps, inside the job's (a node under 'job')."
+    )
 
     @field_validator("name")
     @classmethod
@@ -123,13 +126,48 @@ class StepSpec(_Model):
         return self
 
 
-class BudgetSpec(_Model):
-    """Hard caps for the whole job. A call whose worst case does not fit is not started."""
+class BudgetLimits(_Model):
+    """Hard caps on one budget node (an agent's share of the job); None means no cap of its own."""
 
     tokens: int | None = Field(default=None, gt=0)
     usd: Decimal | None = Field(default=None, gt=0)
     calls: int | None = Field(default=None, gt=0)
-    on_exhausted: Literal["stop", "degrade", "ask"] = "stop"
+
+
+class QuotaSpec(_Model):
+    """At most this much per period (like cgroup ``cpu.max``); periods start when the job starts."""
+
+    tokens: int | None = Field(default=None, gt=0)
+    usd: Decimal | None = Field(default=None, gt=0)
+    calls: int | None = Field(default=None, gt=0)
+    period: timedelta = Field(default=timedelta(hours=1), description="'1h', '30m', '1d', ...")
+
+    @field_validator("period", mode="before")
+    @classmethod
+    def _period(cls, value: Any) -> timedelta:
+        return parse_duration(value)
+
+
+class BudgetSpec(BudgetLimits):
+    """Hard caps for the whole job. A call whose worst case does not fit is not started."""
+
+    on_exhausted: Literal["stop", "degrade", "ask"] = Field(
+        default="stop",
+        description="stop: end with budget_exhausted; degrade: a cheaper tier or fewer output tokens; "
+        "ask: wait for the add_budget update.",
+    )
+    ask_timeout: timedelta = Field(
+        default=timedelta(hours=1), description="How long 'ask' waits for add_budget before ask_default."
+    )
+    ask_default: Literal["stop", "degrade"] = Field(
+        default="stop", description="What 'ask' does when nobody raised the budget in time."
+    )
+    quota: QuotaSpec | None = Field(default=None, description="Per-period cap on the whole job.")
+
+    @field_validator("ask_timeout", mode="before")
+    @classmethod
+    def _ask_timeout(cls, value: Any) -> timedelta:
+        return parse_duration(value)
 
 
 class GoalCheck(_Model):

@@ -1,27 +1,56 @@
 """Budget keeping for a job: reserve a call's worst case before it starts, settle it after.
 
 ``JobWorkflow.turn`` calls ``reserve`` before every model call and ``settle`` (or ``fail``) after.
-``reserve`` may end the job (``StopJob`` with ``budget_exhausted``), wait (a quota period, a person
-raising the budget), or grant the call on a cheaper model or with fewer output tokens (degrade).
+The arithmetic is ``policies.ledger.Ledger`` (pure, tested); this module maps a job onto it and
+decides what happens when a reservation is refused.
+
+Nodes: ``job`` (the spec's ``budget``: tokens, usd, calls, and an optional per-period ``quota``)
+-> ``agent:<name>`` (an agent's own ``budget``, if any) and ``child:<id>`` (budgets carved for
+child jobs by the delegation modes, see ``carve_child`` / ``close_child``). Invariant: on every
+node, settled + reserved never exceeds a limit; only a call that used more than it reserved (or
+usage reported without a reservation) can break it, and the node then says ``overrun``.
+
+A refused reservation:
+
+- by a quota that a later period satisfies: the job waits (status ``waiting``) for that period;
+- otherwise ``on_exhausted`` decides: ``stop`` ends the job (``StopJob`` with
+  ``budget_exhausted``, naming the node and limit); ``degrade`` grants the call on a cheaper tier or
+  with fewer output tokens, if that fits; ``ask`` waits for the ``add_budget`` update up to
+  ``ask_timeout``, then takes ``ask_default``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import LedgerTotals, ModelCallResult, ModelInfo, StopReason, Usage
+    from harness.contracts import JobStatus, LedgerTotals, ModelCallResult, ModelInfo, StopReason, Usage
     from harness.controls import AddBudgetRequest
-    from harness.spec import AgentSpec, JobSpec
+    from harness.spec import AgentSpec, BudgetSpec, JobSpec
+    from policies.ledger import Amount, Ledger, Limits, Quota, Refusal
 
 from workflows._job_errors import StopJob
 
 if TYPE_CHECKING:
     from workflows._job import JobWorkflow
+
+JOB = "job"
+MIN_OUTPUT_TOKENS = 64  # below this a reply is rarely worth having: degrading stops here
+
+
+def agent_node(name: str) -> str:
+    """The ledger node of an agent."""
+    return f"agent:{name}"
+
+
+def child_node(child_id: str) -> str:
+    """The ledger node of a child job's carved budget."""
+    return f"child:{child_id}"
 
 
 @dataclass
@@ -32,64 +61,118 @@ class Grant:
     max_output_tokens: int
 
 
+@dataclass
+class _Pending:
+    """An open reservation, kept to charge a failed call its worst case in ``totals`` too."""
+
+    agent: str
+    usage: Usage
+    usd: Decimal
+
+
 class BudgetKeeper:
-    """The job's spend and limits. State that must survive lives in ``totals`` (a pydantic model)."""
+    """The job's ledger, its exhaustion policy, and the ``LedgerTotals`` view of both."""
 
     def __init__(self, job: JobWorkflow, spec: JobSpec) -> None:
         self.job = job
         self.spec = spec
+        self.ledger = Ledger()
         self.totals = LedgerTotals()
-        if spec.budget is not None:
-            self.totals.limit_tokens = spec.budget.tokens
-            self.totals.limit_usd = spec.budget.usd
+        self._pending: dict[str, _Pending] = {}
+        self._extra_seq = 0  # ids for charges that had no reservation (lost attempts, absorbed spend)
+        budget = spec.budget
+        quota = None
+        if budget is not None and budget.quota is not None:
+            q = budget.quota
+            quota = Quota(tokens=q.tokens, usd=q.usd, calls=q.calls, period=q.period)
+        self.ledger.add_node(
+            JOB,
+            None,
+            Limits(tokens=budget.tokens, usd=budget.usd, calls=budget.calls) if budget else None,
+            quota=quota,
+            period_anchor=workflow.info().start_time if quota is not None else None,
+        )
+        for agent in spec.agents:
+            self._agent(agent.name)
+        self._refresh()
+
+    # ----- the hooks turn() calls --------------------------------------------------------------
 
     async def reserve(
         self, call_id: str, agent: AgentSpec, model: ModelInfo, input_estimate: int, max_output_tokens: int
     ) -> Grant:
-        """Check the call's worst case against the limits; raise ``StopJob`` when it cannot fit."""
-        worst = Usage(input_tokens=input_estimate, output_tokens=max_output_tokens, requests=1)
-        limit_tokens, limit_usd = self.totals.limit_tokens, self.totals.limit_usd
-        spent = self.totals.usage.total_tokens
-        if limit_tokens is not None and spent + worst.total_tokens > limit_tokens:
-            raise StopJob(
-                StopReason.budget_exhausted,
-                f"the next call of {agent.name} may need {worst.total_tokens} tokens; "
-                f"{limit_tokens - spent} of {limit_tokens} are left",
-            )
-        worst_cost = model.price.cost(worst)
-        if limit_usd is not None and self.totals.cost_usd + worst_cost > limit_usd:
-            raise StopJob(
-                StopReason.budget_exhausted,
-                f"the next call of {agent.name} may cost ${worst_cost:.6f}; "
-                f"${limit_usd - self.totals.cost_usd:.6f} of ${limit_usd} is left",
-            )
-        return Grant(model=model, max_output_tokens=max_output_tokens)
+        """Reserve the worst case, waiting or degrading as the policy says; ``StopJob`` if it cannot."""
+        grant = Grant(model=model, max_output_tokens=max_output_tokens)
+        node = self._agent(agent.name)
+        budget = self.spec.budget or BudgetSpec()
+        asked = False
+        while True:
+            refusal = self._try(call_id, agent.name, node, grant, input_estimate)
+            if refusal is None:
+                return grant
+            if refusal.kind == "quota" and refusal.retry_after is not None:
+                await self._wait_for_quota(refusal)
+                continue
+            policy = budget.on_exhausted
+            if policy == "ask" and not asked and refusal.kind == "limit":
+                asked = True
+                if await self._ask(agent.name, node, grant, input_estimate, refusal, budget.ask_timeout):
+                    continue
+                policy = budget.ask_default
+            elif policy == "ask":
+                policy = budget.ask_default
+            if policy == "degrade":
+                degraded = self._degrade(call_id, agent.name, node, grant, input_estimate, refusal)
+                if degraded is not None:
+                    return degraded
+            raise StopJob(StopReason.budget_exhausted, f"the next call of {agent.name}: {refusal.message()}")
 
-    def settle(self, call_id: str, agent: str, model: ModelInfo, result: ModelCallResult) -> None:
-        """Charge the call's real usage, and the estimated usage of attempts that died mid-call."""
-        charges = [(result.usage, result.cost_usd)]
+    def settle(
+        self, call_id: str, agent: str, model: ModelInfo, result: ModelCallResult, node: str | None = None
+    ) -> None:
+        """Charge the call's real usage, and the estimated usage of attempts that died mid-call.
+
+        A ``call_id`` that was never reserved (spend a child reports, say) is charged as it is, on
+        ``node`` (default the agent's); if it does not fit, the node is flagged ``overrun``.
+        """
+        target = node or self._agent(agent)
+        usd = result.cost_usd if result.cost_usd is not None else model.price.cost(result.usage)
+        if call_id in self.ledger.open_calls:
+            self.ledger.settle(
+                call_id,
+                result.usage.total_tokens,
+                usd,
+                estimated=result.usage.estimated or result.cost_usd is None,
+            )
+        else:
+            self._charge_unreserved(target, result.usage.total_tokens, usd, estimated=result.usage.estimated)
+        self._pending.pop(call_id, None)
+        self._add_to_totals(agent, result.usage, result.cost_usd)
         if result.lost_usage is not None:
-            charges.append((result.lost_usage, model.price.cost(result.lost_usage)))
-        for usage, cost in charges:
-            totals = self.totals
-            totals.usage = totals.usage + usage
-            totals.calls += usage.requests
-            totals.per_agent[agent] = totals.per_agent.get(agent, Usage()) + usage
-            if cost is None:
-                totals.cost_known = False
-            else:
-                totals.cost_usd += cost
-                totals.per_agent_cost_usd[agent] = totals.per_agent_cost_usd.get(agent, Decimal(0)) + cost
+            # Dead attempts of this call have no reservation of their own: charged on top, estimated.
+            lost_usd = model.price.cost(result.lost_usage)
+            self._charge_unreserved(target, result.lost_usage.total_tokens, lost_usd, estimated=True)
+            self._add_to_totals(agent, result.lost_usage, lost_usd)
+        self._refresh()
 
     def fail(self, call_id: str) -> None:
-        """The call ended without a result (the turn was abandoned): nothing was reserved to release."""
+        """The call ended without a result: charge its reservation, marked estimated (never zero)."""
+        if call_id not in self.ledger.open_calls:
+            return
+        self.ledger.fail(call_id)
+        pending = self._pending.pop(call_id, None)
+        if pending is not None:
+            self._add_to_totals(pending.agent, pending.usage, pending.usd)
+        self._refresh()
+
+    # ----- add_budget --------------------------------------------------------------------------
 
     def add(self, request: AddBudgetRequest) -> LedgerTotals:
-        """Raise the job's limits (the ``add_budget`` update)."""
-        if request.tokens:
-            self.totals.limit_tokens = (self.totals.limit_tokens or 0) + request.tokens
-        if request.usd:
-            self.totals.limit_usd = (self.totals.limit_usd or Decimal(0)) + request.usd
+        """Raise a node's limits (the ``add_budget`` update); a waiting ``ask`` then resumes."""
+        refusal = self.ledger.add_budget(self._node_of(request.node), tokens=request.tokens, usd=request.usd)
+        if refusal is not None:  # only carved children can refuse; validate_add keeps them out
+            raise ValueError(refusal.message())
+        self._refresh()
         return self.totals
 
     def validate_add(self, request: AddBudgetRequest) -> None:
@@ -98,5 +181,167 @@ class BudgetKeeper:
             raise ValueError("amounts must not be negative")
         if not request.tokens and not request.usd:
             raise ValueError("give tokens or usd to add")
-        if request.node not in ("job", self.job.job_id):
-            raise ValueError(f"unknown budget node {request.node!r}; this job has only 'job'")
+        node = self._node_of(request.node)
+        known = [JOB] + [agent_node(a.name) for a in self.spec.agents]
+        if node not in known:
+            names = ", ".join(repr(n) for n in [JOB] + [a.name for a in self.spec.agents])
+            raise ValueError(f"unknown budget node {request.node!r}; this job has {names}")
+        # Uncapped stays uncapped (there is nothing to raise); refuse only an update that changes nothing.
+        limits = self.ledger.nodes[node].limits
+        if not (request.tokens and limits.tokens is not None) and not (
+            request.usd and limits.usd is not None
+        ):
+            raise ValueError(f"node {node!r} has no limit on what you add: it is not capped there")
+
+    # ----- child budgets (delegation modes) ----------------------------------------------------
+
+    def carve_child(self, child_id: str, tokens: int | None, usd: Decimal | None) -> str | None:
+        """Set aside a child job's budget out of what the job has left: None if carved, else why not.
+
+        The carved amount counts as used on the job until ``close_child``. Charge the child's spend
+        with ``settle(..., node=child_node(child_id))`` as it reports, or all at once in
+        ``close_child``; either way it is charged once.
+        """
+        refusal = self.ledger.carve(child_node(child_id), JOB, Limits(tokens=tokens, usd=usd))
+        self._refresh()
+        return None if refusal is None else refusal.message()
+
+    def close_child(self, child_id: str, tokens_spent: int, usd_spent: Decimal) -> None:
+        """The child ended (completed, failed or cancelled): charge what it spent beyond what was
+        already settled on its node, and return the rest of its budget to the job."""
+        node = child_node(child_id)
+        if node not in self.ledger.nodes or self.ledger.nodes[node].closed:
+            return
+        spent = self.ledger.view().node(node).spent
+        tokens, usd = max(0, tokens_spent - spent.tokens), max(Decimal(0), usd_spent - spent.usd)
+        if tokens or usd:
+            self._charge_unreserved(node, tokens, usd, estimated=False)
+        self.ledger.close_child(node)
+        self._refresh()
+
+    # ----- internals ---------------------------------------------------------------------------
+
+    def _agent(self, name: str) -> str:
+        node = agent_node(name)
+        if node not in self.ledger.nodes:
+            spec = next((a for a in self.spec.agents if a.name == name), None)
+            own = spec.budget if spec is not None else None
+            limits = Limits(tokens=own.tokens, usd=own.usd, calls=own.calls) if own else None
+            self.ledger.add_node(node, JOB, limits)
+        return node
+
+    def _node_of(self, name: str) -> str:
+        if name in (JOB, self.job.job_id):
+            return JOB
+        if name.startswith("agent:"):
+            return name
+        return agent_node(name)
+
+    def _try(self, call_id: str, agent: str, node: str, grant: Grant, input_estimate: int) -> Refusal | None:
+        worst = Usage(
+            input_tokens=input_estimate, output_tokens=grant.max_output_tokens, requests=1, estimated=True
+        )
+        usd = grant.model.price.cost(worst)
+        refusal = self.ledger.reserve(call_id, node, tokens=worst.total_tokens, usd=usd, now=workflow.now())
+        if refusal is None:
+            self._pending[call_id] = _Pending(agent=agent, usage=worst, usd=usd)
+            self._refresh()
+        return refusal
+
+    def _fits(self, node: str, grant: Grant, input_estimate: int) -> bool:
+        """Whether the call's worst case fits the limits now (quotas are waited for separately)."""
+        left = self.ledger.remaining(node)
+        tokens = input_estimate + grant.max_output_tokens
+        usd = grant.model.price.cost(
+            Usage(input_tokens=input_estimate, output_tokens=grant.max_output_tokens)
+        )
+        return (
+            (left.tokens is None or tokens <= left.tokens)
+            and (left.usd is None or usd <= left.usd)
+            and (left.calls is None or left.calls >= 1)
+        )
+
+    async def _wait_for_quota(self, refusal: Refusal) -> None:
+        assert refusal.retry_after is not None
+        self.job.detail = f"quota used up; next period in {refusal.retry_after} ({refusal.message()})"
+        self.job._set_status(JobStatus.waiting)
+        # A durable timer: a worker restart while waiting resumes the same wait.
+        await self.job.wait_for(lambda: False, within=refusal.retry_after)
+        self.job.detail = ""
+        self.job._set_status(JobStatus.running)
+
+    async def _ask(
+        self, agent: str, node: str, grant: Grant, input_estimate: int, refusal: Refusal, within: timedelta
+    ) -> bool:
+        self.job.detail = (
+            f"waiting for add_budget (up to {within}): the next call of {agent}: {refusal.message()}"
+        )
+        self.job._set_status(JobStatus.waiting)
+        raised = await self.job.wait_for(lambda: self._fits(node, grant, input_estimate), within=within)
+        self.job.detail = "" if raised else f"nobody raised the budget within {within}"
+        self.job._set_status(JobStatus.running)
+        return raised
+
+    def _degrade(
+        self, call_id: str, agent: str, node: str, grant: Grant, input_estimate: int, refusal: Refusal
+    ) -> Grant | None:
+        """A cheaper tier at full output, else fewer output tokens (halved to a floor); None: no fit."""
+        current = grant.model
+
+        def worst(model: ModelInfo, out: int) -> Decimal:
+            return model.price.cost(Usage(input_tokens=input_estimate, output_tokens=out))
+
+        cheaper = sorted(
+            (m for m in self.job.models.values() if m.tier < current.tier),
+            key=lambda m: (worst(m, grant.max_output_tokens), m.ref),
+        )
+        options = [Grant(m, min(grant.max_output_tokens, m.max_output_tokens)) for m in cheaper]
+        out = grant.max_output_tokens // 2
+        while out >= MIN_OUTPUT_TOKENS:
+            options += [Grant(m, min(out, m.max_output_tokens)) for m in [current, *cheaper]]
+            out //= 2
+        for option in options:
+            if self._try(call_id, agent, node, option, input_estimate) is None:
+                note = (
+                    f"degraded {agent}: {current.ref} -> {option.model.ref}, "
+                    f"{grant.max_output_tokens} -> {option.max_output_tokens} output tokens "
+                    f"({refusal.message()})"
+                )
+                self.job.detail = note
+                self.totals.degraded.append(note)
+                return option
+        return None
+
+    def _charge_unreserved(self, node: str, tokens: int, usd: Decimal, estimated: bool) -> None:
+        self._extra_seq += 1
+        extra = f"{node}#extra-{self._extra_seq}"
+        now = workflow.now()
+        if self.ledger.reserve(extra, node, tokens=tokens, usd=usd, now=now) is None:
+            self.ledger.settle(extra, tokens, usd, estimated=estimated)
+        elif self.ledger.reserve(extra, node, tokens=0, usd=Decimal(0), now=now) is None:
+            # The spend happened: truth beats the invariant, and the ledger flags the overrun.
+            self.ledger.settle(extra, tokens, usd, estimated=estimated)
+        else:
+            # Not even a zero reservation fits (a calls cap): book it on the node directly, flagged.
+            target = self.ledger.nodes[node]
+            target.own_spent = target.own_spent + Amount(tokens=tokens, usd=usd, calls=1)
+            target.overrun = True
+            target.estimated = target.estimated or estimated
+
+    def _add_to_totals(self, agent: str, usage: Usage, cost: Decimal | None) -> None:
+        totals = self.totals
+        totals.usage = totals.usage + usage
+        totals.calls += usage.requests
+        totals.per_agent[agent] = totals.per_agent.get(agent, Usage()) + usage
+        if cost is None:
+            totals.cost_known = False
+        else:
+            totals.cost_usd += cost
+            totals.per_agent_cost_usd[agent] = totals.per_agent_cost_usd.get(agent, Decimal(0)) + cost
+
+    def _refresh(self) -> None:
+        limits = self.ledger.nodes[JOB].limits
+        self.totals.limit_tokens = limits.tokens
+        self.totals.limit_usd = limits.usd
+        self.totals.limit_calls = limits.calls
+        self.totals.nodes = self.ledger.view().nodes
