@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
 from typing import Any
@@ -12,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.model_call import ModelCallActivities
 from activities.team_board import TeamBoardActivities
 from harness.contracts import JobResult, StopReason, TurnRecord
+from harness.controls import AbortRequest
 from harness.sim import SimServer
 from harness.spec import JobSpec, load_spec, parse_spec
 from tests.conftest import ROOT, make_worker, sim_call
@@ -144,3 +146,22 @@ async def test_example_team_runs(dev_env: WorkflowEnvironment, gateway: ModelCal
         result = await execute(dev_env.client, worker.task_queue, spec, "TeamJob")
     assert result.stop_reason is StopReason.completed, result.explanation
     assert len(result.outputs) == 4
+
+
+async def test_aborting_a_team_stops_its_members_and_charges_their_spend(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """An abort ends the team 'aborted' within seconds: members are aborted mid-call, not awaited."""
+    spec = team(["Think long. [[sim latency=30]]"])
+    board = TeamBoardActivities(dev_env.client)
+    activities = [gateway.model_call, gateway.resolve_models, board.team_board]
+    async with make_worker(dev_env.client, gateway, activities=activities) as worker:
+        handle = await dev_env.client.start_workflow(
+            "TeamJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
+        )
+        await asyncio.sleep(2)
+        await handle.signal("abort", AbortRequest(reason="enough"))
+        result = await asyncio.wait_for(handle.result(), timeout=20)
+    assert result.stop_reason is StopReason.aborted
+    assert result.outputs == {}
+    assert result.ledger.usage.total_tokens > 0  # the member's cut-off call, charged to the team
