@@ -1,16 +1,18 @@
 """Scheduling quality of two modes, on a dev server and simulator this script starts itself.
 
-(a) Makespan of a delegation job of 40 subtasks of known, equal duration (every subtask's prompt
-    carries the task's ``[[sim latency=L tps=0]]`` directive, so each model call takes L seconds),
-    at concurrency 8, against the lower bound max(critical path, total work / 8) = max(L, 40 L / 8).
-    The makespan runs from the first child workflow's start to the last one's close, as the server
-    recorded them, so it includes every per-child cost (start, model resolution, scheduling).
-(b) Jain's fairness index of the token shares of four equal-weight agents whose replies differ in
-    length, over a 200-turn fair-share group chat (50 rounds of four turns).
+(a) Delegation makespan: a ``sim:planner`` primary plans 40 subtasks ("subtasks=40"), each runs as
+a ``SubtaskJob`` child at most 8 at once. Every subtask's duration is known: its prompt carries the
+job's task, whose ``[[sim latency=D]]`` directive makes each model call take D seconds. The child
+phase (first child initiated to last child closed, from the parent's history) is compared with the
+lower bound max(critical path, total work / 8) = max(D, 40 D / 8): ``makespan_ratio``.
 
-Reports; never judges: exits 0 whatever the figures. The last two lines are the figures.
+(b) Fair share: three equal-weight agents with different reply lengths take turns in a
+``fair_share`` group chat for 67 rounds (201 turns: a round is one turn per agent, so 200 exactly
+is not a whole number of rounds); ``jain_index`` is Jain's index of their token totals.
 
-    python bench/modes.py [--latency 3.0] [--subtasks 40] [--concurrency 8] [--turns 200]
+Reports; never judges: exits 0 whatever the figures.
+
+    python bench/modes.py [--subtasks 40] [--concurrency 8] [--duration 2.0] [--rounds 67]
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import argparse
 import asyncio
 import sys
 import uuid
+from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from temporalio.api.enums.v1 import EventType  # noqa: E402
+from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
@@ -33,78 +37,80 @@ from harness import search_attributes as sa  # noqa: E402
 from harness.config import ProviderSettings  # noqa: E402
 from harness.contracts import JobResult  # noqa: E402
 from harness.sim import SimConfig, SimServer  # noqa: E402
-from harness.spec import JobSpec, parse_spec  # noqa: E402
+from harness.spec import parse_spec  # noqa: E402
 from policies.scheduling import jain_index  # noqa: E402
 from worker import build_worker  # noqa: E402
 
+CHILD_ENDS = {
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_FAILED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TIMED_OUT,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_CANCELED,
+    EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_TERMINATED,
+}
 
-def delegation_spec(subtasks: int, concurrency: int, latency: float) -> JobSpec:
-    """A planner that splits the task into ``subtasks`` parts, one worker, no review round."""
-    return parse_spec(
+
+async def delegation_makespan(
+    client: Client, queue: str, subtasks: int, concurrency: int, duration: float
+) -> float:
+    """Run the delegation job; print its figures and return makespan / lower bound."""
+    spec = parse_spec(
         {
-            "id": f"bench-del-{uuid.uuid4().hex[:8]}",
+            "id": f"bench-dlg-{uuid.uuid4().hex[:8]}",
             "mode": "delegation",
-            "task": f"Write a long guide in parts. subtasks={subtasks} [[sim latency={latency} tps=0]]",
+            "task": f"Write a report in parts. subtasks={subtasks} [[sim latency={duration}]]",
             "agents": [
                 {"name": "lead", "model": "sim:planner", "max_output_tokens": 4000},
-                {"name": "worker", "model": "sim:echo", "max_output_tokens": 80},
+                {"name": "worker", "model": "sim:writer", "max_output_tokens": 64},
             ],
             "delegation": {"primary": "lead", "max_concurrency": concurrency, "max_rounds": 1},
         }
     )
-
-
-def chat_spec(turns: int) -> JobSpec:
-    """Four equal-weight agents with replies of different lengths, fair share, no goal."""
-    models = ["sim:writer", "sim:editor", "sim:echo", "sim:selector"]
-    return parse_spec(
-        {
-            "id": f"bench-chat-{uuid.uuid4().hex[:8]}",
-            "mode": "groupchat",
-            "task": "Discuss how to schedule agent work fairly.",
-            "agents": [
-                {"name": f"agent{i}", "model": model, "max_output_tokens": 120, "weight": 1.0}
-                for i, model in enumerate(models)
-            ],
-            "chat": {"turn_policy": "fair_share"},
-            "termination": {"max_rounds": turns // len(models)},
-        }
-    )
-
-
-async def makespan(env: WorkflowEnvironment, queue: str, args: argparse.Namespace) -> float:
-    """Run the delegation job; return its makespan over the lower bound."""
-    spec = delegation_spec(args.subtasks, args.concurrency, args.latency)
-    result: JobResult = await env.client.execute_workflow(
+    result: JobResult = await client.execute_workflow(
         "DelegationJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
     )
-    starts, ends = [], []
-    for subtask in result.outputs:
-        described = await env.client.get_workflow_handle(f"{spec.id}/{subtask}-r1").describe()
-        assert described.close_time is not None
-        starts.append(described.start_time)
-        ends.append(described.close_time)
-    span = (max(ends) - min(starts)).total_seconds()
-    work = args.subtasks * args.latency
-    bound = max(args.latency, work / args.concurrency)
-    print(f"(a) delegation: {len(result.outputs)} subtasks of {args.latency:.1f}s, concurrency {args.concurrency}")
-    print(f"    stop reason {result.stop_reason.value}; makespan {span:.2f}s; lower bound {bound:.2f}s")
-    return span / bound
+    starts: list[datetime] = []
+    ends: list[datetime] = []
+    async for event in client.get_workflow_handle(spec.id or "").fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            starts.append(event.event_time.ToDatetime())
+        elif event.event_type in CHILD_ENDS:
+            ends.append(event.event_time.ToDatetime())
+    makespan = (max(ends) - min(starts)).total_seconds()
+    bound = max(duration, subtasks * duration / concurrency)
+    done = len(result.outputs)
+    print(f"delegation: stop {result.stop_reason.value}, {done} subtasks done, {len(starts)} children")
+    print(
+        f"delegation: child phase {makespan:.3f}s, lower bound {bound:.3f}s (D={duration}s, N={concurrency})"
+    )
+    return makespan / bound
 
 
-async def fairness(env: WorkflowEnvironment, queue: str, turns: int) -> float:
-    """Run the fair-share chat; return Jain's index of the agents' token totals."""
-    spec = chat_spec(turns)
-    result: JobResult = await env.client.execute_workflow(
+async def fair_share_jain(client: Client, queue: str, rounds: int) -> float:
+    """Run the fair-share chat; print the token totals and return Jain's index over them."""
+    spec = parse_spec(
+        {
+            "id": f"bench-fair-{uuid.uuid4().hex[:8]}",
+            "mode": "groupchat",
+            "task": "Discuss how schedulers share a CPU, briefly.",
+            "agents": [
+                {"name": "long", "model": "sim:writer", "max_output_tokens": 60},
+                {"name": "medium", "model": "sim:writer", "max_output_tokens": 30},
+                {"name": "short", "model": "sim:writer", "max_output_tokens": 10},
+            ],
+            "chat": {"turn_policy": "fair_share"},
+            "termination": {"max_rounds": rounds},
+        }
+    )
+    result: JobResult = await client.execute_workflow(
         "GroupChatJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
     )
-    tokens = {agent: usage.total_tokens for agent, usage in sorted(result.ledger.per_agent.items())}
-    print(f"(b) fair-share chat: {result.turns} turns, stop reason {result.stop_reason.value}")
-    print(f"    tokens per agent: {tokens}")
-    return jain_index([float(value) for value in tokens.values()])
+    totals = {name: usage.total_tokens for name, usage in sorted(result.ledger.per_agent.items())}
+    print(f"fair share: stop {result.stop_reason.value}, {result.turns} turns, tokens per agent {totals}")
+    return jain_index(list(totals.values()))
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(subtasks: int, concurrency: int, duration: float, rounds: int) -> None:
     with SimServer(SimConfig(port=0)) as sim:
         env = await WorkflowEnvironment.start_local(
             data_converter=pydantic_data_converter,
@@ -113,19 +119,21 @@ async def main(args: argparse.Namespace) -> None:
         )
         async with env:
             gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url))
-            queue = f"bench-modes-{uuid.uuid4().hex[:8]}"
-            activities: list[Any] = [gateway.model_call, gateway.resolve_models]
-            async with build_worker(env.client, queue, activities=activities, max_concurrent_activities=64):
-                ratio = await makespan(env, queue, args)
-                jain = await fairness(env, queue, args.turns)
+            queue = f"bench-{uuid.uuid4().hex[:8]}"
+            worker = build_worker(env.client, queue, activities=[gateway.model_call, gateway.resolve_models])
+            async with worker:
+                ratio = await delegation_makespan(env.client, queue, subtasks, concurrency, duration)
+                jain = await fair_share_jain(env.client, queue, rounds)
+            await gateway.aclose()
     print(f"makespan_ratio: {ratio:.3f}")
     print(f"jain_index: {jain:.4f}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--latency", type=float, default=3.0, help="seconds per subtask")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subtasks", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--turns", type=int, default=200)
-    asyncio.run(main(parser.parse_args()))
+    parser.add_argument("--duration", type=float, default=2.0, help="Seconds per subtask.")
+    parser.add_argument("--rounds", type=int, default=67, help="Chat rounds (3 turns each).")
+    args = parser.parse_args()
+    asyncio.run(main(args.subtasks, args.concurrency, args.duration, args.rounds))
