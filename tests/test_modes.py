@@ -61,6 +61,12 @@ async def test_delegation_plans_runs_children_reviews_and_answers(
     assert child.ledger.limit_tokens <= 60000 * 0.5 / 3
     assert result.ledger.calls == 6  # plan, review, final + three children
     assert set(result.ledger.per_agent) == {"lead", "writer", "helper"}
+    carved = {node.id: node for node in result.ledger.nodes if node.id.startswith("child:")}
+    assert len(carved) == 3 and all(node.carved and node.closed for node in carved.values())
+    assert (
+        next(n for i, n in carved.items() if i.endswith("t1-r1")).spent.tokens
+        == child.ledger.usage.total_tokens
+    )
 
 
 async def test_failed_child_is_reported_to_the_primary_and_retried(

@@ -1,10 +1,11 @@
 """What the modes with child workflows share: carving a child's budget, folding its spend back.
 
-Until the budget keeper offers hierarchical nodes, a child's budget is a plain ``budget`` in its own
-spec, a share of what the parent has left, and a child's spend reaches the parent's ledger when the
-child reports it (its result's ledger, or a posted turn record). The parent's limits do not count a
-running child's spend until then, which the carve makes safe: the shares handed out never add up
-to more than the parent had left when they were carved.
+A child's budget is a plain ``budget`` in its own spec (the child enforces it like any job), a
+share of what the parent has left. ``open_child`` also sets that amount aside on the parent's
+ledger (``BudgetKeeper.carve_child``: it counts as used until the child returns), and
+``close_child`` charges the child's reported spend on the child's node and returns the rest.
+Without a carve (``absorb_ledger`` alone) the spend reaches the parent when the child reports it;
+the shares handed out never add up to more than the parent had left when they were carved.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from harness.contracts import LedgerTotals, ModelCallResult, Usage
     from harness.spec import AgentSpec, BudgetSpec, JobSpec
+
+from workflows._budget import child_node
 
 if TYPE_CHECKING:
     from workflows._job import JobWorkflow
@@ -80,8 +83,10 @@ def child_spec(
     )
 
 
-def absorb(job: JobWorkflow, call_id: str, agent: str, usage: Usage, cost: Decimal | None) -> None:
-    """Charge a child's reported spend to ``job``'s ledger under ``agent``."""
+def absorb(
+    job: JobWorkflow, call_id: str, agent: str, usage: Usage, cost: Decimal | None, node: str | None = None
+) -> None:
+    """Charge a child's reported spend to ``job``'s ledger under ``agent`` (on ``node`` if given)."""
     if usage.requests == 0 and usage.total_tokens == 0 and not cost:
         return
     assert job.budget is not None and job.spec is not None
@@ -89,14 +94,32 @@ def absorb(job: JobWorkflow, call_id: str, agent: str, usage: Usage, cost: Decim
     result = ModelCallResult(
         call_id=call_id, text="", usage=usage, cost_usd=cost, model=model.model, provider=model.provider
     )
-    job.budget.settle(call_id, agent, model, result)
+    job.budget.settle(call_id, agent, model, result, node=node)
 
 
-def absorb_ledger(job: JobWorkflow, child_id: str, ledger: LedgerTotals) -> None:
+def absorb_ledger(job: JobWorkflow, child_id: str, ledger: LedgerTotals, node: str | None = None) -> None:
     """Charge everything a finished child spent to ``job``'s ledger, per agent."""
     for agent, usage in ledger.per_agent.items():
         cost = ledger.per_agent_cost_usd.get(agent) if ledger.cost_known else None
-        absorb(job, child_id, agent, usage, cost)
+        absorb(job, child_id, agent, usage, cost, node=node)
+
+
+def open_child(job: JobWorkflow, child_id: str, budget: BudgetSpec | None) -> str | None:
+    """Set ``budget`` aside on the parent's ledger for ``child_id``: None if done, else why not."""
+    if budget is None or job.budget is None:
+        return None
+    return job.budget.carve_child(child_id, budget.tokens, budget.usd)
+
+
+def close_child(job: JobWorkflow, child_id: str, ledger: LedgerTotals) -> None:
+    """Charge a returned child's spend on its node and give the rest of its carve back."""
+    if job.budget is None:
+        return
+    node = child_node(child_id)
+    carved = node in job.budget.ledger.nodes  # no node: nothing was set aside, charge the agents'
+    absorb_ledger(job, child_id, ledger, node=node if carved else None)
+    if carved:
+        job.budget.close_child(child_id, ledger.usage.total_tokens, ledger.cost_usd)
 
 
 def usage_minus(a: Usage, b: Usage) -> Usage:

@@ -3,7 +3,8 @@
 Each round the primary answers with a plan (structured output ``plan``: subtasks with priorities
 1..5, 1 most urgent). Every subtask runs as a child workflow (``SubtaskJob``, id
 ``{job id}/{subtask id}-r{round}``) with a budget carved from the parent (``child_budget_share``
-of what is left, split evenly over the round's subtasks), at most ``delegation.max_concurrency`` at
+of what is left, split evenly over the round's subtasks, set aside on the parent's ledger while the
+child runs: ``BudgetKeeper.carve_child`` / ``close_child``), at most ``delegation.max_concurrency`` at
 once, taken from an aging priority queue (plan priority p sits at queue level p - 1; waiting
 subtasks age, and ``set_priority`` on a waiting subtask's id moves it).
 
@@ -29,13 +30,13 @@ from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import JobResult, Message, ModelCallResult, StopReason
+    from harness.contracts import JobResult, LedgerTotals, Message, ModelCallResult, StopReason
     from harness.controls import AbortRequest
     from harness.outputs import Plan, Subtask
     from harness.spec import AgentSpec, DelegationSpec, JobSpec
     from policies.scheduling import AgingPriorityQueue
 
-from workflows._children import absorb_ledger, child_spec
+from workflows._children import child_spec, close_child, open_child
 from workflows._job import JobWorkflow, StopJob
 
 PLAN_PROMPT = (
@@ -181,7 +182,13 @@ class DelegationJob(JobWorkflow):
             while len(self.queue) and len(running) + len(starting) < settings.max_concurrency:
                 item = self.queue.pop()
                 self.attempts[item.id] = self.attempts.get(item.id, 0) + 1
-                starting.append((item.id, f"{self.job_id}/{item.id}-r{round_no}", carved[item.id]))
+                child_id = f"{self.job_id}/{item.id}-r{round_no}"
+                refused = open_child(self, child_id, carved[item.id].budget)
+                if refused is not None:  # the parent cannot set the budget aside: reported, not run
+                    self.steps_done += 1
+                    self._failed(child_id, item.id, f"not started: {refused}")
+                    continue
+                starting.append((item.id, child_id, carved[item.id]))
             # Started together, so their start commands share one workflow task.
             handles = await asyncio.gather(
                 *(
@@ -211,9 +218,10 @@ class DelegationJob(JobWorkflow):
             result = handle.result()
         except ChildWorkflowError as error:
             cause = error.cause if error.cause is not None else error
+            close_child(self, child_id, LedgerTotals())
             self._failed(child_id, subtask_id, f"the child workflow failed: {cause}")
             return
-        absorb_ledger(self, child_id, result.ledger)
+        close_child(self, child_id, result.ledger)
         if result.stop_reason in CHILD_FAILURES:
             self._failed(child_id, subtask_id, f"{result.stop_reason.value}: {result.explanation}")
             return
@@ -238,8 +246,8 @@ class DelegationJob(JobWorkflow):
                 lambda: all(h.done() for h in running.values()), timeout=ABORT_GRACE
             )
         for child_id, handle in running.items():
-            if handle.done() and not handle.cancelled() and handle.exception() is None:
-                absorb_ledger(self, child_id, handle.result().ledger)
+            ended = handle.done() and not handle.cancelled() and handle.exception() is None
+            close_child(self, child_id, handle.result().ledger if ended else LedgerTotals())
 
     def _render(self, template: str, task: str) -> str:
         results = "\n\n".join(
