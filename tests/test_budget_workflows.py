@@ -6,6 +6,7 @@ Sequential jobs on the time-skipping server, the model simulator behind the real
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 import uuid
 from decimal import Decimal
@@ -179,6 +180,6 @@ async def test_quota_waits_for_the_next_period_and_completes(
         turns = await handle.query("transcript", result_type=list[TurnRecord])
     assert result.stop_reason is StopReason.completed
     assert len(turns) == 3
-    gaps = [b.started_at - a.started_at for a, b in zip(turns, turns[1:], strict=False)]
+    gaps = [b.started_at - a.started_at for a, b in itertools.pairwise(turns)]
     assert max(gaps).total_seconds() > 1800
     assert_within_limits(result.ledger)
