@@ -183,3 +183,23 @@ async def test_quota_waits_for_the_next_period_and_completes(
     gaps = [b.started_at - a.started_at for a, b in itertools.pairwise(turns)]
     assert max(gaps).total_seconds() > 1800
     assert_within_limits(result.ledger)
+
+
+@pytest.mark.parametrize("name", ["budget-stop", "budget-degrade", "budget-ask"])
+async def test_budget_examples_run_out_of_money_under_their_policy(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, name: str
+) -> None:
+    """Each shipped budget example runs out of money and ends (or degrades) as its policy says."""
+    from pathlib import Path
+
+    from harness.spec import load_spec
+
+    path = Path(__file__).parent.parent / "examples" / f"{name}.yaml"
+    spec = load_spec(path).model_copy(update={"id": f"{name}-{uuid.uuid4().hex[:8]}"})
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await (await start(ts_env.client, worker.task_queue, spec)).result()
+    assert_within_limits(result.ledger)
+    if name == "budget-degrade":
+        assert result.ledger.degraded
+    else:
+        assert result.stop_reason is StopReason.budget_exhausted
