@@ -201,3 +201,35 @@ async def test_delegation_resumes_after_sigkill_without_rerunning_finished_child
     assert [turn.step for turn in turns] == ["plan-r1", "plan-r2", "final"]
     tally = sim_call(sim, "/_sim/tally")["total"]
     assert tally["completed"] == 6, tally  # 3 primary turns + 3 children, none repeated
+
+
+async def test_aborting_a_delegation_aborts_its_running_children(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """An abort of the parent reaches every running child as an abort: each ends 'aborted', the
+    parent ends 'aborted' too, and the children's partial spend is on the parent's ledger."""
+    from harness.contracts import JobProgress
+    from harness.controls import AbortRequest
+
+    spec = delegation_spec(task="Write a guide. [[sim latency=2 tps=0]]")
+    async with make_worker(ts_env.client, gateway) as worker:
+        handle = await ts_env.client.start_workflow(
+            "DelegationJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
+        )
+        running = ""
+        for _ in range(200):
+            progress = await handle.query("status", result_type=JobProgress)
+            if "running" in (progress.step or ""):
+                running = (progress.step or "").split("running ")[1].split(",")[0].split(";")[0]
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        await handle.signal("abort", AbortRequest(reason="enough"))
+        result = await handle.result()
+        child_id = f"{spec.id}/{running}-r1"
+        child = await ts_env.client.get_workflow_handle(child_id, result_type=JobResult).result()
+    assert result.stop_reason is StopReason.aborted
+    assert child.stop_reason is StopReason.aborted and "parent stopping" in child.explanation
+    assert child.ledger.usage.total_tokens > 0  # the cut call is charged, never free
+    workers = sum(usage.total_tokens for name, usage in result.ledger.per_agent.items() if name != "lead")
+    assert workers >= child.ledger.usage.total_tokens
