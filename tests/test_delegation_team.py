@@ -8,15 +8,19 @@ from collections import Counter
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from activities.model_call import ModelCallActivities
 from activities.team_board import TeamBoardActivities
 from harness.contracts import JobResult, StopReason, TurnRecord
 from harness.controls import AbortRequest
+from harness.sandbox import workflow_runner
 from harness.sim import SimServer
 from harness.spec import JobSpec, load_spec, parse_spec
 from tests.conftest import ROOT, make_worker, sim_call
+from workflows import ALL_WORKFLOWS
 from workflows.team import follow_ups
 
 
@@ -165,3 +169,21 @@ async def test_aborting_a_team_stops_its_members_and_charges_their_spend(
     assert result.stop_reason is StopReason.aborted
     assert result.outputs == {}
     assert result.ledger.usage.total_tokens > 0  # the member's cut-off call, charged to the team
+
+
+async def test_team_histories_replay_deterministically(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """The coordinator's and a member's histories replay without a nondeterminism error."""
+    spec = team(['Outline it. [[sim reply="done\nFOLLOW-UP: write the summary"]]', "List three facts."])
+    board = TeamBoardActivities(dev_env.client)
+    activities = [gateway.model_call, gateway.resolve_models, board.team_board]
+    async with make_worker(dev_env.client, gateway, activities=activities) as worker:
+        await execute(dev_env.client, worker.task_queue, spec, "TeamJob")
+    replayer = Replayer(
+        workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=workflow_runner()
+    )
+    for workflow_id in (spec.id or "", f"{spec.id}--writer"):
+        history = await dev_env.client.get_workflow_handle(workflow_id).fetch_history()
+        replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+        assert replayed.replay_failure is None, replayed.replay_failure
