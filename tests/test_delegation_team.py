@@ -187,3 +187,24 @@ async def test_team_histories_replay_deterministically(
         history = await dev_env.client.get_workflow_handle(workflow_id).fetch_history()
         replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
         assert replayed.replay_failure is None, replayed.replay_failure
+
+
+async def test_team_resumes_on_a_new_worker_without_repeating_finished_tasks(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """A worker stopped mid-job is replaced; the team finishes with each task claimed and charged once."""
+    spec = team(["Quick one.", "Slow one. [[sim latency=3]]", "Another slow one. [[sim latency=3]]"])
+    board = TeamBoardActivities(dev_env.client)
+    activities = [gateway.model_call, gateway.resolve_models, board.team_board]
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    async with make_worker(dev_env.client, gateway, activities=activities, queue=queue):
+        handle = await dev_env.client.start_workflow(
+            "TeamJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
+        )
+        await asyncio.sleep(1.5)
+    async with make_worker(dev_env.client, gateway, activities=activities, queue=queue):
+        result = await asyncio.wait_for(handle.result(), timeout=40)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    claimed = [claim.split(":")[0] for claim in result.evidence["claims"]]
+    assert Counter(claimed) == {"task1": 1, "task2": 1, "task3": 1}
+    assert sorted(result.outputs) == ["task1", "task2", "task3"]
