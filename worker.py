@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -29,15 +30,44 @@ from workflows import ALL_WORKFLOWS
 HEARTBEAT_THROTTLE = timedelta(milliseconds=500)
 
 
+class HarnessWorker(Worker):
+    """A ``Worker`` that also closes what it owns (the gateway's SDK clients) once it has stopped,
+    however it stops: ``async with``, ``shutdown()`` or cancellation of ``run()``."""
+
+    def __init__(
+        self, *args: Any, closers: Sequence[Callable[[], Awaitable[None]]] = (), **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self._closers = list(closers)
+
+    async def run(self) -> None:
+        """Run until shut down (every activity finished), then close the owned resources."""
+        try:
+            await super().run()
+        finally:
+            closers, self._closers = self._closers, []
+            for close in closers:
+                try:
+                    await close()
+                except Exception:  # a pool that fails to close must not hide why the worker stopped
+                    logging.getLogger(__name__).warning("closing %r failed", close, exc_info=True)
+
+
 def build_worker(
     client: Client,
     queue: str | None = None,
     activities: Sequence[Any] | None = None,
     **options: Any,
 ) -> Worker:
-    """A worker serving every harness workflow and the model-call activities."""
+    """A worker serving every harness workflow and the model-call activities.
+
+    With ``activities`` omitted it makes its own (gateway, routing stats, checks, team board) and
+    closes the gateway's SDK clients when it stops; given ``activities`` are the caller's to close.
+    """
+    closers: list[Callable[[], Awaitable[None]]] = []
     if activities is None:
         gateway = ModelCallActivities()
+        closers.append(gateway.aclose)
         stats = RoutingStatsActivities(client)
         load_check_modules()  # HARNESS_CHECKS: modules whose checks must be registered first
         checks = CheckActivities()
@@ -49,8 +79,9 @@ def build_worker(
             checks.run_check,
             board.team_board,
         ]
-    return Worker(
+    return HarnessWorker(
         client,
+        closers=closers,
         task_queue=queue or task_queue(),
         workflows=ALL_WORKFLOWS,
         activities=list(activities),
@@ -64,20 +95,8 @@ def build_worker(
 async def run_worker(address: str | None = None, namespace: str | None = None) -> None:
     """Connect and run a worker until cancelled."""
     client = await connect(address, namespace)
-    load_check_modules()
-    gateway = ModelCallActivities()
-    activities = [
-        gateway.model_call,
-        gateway.resolve_models,
-        RoutingStatsActivities(client).routing_stats,
-        CheckActivities().run_check,
-        TeamBoardActivities(client).team_board,
-    ]
-    try:
-        async with build_worker(client, activities=activities):
-            await asyncio.Event().wait()
-    finally:
-        await gateway.aclose()  # the SDKs' HTTP connections
+    async with build_worker(client):  # closes the SDKs' HTTP connections when it stops
+        await asyncio.Event().wait()
 
 
 def main() -> None:

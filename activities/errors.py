@@ -6,6 +6,8 @@ The SDKs' own retries are off; Temporal's retry policy is the only one. Retryabl
 401 ``AuthenticationFailed``, 403 ``PermissionDenied``, 404 ``ModelNotFound``, 422
 ``UnprocessableRequest``, and our own ``UnknownPrice``, ``UnknownModel`` and
 ``StructuredOutputInvalid``. Messages are scrubbed of keys and cut short, so no prompt rides along.
+A non-retryable failure of ``model_call`` carries ``{"usage": ...}`` as its first detail (see
+``with_usage``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "structured_output_invalid",
     "unknown_model",
     "unknown_price",
+    "with_usage",
 ]
 
 NON_RETRYABLE_STATUS: dict[int, str] = {
@@ -122,6 +125,22 @@ def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> t
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(timedelta(0), when - (now or datetime.now(UTC)))
+
+
+def with_usage(error: ApplicationError, usage: Usage) -> ApplicationError:
+    """``error`` with ``{"usage": ...}`` as its details: what the failed call really spent.
+
+    Non-retryable failures of a model call carry it (zero for a request the provider rejected
+    outright), as ``StructuredOutputInvalid`` does, so the workflow can charge that instead of the
+    call's reservation.
+    """
+    return ApplicationError(
+        error.message,
+        {"usage": usage.model_dump(mode="json")},
+        type=error.type,
+        non_retryable=error.non_retryable,
+        next_retry_delay=error.next_retry_delay,
+    )
 
 
 def unknown_price(message: str) -> ApplicationError:

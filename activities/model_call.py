@@ -91,6 +91,11 @@ class _Meter:
             estimated=True,
         )
 
+    def spent_on_failure(self) -> Usage:
+        """What a call that failed for good has spent: settled re-asks, plus the reply in flight
+        only if output had started (a request rejected before any output is not billed)."""
+        return self.settled + self.in_flight() if self.chars else self.settled
+
     def details(self) -> dict[str, int]:
         spent = self.settled + self.in_flight()
         return {
@@ -109,7 +114,7 @@ class ModelCallActivities:
     def __init__(self, settings: ProviderSettings | None = None, catalog: ModelCatalog | None = None) -> None:
         self.settings = settings if settings is not None else ProviderSettings.from_env()
         self.catalog = catalog if catalog is not None else load_catalog(self.settings.catalog_path)
-        self._clients: dict[tuple[str, str], Any] = {}
+        self._clients: dict[tuple[str, str, str], Any] = {}
 
     def provider(self, name: str) -> Provider:
         """The provider for prefix ``name``, over a client cached per wire format and base URL."""
@@ -129,7 +134,9 @@ class ModelCallActivities:
         return OpenAIProvider(self._client(endpoint), name=name, options=options)
 
     def _client(self, endpoint: Endpoint) -> Any:
-        key = (endpoint.wire, endpoint.base_url)
+        # The key is part of the cache key: two providers at one URL (a LiteLLM proxy, say) with
+        # different keys must not share a client, or one provider's key is sent for the other.
+        key = (endpoint.wire, endpoint.base_url, endpoint.api_key.get_secret_value())
         client = self._clients.get(key)
         if client is None:
             if endpoint.wire == "anthropic":
@@ -205,6 +212,8 @@ class ModelCallActivities:
             mapped = errors.from_provider_error(err, secrets=self.settings.secrets())
             if mapped is None:
                 raise
+            if mapped.non_retryable and not mapped.details:
+                mapped = errors.with_usage(mapped, meter.spent_on_failure())
             activity.logger.warning(
                 "model call failed",
                 extra={"agent": request.agent, "model": request.model.ref, "error_type": mapped.type},

@@ -149,7 +149,8 @@ def split_ref(ref: str) -> tuple[ProviderName, str]:
     if not sep or not model.strip():
         raise UnknownModelError(
             f"model reference {ref!r} is neither 'provider:model' nor a catalog alias; "
-            f"providers: {', '.join(PROVIDERS)}"
+            f"providers: {', '.join(PROVIDERS)}; aliases come from the catalog file named by "
+            "HARNESS_CATALOG (e.g. HARNESS_CATALOG=examples/catalog.yaml)"
         )
     if provider not in get_args(ProviderName):
         raise UnknownModelError(

@@ -108,8 +108,16 @@ class ProviderSettings(BaseModel):
                 return False
             raise ValueError(f"{name} must be true or false, not {value!r}")
 
+        def seconds(name: str, default: float) -> float:
+            value = text(name)
+            if value is None:
+                return default
+            try:
+                return float(value)
+            except ValueError:
+                raise ValueError(f"{name} must be a number of seconds, not {value!r}") from None
+
         catalog = text("HARNESS_CATALOG")
-        timeout = text("HARNESS_MODEL_TIMEOUT_S")
         return cls(
             sim_url=text("HARNESS_SIM_URL") or DEFAULT_SIM_URL,
             openai_api_key=secret("OPENAI_API_KEY"),
@@ -121,7 +129,7 @@ class ProviderSettings(BaseModel):
             openai_compatible_json_schema=flag("HARNESS_OPENAI_COMPATIBLE_JSON_SCHEMA", False),
             openai_compatible_stream_usage=flag("HARNESS_OPENAI_COMPATIBLE_STREAM_USAGE", True),
             catalog_path=Path(catalog) if catalog else None,
-            request_timeout_s=float(timeout) if timeout else 600.0,
+            request_timeout_s=seconds("HARNESS_MODEL_TIMEOUT_S", 600.0),
         )
 
     def endpoint(self, provider: str) -> Endpoint:

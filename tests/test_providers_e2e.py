@@ -7,16 +7,18 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
 from harness.catalog import load_catalog, resolve
 from harness.config import ProviderSettings
-from harness.contracts import JobResult, StopReason, TurnRecord
+from harness.contracts import JobResult, StopReason, TurnRecord, Usage
 from harness.sim import SimServer
-from harness.spec import load_spec
+from harness.spec import JobSpec, load_spec, parse_spec
 from tests.conftest import ROOT, make_worker, sim_call
 from tests.test_cli import harness
+from worker import build_worker
 
 CATALOG = ROOT / "examples" / "catalog.yaml"
 
@@ -88,7 +90,7 @@ def test_cli_runs_the_three_provider_job_with_the_catalog(
     }
     refused = harness("run", "examples/providers.yaml", env=env)
     assert refused.returncode == 2
-    assert "nor a catalog alias" in refused.stderr
+    assert "nor a catalog alias" in refused.stderr and "HARNESS_CATALOG" in refused.stderr
 
     sim_call(sim, "/_sim/reset", {})
     done = harness("run", "examples/providers.yaml", env={**env, "HARNESS_CATALOG": str(CATALOG)})
@@ -96,3 +98,123 @@ def test_cli_runs_the_three_provider_job_with_the_catalog(
     assert "stop reason  completed" in done.stdout
     total = sim_call(sim, "/_sim/tally")["total"]
     assert f"({total['input_tokens']} in, {total['output_tokens']} out) in 3 calls" in done.stdout
+
+
+def three_provider_spec(prefix: str) -> JobSpec:
+    """examples/providers.yaml under a fresh job id."""
+    return load_spec(ROOT / "examples" / "providers.yaml").model_copy(
+        update={"id": f"{prefix}-{uuid.uuid4().hex[:8]}"}
+    )
+
+
+@pytest.mark.e2e
+async def test_rate_limit_is_retried_by_temporal_once_and_charged_once(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """A 429 with retry-after on the anthropic: step is retried by Temporal alone, after the server's
+    delay (longer than the policy's first interval); the job completes and charges one call per step."""
+    catalog = load_catalog(CATALOG)
+    gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url, catalog_path=CATALOG), catalog)
+    spec = three_provider_spec("rate-limited")
+    sim_call(sim, "/_sim/reset", {})
+    sim_call(sim, "/_sim/faults", {"kind": "429", "model": "claude-haiku-4-5", "retry_after": 2})
+    try:
+        async with make_worker(dev_env.client, gateway=gateway) as worker:
+            handle = await dev_env.client.start_workflow(
+                "SequentialJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
+            )
+            result = await handle.result()
+            history = await handle.fetch_history()
+    finally:
+        await gateway.aclose()
+    assert result.stop_reason is StopReason.completed
+    tally = sim_call(sim, "/_sim/tally")
+    haiku = tally["models"]["claude-haiku-4-5"]
+    # Two requests reached the server (the 429 and the success): no SDK retry on top of Temporal's.
+    assert (haiku["requests"], haiku["completed"]) == (2, 1)
+    assert result.ledger.calls == 3 == tally["total"]["completed"]
+    assert result.ledger.usage.input_tokens == tally["total"]["input_tokens"]
+    assert result.ledger.usage.output_tokens == tally["total"]["output_tokens"]
+    scheduled_at = {
+        event.event_id: event.event_time.ToDatetime()
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+    }
+    retries = [
+        (event.activity_task_started_event_attributes, event.event_time.ToDatetime())
+        for event in history.events
+        if event.HasField("activity_task_started_event_attributes")
+        and event.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert len(retries) == 1
+    started, started_at = retries[0]
+    assert started.attempt == 2
+    assert started.last_failure.application_failure_info.type == "RateLimited"
+    # The retry waited for the server's retry-after (2 s), not the policy's first interval (1 s).
+    assert (started_at - scheduled_at[started.scheduled_event_id]).total_seconds() >= 1.9
+
+
+@pytest.mark.e2e
+async def test_bad_request_ends_the_job_failed_naming_the_cause(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """A 400 on the anthropic: step is not retried: the job ends with stop reason failed, naming the
+    agent, the model and BadRequest, and keeps the draft that finished before it."""
+    catalog = load_catalog(CATALOG)
+    gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url, catalog_path=CATALOG), catalog)
+    spec = three_provider_spec("bad-request")
+    sim_call(sim, "/_sim/reset", {})
+    sim_call(sim, "/_sim/faults", {"kind": "400", "model": "claude-haiku-4-5"})
+    try:
+        async with make_worker(dev_env.client, gateway=gateway) as worker:
+            handle = await dev_env.client.start_workflow(
+                "SequentialJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
+            )
+            result = await handle.result()
+            history = await handle.fetch_history()
+    finally:
+        await gateway.aclose()
+    assert result.stop_reason is StopReason.failed
+    assert "critic" in result.explanation and "reviewer" in result.explanation
+    assert "BadRequest" in result.explanation and "HTTP 400" in result.explanation
+    assert list(result.outputs) == ["draft"] and result.output == result.outputs["draft"]
+    tally = sim_call(sim, "/_sim/tally")
+    assert tally["models"]["claude-haiku-4-5"]["requests"] == 1  # not retried
+    assert "local-llama" not in tally["models"]  # nothing after the failed step ran
+    assert result.ledger.per_agent["drafter"].output_tokens == tally["models"]["gpt-4o-mini"]["output_tokens"]
+    # The failure tells the workflow what the rejected call spent: nothing.
+    (failed,) = [
+        event.activity_task_failed_event_attributes.failure.application_failure_info
+        for event in history.events
+        if event.HasField("activity_task_failed_event_attributes")
+    ]
+    assert failed.type == "BadRequest" and failed.non_retryable
+    details = pydantic_data_converter.payload_converter.from_payload(failed.details.payloads[0], dict)
+    assert Usage.model_validate(details["usage"]) == Usage()
+    # The rejected call is charged as a failed call (today: its reservation, marked estimated), so
+    # the ledger never shows less than the provider served.
+    assert result.ledger.usage.output_tokens >= tally["total"]["output_tokens"]
+
+
+async def test_a_default_worker_closes_its_provider_clients(
+    ts_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """The worker `harness run` and `harness worker` build closes the gateway's SDK clients (their
+    connection pools) when it stops."""
+    spec = parse_spec(
+        {
+            "id": f"closing-{uuid.uuid4().hex[:8]}",
+            "task": "Say hello.",
+            "agents": [{"name": "a", "model": "sim:writer", "max_output_tokens": 20}],
+            "steps": [{"id": "one", "agent": "a"}],
+        }
+    )
+    queue = f"closing-{uuid.uuid4().hex[:8]}"
+    worker = build_worker(ts_env.client, queue)
+    (gateway,) = {
+        fn.__self__ for fn in worker.config()["activities"] if isinstance(fn.__self__, ModelCallActivities)
+    }
+    async with worker:
+        await ts_env.client.execute_workflow("SequentialJob", spec, id=spec.id or "", task_queue=queue)
+        clients = list(gateway._clients.values())
+    assert clients and all(client.is_closed() for client in clients)

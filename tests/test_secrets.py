@@ -6,19 +6,22 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from decimal import Decimal
 from typing import Any
 
 import httpx2 as httpx
 import pytest
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
+from harness.catalog import CatalogEntry, ModelCatalog, resolve
 from harness.config import ProviderSettings
-from harness.contracts import JobResult, StopReason
+from harness.contracts import JobResult, Message, ModelCallRequest, ModelPrice, StopReason
 from harness.sim import SimServer
 from harness.spec import parse_spec
 from tests.conftest import make_worker, sim_call
 
+PRICE = ModelPrice(input_per_mtok=Decimal("0.05"), output_per_mtok=Decimal("0.10"))
 LOGGERS = ("temporalio", "harness", "activities", "openai", "anthropic", "httpx", "httpcore")
 
 
@@ -127,3 +130,33 @@ async def test_key_is_not_in_provider_errors(
     assert "401" in visible  # the failure is visible...
     assert any(keys["openai"] in header for header in sent_keys)
     assert "sk-canary" not in visible  # ...and the key is not
+
+
+async def test_each_provider_sends_only_its_own_key(sim: SimServer, sent_keys: list[str]) -> None:
+    """Two providers configured at the same URL with different keys each send their own key: a
+    reused connection pool never carries one provider's key to another's server."""
+    settings = ProviderSettings.from_env(
+        {
+            "OPENAI_API_KEY": "sk-canary-openai",
+            "OPENAI_BASE_URL": f"{sim.url}/v1",
+            "HARNESS_OPENAI_COMPATIBLE_BASE_URL": f"{sim.url}/v1",
+            "HARNESS_OPENAI_COMPATIBLE_API_KEY": "sk-canary-compatible",
+        }
+    )
+    catalog = ModelCatalog(models={"local": CatalogEntry(model="openai-compatible:local", price=PRICE)})
+    gateway = ModelCallActivities(settings, catalog)
+    try:
+        for ref in ("openai:gpt-4o-mini", "local"):
+            request = ModelCallRequest(
+                call_id=f"call-{ref}",
+                job_id="job",
+                agent="a",
+                model=resolve(ref, catalog),
+                messages=[Message(role="user", content="hi")],
+                max_output_tokens=20,
+            )
+            await ActivityEnvironment().run(gateway.model_call, request)
+    finally:
+        await gateway.aclose()
+    assert len(sent_keys) == 2
+    assert "sk-canary-openai" in sent_keys[0] and "sk-canary-compatible" in sent_keys[1]
