@@ -17,6 +17,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
+from activities.budget_account import BudgetAccountActivities
 from activities.checks import CheckActivities
 from activities.model_call import ModelCallActivities
 from activities.routing_stats import RoutingStatsActivities
@@ -78,6 +79,7 @@ def build_worker(
             stats.routing_stats,
             checks.run_check,
             board.team_board,
+            BudgetAccountActivities(client).budget_account,  # leases of jobs naming an account
         ]
     return HarnessWorker(
         client,

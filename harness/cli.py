@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
 from harness.cli_routing import routing_app, routing_section
 from harness.contracts import JobProgress, JobResult, LedgerTotals, TurnRecord
@@ -258,6 +259,7 @@ def result(
 
 register_controls(app)
 app.add_typer(routing_app, name="routing")
+app.add_typer(budget_app, name="budget")
 
 
 def main() -> None:

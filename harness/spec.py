@@ -373,6 +373,11 @@ class JobSpec(_Model):
     agents: list[AgentSpec] = Field(min_length=1)
     steps: list[StepSpec] = Field(default_factory=list)
     budget: BudgetSpec | None = None
+    account: str | None = Field(
+        default=None,
+        description="Budget account (``harness budget create NAME``) the job leases its budget from at "
+        "start and gives the unused part back to at the end; needs budget.tokens or budget.usd.",
+    )
     deadline: timedelta | None = Field(default=None, description="Durable; counts from the job's start.")
     termination: TerminationSpec = Field(default_factory=TerminationSpec)
     goal: GoalSpec | None = None
@@ -394,6 +399,23 @@ class JobSpec(_Model):
         if duration <= timedelta(0):
             raise ValueError("must be positive")
         return duration
+
+    @field_validator("account")
+    @classmethod
+    def _account(cls, value: str | None) -> str | None:
+        if value is not None and not _NAME.match(value):
+            raise ValueError("must start with a letter and hold only letters, digits, '-' and '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _account_needs_budget(self) -> JobSpec:
+        if self.account is not None and (
+            self.budget is None or (self.budget.tokens is None and self.budget.usd is None)
+        ):
+            raise ValueError(
+                "account: a job drawing on an account leases budget.tokens or budget.usd; give one"
+            )
+        return self
 
     @field_validator("id")
     @classmethod

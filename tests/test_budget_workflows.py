@@ -1,6 +1,9 @@
-"""Budgets in running jobs: the hierarchical ledger under each exhaustion policy, and quotas per period.
+"""Budgets in running jobs: the hierarchical ledger under each exhaustion policy, quotas per period,
+parallel calls, child carves, and budget accounts shared by jobs.
 
-Sequential jobs on the time-skipping server, the model simulator behind the real activities.
+Jobs run on the time-skipping server with the model simulator behind the real activities; budget
+accounts run on the real dev server (the time-skipping server loses track of updates while it
+skips time).
 """
 
 from __future__ import annotations
@@ -9,19 +12,42 @@ import asyncio
 import itertools
 import time
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
+from activities.budget_account import BudgetAccountActivities, account_update
 from activities.model_call import ModelCallActivities
-from harness.contracts import JobProgress, JobResult, JobStatus, LedgerTotals, StopReason, TurnRecord
+from harness.contracts import (
+    ACCOUNT_WORKFLOW,
+    AccountState,
+    AccountView,
+    GiveBackRequest,
+    JobProgress,
+    JobResult,
+    JobStatus,
+    LeaseReply,
+    LeaseRequest,
+    LedgerTotals,
+    ModelCallResult,
+    StopReason,
+    TopupRequest,
+    TurnRecord,
+    Usage,
+    account_workflow_id,
+)
 from harness.controls import AddBudgetRequest
 from harness.sim import SimServer
 from harness.spec import JobSpec, parse_spec
 from tests.conftest import make_worker, sim_call
+from workflows._budget import child_node
+from workflows._job import JobWorkflow
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -203,3 +229,201 @@ async def test_budget_examples_run_out_of_money_under_their_policy(
         assert result.ledger.degraded
     else:
         assert result.stop_reason is StopReason.budget_exhausted
+
+
+async def test_parallel_calls_racing_for_the_last_dollars_never_overspend(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """Six DAG steps started at once against a budget with room for three worst cases: every node
+    stays within its limits, nothing stays reserved, and every call the simulator saw is charged."""
+    sim_call(sim, "/_sim/reset", {})
+    spec = parse_spec(
+        {
+            "id": f"race-{uuid.uuid4().hex[:8]}",
+            "mode": "dag",
+            "task": "Race.",
+            "max_concurrency": 6,
+            "agents": [{"name": "writer", "model": "sim:writer", "max_output_tokens": 200}],
+            "steps": [{"id": f"p{i}", "agent": "writer", "prompt": "Write about {task}"} for i in range(6)],
+            "budget": {"usd": "0.00096", "on_exhausted": "stop"},
+        }
+    )
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await ts_env.client.execute_workflow(
+            "DagJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
+        )
+    assert result.stop_reason is StopReason.budget_exhausted
+    assert 0 < result.ledger.calls < 6
+    assert_within_limits(result.ledger)
+    job = next(node for node in result.ledger.nodes if node.id == "job")
+    assert job.reserved.usd == 0 and job.spent.usd == result.ledger.cost_usd <= Decimal("0.00096")
+    # Calls still running when the job stopped were cancelled: charged at least what was served.
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    served = tally["output_tokens"] + tally["incomplete_output_tokens"]
+    assert result.ledger.calls >= tally["requests"]
+    assert result.ledger.usage.output_tokens >= served
+    assert result.ledger.usage.estimated or result.ledger.usage.output_tokens == served
+
+
+@workflow.defn(name="CarveProbe", sandboxed=False)
+class CarveProbe(JobWorkflow):
+    """Carves three children out of a 1,000-token job and closes them as success, failure and cancel."""
+
+    mode = "probe"
+
+    @workflow.run
+    async def run(self, spec: JobSpec) -> LedgerTotals:
+        """Carve, charge and close, as the delegation modes do, then report the ledger."""
+        await self.start_job(spec)
+        budget = self._budget()
+        refusals = [budget.carve_child(c, 300, None) for c in ("ok", "failed", "cancelled")]
+        assert refusals == [None, None, None], refusals
+        too_much = budget.carve_child("greedy", 200, None)
+        assert too_much is not None and "tokens" in too_much, too_much
+        model = self.models["sim:writer"]
+        # The failed child reported 120 tokens before failing; the cancelled one had a call cut
+        # mid-flight, charged as estimated: both on the child's own node, as they report.
+        for child, tokens in (("failed", 120), ("cancelled", 80)):
+            usage = Usage(input_tokens=tokens // 2, output_tokens=tokens // 2, requests=1, estimated=True)
+            result = ModelCallResult(
+                call_id=f"{child}/1", text="", usage=usage, cost_usd=None, model="writer", provider="sim"
+            )
+            budget.settle(f"{child}/1", "w", model, result, node=child_node(child))
+        held = next(node for node in budget.totals.nodes if node.id == "job").reserved.tokens
+        assert held == 300 + (300 - 120) + (300 - 80), held  # what each open child still holds
+        budget.close_child("ok", 250, Decimal("0.0003"))  # success: its whole spend reported at the end
+        budget.close_child("failed", 120, Decimal(0))
+        budget.close_child("cancelled", 0, Decimal(0))  # cancelled: nothing more than already charged
+        budget.close_child("ok", 250, Decimal("0.0003"))  # closing twice changes nothing
+        return budget.totals
+
+
+async def test_child_budgets_return_to_the_parent_on_success_failure_and_cancel(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """What carved children do not spend returns to the job, whether they succeed, fail or are
+    cancelled; a carve larger than what is left is refused, naming the limit."""
+    spec = chain({"tokens": 1000})
+    queue = f"probe-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        ts_env.client, task_queue=queue, workflows=[CarveProbe], activities=[gateway.resolve_models]
+    ):
+        totals = await ts_env.client.execute_workflow(
+            "CarveProbe", spec, id=spec.id or "", task_queue=queue, result_type=LedgerTotals
+        )
+    nodes = {node.id: node for node in totals.nodes}
+    assert nodes["job"].spent.tokens == 250 + 120 + 80
+    assert nodes["job"].reserved.tokens == 0 and nodes["job"].remaining.tokens == 1000 - 450
+    assert all(nodes[child_node(c)].closed for c in ("ok", "failed", "cancelled"))
+    assert nodes[child_node("cancelled")].estimated and not nodes["job"].overrun
+    assert_within_limits(totals)
+
+
+async def start_account(client: Client, queue: str, **caps: Any) -> WorkflowHandle[Any, Any]:
+    """A fresh budget account on ``queue``; returns its handle."""
+    state = AccountState(name=f"team-{uuid.uuid4().hex[:6]}", **caps)
+    return await client.start_workflow(
+        ACCOUNT_WORKFLOW, state, id=account_workflow_id(state.name), task_queue=queue
+    )
+
+
+async def show(handle: WorkflowHandle[Any, Any]) -> AccountView:
+    view: AccountView = await handle.query("show", result_type=AccountView)
+    return view
+
+
+async def test_jobs_lease_from_an_account_give_back_and_topup_makes_room(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """A job naming an account leases its budget and gives back the unused part; a lease that does
+    not fit is refused (the job stops budget_exhausted without a call) until a top-up."""
+    accounts = BudgetAccountActivities(dev_env.client)
+    activities = [gateway.model_call, gateway.resolve_models, accounts.budget_account]
+    async with make_worker(dev_env.client, gateway, activities=activities) as worker:
+        account = await start_account(dev_env.client, worker.task_queue, usd=Decimal("0.01"))
+        name = (await show(account)).state.name
+        first = chain({"usd": "0.006"}).model_copy(update={"account": name})
+        done = await (await start(dev_env.client, worker.task_queue, first)).result()
+        assert done.stop_reason is StopReason.completed
+        after = await show(account)
+        assert not after.state.leases and after.state.spent_usd == done.ledger.cost_usd > 0
+        assert after.remaining_usd == Decimal("0.01") - done.ledger.cost_usd
+
+        greedy = chain({"usd": "0.0099"}).model_copy(update={"account": name})
+        refused = await (await start(dev_env.client, worker.task_queue, greedy)).result()
+        assert refused.stop_reason is StopReason.budget_exhausted and refused.turns == 0
+        assert "refused the lease" in refused.explanation
+
+        await account_update(account, "topup", TopupRequest(usd=Decimal("0.005")), AccountView)
+        again = greedy.model_copy(update={"id": f"budget-{uuid.uuid4().hex[:8]}"})
+        assert (await (await start(dev_env.client, worker.task_queue, again)).result()).turns == 3
+        await account.terminate()
+
+
+async def test_account_period_resets_spend_and_topups_on_a_durable_timer(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """When a period ends the account's timer starts the next one: spend and top-ups reset, an open
+    lease keeps holding its amount, lifetime spend remains."""
+    async with make_worker(dev_env.client, gateway) as worker:
+        account = await start_account(
+            dev_env.client, worker.task_queue, usd=Decimal(1), period=timedelta(seconds=2)
+        )
+        for job in ("a", "b"):
+            await account_update(account, "lease", LeaseRequest(job_id=job, usd=Decimal("0.3")), LeaseReply)
+        await account_update(account, "topup", TopupRequest(usd=Decimal("0.5")), AccountView)
+        spent = GiveBackRequest(job_id="a", usd_spent=Decimal("0.25"))
+        before = await account_update(account, "give_back", spent, AccountView)
+        assert before.remaining_usd == Decimal("1.5") - Decimal("0.25") - Decimal("0.3")
+        index = before.state.period_index
+        after = before
+        for _ in range(50):  # the period is real time here: poll (a query never skips time)
+            await asyncio.sleep(0.2)
+            after = await show(account)
+            if after.state.period_index > index:
+                break
+        await account.terminate()
+    assert after.state.period_index > index
+    assert after.state.spent_usd == 0 and after.state.topup_usd == 0 and list(after.state.leases) == ["b"]
+    assert after.remaining_usd == Decimal("0.7") and after.state.lifetime_usd == Decimal("0.25")
+
+
+async def test_account_continues_as_new_without_losing_leases_spend_or_topups(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """Across continue-as-new (forced every 3 updates) open leases, spend, top-ups and the memory of
+    returned jobs survive, and concurrent updates are neither lost nor counted twice."""
+    async with make_worker(dev_env.client, gateway) as worker:
+        account = await start_account(dev_env.client, worker.task_queue, usd=Decimal(1), updates_per_run=3)
+        lease = "lease"
+        for job, usd in (("j1", "0.1"), ("j2", "0.2")):
+            reply = await account_update(
+                account, lease, LeaseRequest(job_id=job, usd=Decimal(usd)), result_type=LeaseReply
+            )
+            assert reply.granted
+        await account_update(account, "topup", TopupRequest(usd=Decimal("0.5")), AccountView)
+        await account_update(
+            account,
+            "give_back",
+            GiveBackRequest(job_id="j1", usd_spent=Decimal("0.05")),
+            result_type=AccountView,
+        )
+        jobs = [f"k{i}" for i in range(8)]
+        await asyncio.gather(
+            *(
+                account_update(
+                    account, lease, LeaseRequest(job_id=j, usd=Decimal("0.01")), result_type=LeaseReply
+                )
+                for j in jobs
+            )
+        )
+        again = await account_update(
+            account, lease, LeaseRequest(job_id="j1", usd=Decimal("0.1")), result_type=LeaseReply
+        )
+        view = await show(account)
+        await account.terminate()
+    assert not again.granted and "already gave" in again.reason
+    assert view.state.runs >= 3
+    assert set(view.state.leases) == {"j2", *jobs}
+    assert view.state.spent_usd == Decimal("0.05") and view.state.topup_usd == Decimal("0.5")
+    assert view.remaining_usd == Decimal("1.5") - Decimal("0.05") - Decimal("0.2") - Decimal("0.08")

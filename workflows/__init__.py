@@ -1,5 +1,6 @@
 """One workflow per orchestration mode; all share the turn loop and controls in ``_job``."""
 
+from workflows.account import BudgetAccountWorkflow
 from workflows.dag import DagJob
 from workflows.delegation import DelegationJob, SubtaskJob
 from workflows.groupchat import GroupChatJob
@@ -16,6 +17,7 @@ ALL_WORKFLOWS: list[type] = [
     TeamJob,
     TeamMemberJob,
     RoutingStatsWorkflow,
+    BudgetAccountWorkflow,
 ]
 
 # Workflow type name per spec mode; the client starts jobs by these names.
@@ -30,6 +32,7 @@ WORKFLOW_FOR_MODE: dict[str, str] = {
 __all__ = [
     "ALL_WORKFLOWS",
     "WORKFLOW_FOR_MODE",
+    "BudgetAccountWorkflow",
     "DagJob",
     "DelegationJob",
     "GroupChatJob",

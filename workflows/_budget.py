@@ -24,12 +24,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import JobStatus, LedgerTotals, ModelCallResult, ModelInfo, StopReason, Usage
+    from harness.contracts import (
+        BUDGET_ACCOUNT_ACTIVITY,
+        AccountCall,
+        GiveBackRequest,
+        JobStatus,
+        LeaseReply,
+        LeaseRequest,
+        LedgerTotals,
+        ModelCallResult,
+        ModelInfo,
+        StopReason,
+        Usage,
+    )
     from harness.controls import AddBudgetRequest
     from harness.spec import AgentSpec, BudgetSpec, JobSpec
     from policies.ledger import Amount, Ledger, Limits, Quota, Refusal
@@ -40,6 +54,12 @@ if TYPE_CHECKING:
     from workflows._job import JobWorkflow
 
 JOB = "job"
+ACCOUNT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=10,
+    non_retryable_error_types=["AccountNotFound", "BadRequest"],
+)
 MIN_OUTPUT_TOKENS = 64  # below this a reply is rarely worth having: degrading stops here
 
 
@@ -80,6 +100,7 @@ class BudgetKeeper:
         self.totals = LedgerTotals()
         self._pending: dict[str, _Pending] = {}
         self._extra_seq = 0  # ids for charges that had no reservation (lost attempts, absorbed spend)
+        self.lease: Literal["none", "held", "returned"] = "none"  # of the spec's budget account
         budget = spec.budget
         quota = None
         if budget is not None and budget.quota is not None:
@@ -102,6 +123,8 @@ class BudgetKeeper:
         self, call_id: str, agent: AgentSpec, model: ModelInfo, input_estimate: int, max_output_tokens: int
     ) -> Grant:
         """Reserve the worst case, waiting or degrading as the policy says; ``StopJob`` if it cannot."""
+        if self.spec.account is not None and self.lease == "none":
+            await self.lease_from_account()
         grant = Grant(model=model, max_output_tokens=max_output_tokens)
         node = self._agent(agent.name)
         budget = self.spec.budget or BudgetSpec()
@@ -218,6 +241,67 @@ class BudgetKeeper:
             self._charge_unreserved(node, tokens, usd, estimated=False)
         self.ledger.close_child(node)
         self._refresh()
+
+    # ----- budget account ----------------------------------------------------------------------
+
+    async def lease_from_account(self) -> None:
+        """Lease the job's budget from the spec's ``account`` (once): ``StopJob`` if refused.
+
+        Runs before the job's first call; the job's own limits stay as its spec says, the account
+        only holds them. ``give_back`` returns what is left when the job ends.
+        """
+        account = self.spec.account
+        budget = self.spec.budget
+        if account is None or budget is None or self.lease != "none":
+            return
+        request = LeaseRequest(job_id=self.job.job_id, tokens=budget.tokens, usd=budget.usd)
+        self.job.detail = f"leasing from account {account!r}"
+        try:
+            reply: LeaseReply = await workflow.execute_activity(
+                BUDGET_ACCOUNT_ACTIVITY,
+                AccountCall(account=account, lease=request),
+                result_type=LeaseReply,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=ACCOUNT_RETRY,
+                summary=f"lease from account {account}",
+            )
+        except ActivityError as error:
+            cause = error.cause
+            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
+            raise StopJob(StopReason.failed, f"account {account!r}: {message}") from None
+        self.job.detail = ""
+        if not reply.granted:
+            self.lease = "returned"  # nothing is held: nothing to give back
+            raise StopJob(
+                StopReason.budget_exhausted, f"account {account!r} refused the lease: {reply.reason}"
+            )
+        self.lease = "held"
+
+    async def give_back(self) -> None:
+        """Return the unused part of the account lease, charging what the job spent (once).
+
+        Called when the job ends, whatever the reason; a failure to reach the account is recorded
+        in ``detail`` and does not fail the job (the lease stays visible in ``harness budget show``).
+        """
+        account = self.spec.account
+        if account is None or self.lease != "held":
+            return
+        self.lease = "returned"
+        job = self.ledger.view().node(JOB)
+        used_tokens = job.spent.tokens + job.reserved.tokens
+        used_usd = job.spent.usd + job.reserved.usd
+        request = GiveBackRequest(job_id=self.job.job_id, tokens_spent=used_tokens, usd_spent=used_usd)
+        try:
+            await workflow.execute_activity(
+                BUDGET_ACCOUNT_ACTIVITY,
+                AccountCall(account=account, give_back=request),
+                result_type=LeaseReply,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=ACCOUNT_RETRY,
+                summary=f"give back to account {account}",
+            )
+        except ActivityError as error:
+            workflow.logger.warning("could not give back to account %s: %s", account, error)
 
     # ----- internals ---------------------------------------------------------------------------
 

@@ -399,6 +399,7 @@ class JobWorkflow:
                 reason, explanation = stop.reason, stop.explanation
         if gates.withheld:
             output, outputs = "", {}
+        await self._budget().give_back()  # the unused part of an account lease, if the spec names one
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.finish(reason, explanation, output, outputs)
 

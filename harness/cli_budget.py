@@ -1,0 +1,169 @@
+"""``harness budget ...``: budget accounts shared by jobs (``workflows.account``).
+
+``create`` starts the account's workflow (id ``account-<name>``) on the harness task queue, so a
+worker (``harness worker``, or the one ``harness run`` starts) serves it; ``show`` queries it;
+``topup`` raises this period's caps. A job draws on an account by naming it: ``account: NAME``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from decimal import Decimal
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from harness.contracts import (
+    ACCOUNT_WORKFLOW,
+    AccountState,
+    AccountView,
+    TopupRequest,
+    account_workflow_id,
+)
+from harness.spec import parse_duration
+
+__all__ = ["account_table", "budget_app", "parse_period"]
+
+budget_app = typer.Typer(help="Budget accounts: one budget per team, leased by the jobs that name it.")
+console = Console()
+err = Console(stderr=True)
+PERIODS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
+
+
+def parse_period(value: str | None) -> timedelta | None:
+    """'hour', 'day', 'week', a duration ('12h', '30m'), or 'none' / None for a pot that never resets."""
+    if value is None or value.strip().lower() in ("", "none", "never"):
+        return None
+    named = PERIODS.get(value.strip().lower())
+    duration = named if named is not None else parse_duration(value)
+    if duration <= timedelta(0):
+        raise ValueError("the period must be positive")
+    return duration
+
+
+def _fail(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(1)
+
+
+def account_table(view: AccountView) -> Table:
+    """One row per capped dimension: cap, top-ups, spent, leased, remaining; then open leases."""
+    state = view.state
+    period = "never resets" if state.period is None else f"per {state.period}"
+    reset = f", next reset {view.next_reset:%Y-%m-%d %H:%M:%S} UTC" if view.next_reset else ""
+    table = Table(title=f"account {state.name} ({period}{reset}; run {state.runs})")
+    for column in ("", "cap", "top-ups", "spent", "leased", "remaining", "lifetime spent"):
+        table.add_column(column, justify="left" if not column else "right")
+    if state.usd is not None:
+        table.add_row(
+            "usd",
+            f"${state.usd}",
+            f"${state.topup_usd}",
+            f"${state.spent_usd}",
+            f"${view.leased_usd}",
+            f"${view.remaining_usd}",
+            f"${state.lifetime_usd}",
+        )
+    if state.tokens is not None:
+        table.add_row(
+            "tokens",
+            str(state.tokens),
+            str(state.topup_tokens),
+            str(state.spent_tokens),
+            str(view.leased_tokens),
+            str(view.remaining_tokens),
+            str(state.lifetime_tokens),
+        )
+    for lease in state.leases.values():
+        held = ", ".join(
+            part
+            for part in (
+                f"${lease.usd}" if lease.usd is not None else "",
+                f"{lease.tokens} tokens" if lease.tokens is not None else "",
+            )
+            if part
+        )
+        table.caption = (
+            table.caption + "\n" if table.caption else ""
+        ) + f"lease: {lease.job_id} holds {held}"
+    return table
+
+
+@budget_app.command("create")
+def create(
+    name: Annotated[str, typer.Argument(help="Account name; jobs name it with 'account: NAME'.")],
+    usd: Annotated[Decimal | None, typer.Option(help="Dollars per period.")] = None,
+    tokens: Annotated[int | None, typer.Option(help="Tokens per period.")] = None,
+    period: Annotated[str, typer.Option(help="hour, day, week, a duration ('12h'), or none.")] = "day",
+) -> None:
+    """Create a budget account (a long-lived workflow) with caps per period."""
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from harness.client import connect, task_queue
+
+    if usd is None and tokens is None:
+        _fail("give --usd or --tokens (or both)")
+    if (usd is not None and usd <= 0) or (tokens is not None and tokens <= 0):
+        _fail("caps must be positive")
+    try:
+        every = parse_period(period)
+    except ValueError as error:
+        _fail(str(error))
+        return
+    state = AccountState(name=name, usd=usd, tokens=tokens, period=every)
+
+    async def go() -> None:
+        client = await connect()
+        await client.start_workflow(
+            ACCOUNT_WORKFLOW, state, id=account_workflow_id(name), task_queue=task_queue()
+        )
+
+    try:
+        asyncio.run(go())
+    except WorkflowAlreadyStartedError:
+        _fail(f"account {name!r} already exists (harness budget show {name})")
+    console.print(f"account [bold]{name}[/] created (workflow id {account_workflow_id(name)})")
+
+
+@budget_app.command("show")
+def show(name: Annotated[str, typer.Argument(help="Account name.")]) -> None:
+    """Show an account: caps, this period's spend, open leases, what is left."""
+    from harness.client import connect
+
+    async def go() -> AccountView:
+        client = await connect()
+        view: AccountView = await client.get_workflow_handle(account_workflow_id(name)).query(
+            "show", result_type=AccountView, rpc_timeout=timedelta(seconds=15)
+        )
+        return view
+
+    console.print(account_table(asyncio.run(go())))
+
+
+@budget_app.command("topup")
+def topup(
+    name: Annotated[str, typer.Argument(help="Account name.")],
+    usd: Annotated[Decimal, typer.Option(help="Dollars to add to this period.")] = Decimal(0),
+    tokens: Annotated[int, typer.Option(help="Tokens to add to this period.")] = 0,
+) -> None:
+    """Raise an account's caps for the current period."""
+    from temporalio.client import WorkflowUpdateFailedError
+
+    from harness.client import connect
+
+    async def go() -> AccountView:
+        client = await connect()
+        from activities.budget_account import account_update
+
+        handle = client.get_workflow_handle(account_workflow_id(name))
+        return await account_update(handle, "topup", TopupRequest(usd=usd, tokens=tokens), AccountView)
+
+    try:
+        view = asyncio.run(go())
+    except WorkflowUpdateFailedError as error:
+        _fail(str(error.cause))
+        return
+    console.print(account_table(view))
