@@ -427,3 +427,58 @@ async def test_account_continues_as_new_without_losing_leases_spend_or_topups(
     assert set(view.state.leases) == {"j2", *jobs}
     assert view.state.spent_usd == Decimal("0.05") and view.state.topup_usd == Decimal("0.5")
     assert view.remaining_usd == Decimal("1.5") - Decimal("0.05") - Decimal("0.2") - Decimal("0.08")
+
+
+async def test_budget_cli_and_the_account_example(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """`harness budget create/show/topup` drive an account a worker serves, and the shipped account
+    example draws on it: leased at start, given back at the end, refused once the account is spent."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from harness.spec import load_spec
+
+    root = Path(__file__).parent.parent
+    name = f"team-{uuid.uuid4().hex[:6]}"
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    env = {
+        **os.environ,
+        "COLUMNS": "200",
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "HARNESS_TASK_QUEUE": queue,
+    }
+
+    def harness(*args: str) -> subprocess.CompletedProcess[str]:
+        binary = str(Path(sys.executable).parent / "harness")
+        return subprocess.run(
+            [binary, "budget", *args], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+
+    accounts = BudgetAccountActivities(dev_env.client)
+    activities = [gateway.model_call, gateway.resolve_models, accounts.budget_account]
+    async with make_worker(dev_env.client, gateway, activities=activities, queue=queue):
+        created = await asyncio.to_thread(harness, "create", name, "--usd", "0.0021", "--period", "day")
+        assert created.returncode == 0, created.stderr
+        again = await asyncio.to_thread(harness, "create", name, "--usd", "1")
+        assert again.returncode == 1 and "already exists" in again.stderr
+        spec = load_spec(root / "examples" / "budget-account.yaml")
+        outcomes = []
+        for _ in range(2):
+            job = spec.model_copy(update={"id": f"acct-{uuid.uuid4().hex[:8]}", "account": name})
+            outcomes.append(await (await start(dev_env.client, queue, job)).result())
+        assert outcomes[0].stop_reason is StopReason.completed
+        assert outcomes[1].stop_reason is StopReason.budget_exhausted and outcomes[1].turns == 0
+        shown = await asyncio.to_thread(harness, "show", name)
+        assert shown.returncode == 0 and f"account {name}" in shown.stdout and "usd" in shown.stdout
+        topped = await asyncio.to_thread(harness, "topup", name, "--usd", "0.002")
+        assert topped.returncode == 0, topped.stderr
+        job = spec.model_copy(update={"id": f"acct-{uuid.uuid4().hex[:8]}", "account": name})
+        third = await (await start(dev_env.client, queue, job)).result()
+        assert third.stop_reason is StopReason.completed
+        view = await show(dev_env.client.get_workflow_handle(account_workflow_id(name)))
+        await dev_env.client.get_workflow_handle(account_workflow_id(name)).terminate()
+    assert not view.state.leases and view.state.topup_usd == Decimal("0.002")
+    assert view.state.spent_usd == outcomes[0].ledger.cost_usd + third.ledger.cost_usd  # not the refused one
