@@ -73,13 +73,15 @@ def build_worker(
         load_check_modules()  # HARNESS_CHECKS: modules whose checks must be registered first
         checks = CheckActivities()
         board = TeamBoardActivities(client)  # team members reach their coordinator's board through it
+        accounts = BudgetAccountActivities(client)
         activities = [
             gateway.model_call,
             gateway.resolve_models,
             stats.routing_stats,
             checks.run_check,
             board.team_board,
-            BudgetAccountActivities(client).budget_account,  # leases of jobs naming an account
+            accounts.budget_account,  # leases of jobs naming an account
+            accounts.budget_account_reap,  # the accounts' check of leases whose job ended
         ]
     return HarnessWorker(
         client,

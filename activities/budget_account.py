@@ -12,15 +12,18 @@ import asyncio
 from typing import Any, TypeVar
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from harness.contracts import (
+    ACCOUNT_REAP_ACTIVITY,
     BUDGET_ACCOUNT_ACTIVITY,
     AccountCall,
     AccountView,
     LeaseReply,
+    ReapReply,
+    ReapRequest,
     account_workflow_id,
 )
 
@@ -77,3 +80,19 @@ class BudgetAccountActivities:
                 ) from error
             raise
         raise ApplicationError("give a lease or a give_back", type="BadRequest", non_retryable=True)
+
+    @activity.defn(name=ACCOUNT_REAP_ACTIVITY)
+    async def budget_account_reap(self, request: ReapRequest) -> ReapReply:
+        """Which of ``request.job_ids`` no longer run: their leases will never be given back."""
+        ended = []
+        for job_id in request.job_ids:
+            try:
+                described = await self.client.get_workflow_handle(job_id).describe()
+            except RPCError as error:
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                ended.append(job_id)
+                continue
+            if described.status != WorkflowExecutionStatus.RUNNING:
+                ended.append(job_id)
+        return ReapReply(ended=ended)

@@ -346,6 +346,7 @@ class JobResult(BaseModel):
 # ----- budget accounts (workflows.account) ------------------------------------------------------
 
 BUDGET_ACCOUNT_ACTIVITY = "harness.budget_account"  # never rename: running histories refer to it
+ACCOUNT_REAP_ACTIVITY = "harness.budget_account_reap"
 ACCOUNT_WORKFLOW = "BudgetAccount"
 
 
@@ -389,6 +390,12 @@ class AccountState(BaseModel):
     closed: list[str] = Field(default_factory=list, description="Recent job ids given back (idempotency).")
     runs: int = Field(default=1, description="Runs of the workflow: 1 + continue-as-new count.")
     updates_per_run: int = Field(default=1000, gt=0, description="Continue as new after this many updates.")
+    reap_every: timedelta = Field(
+        default=timedelta(minutes=10),
+        description="How often open leases are checked against their jobs: a job that ended without "
+        "giving back (terminated, cancelled through Temporal) is charged its whole lease.",
+    )
+    reaped: list[str] = Field(default_factory=list, description="Recent leases charged whole by the check.")
 
 
 class AccountView(BaseModel):
@@ -431,6 +438,18 @@ class TopupRequest(BaseModel):
 
     tokens: int = 0
     usd: Decimal = Decimal(0)
+
+
+class ReapRequest(BaseModel):
+    """Input of the ``harness.budget_account_reap`` activity: jobs holding a lease."""
+
+    job_ids: list[str]
+
+
+class ReapReply(BaseModel):
+    """Which of those jobs are no longer running (closed, or unknown to the server)."""
+
+    ended: list[str] = Field(default_factory=list)
 
 
 class AccountCall(BaseModel):

@@ -42,7 +42,7 @@ from harness.contracts import (
     Usage,
     account_workflow_id,
 )
-from harness.controls import AddBudgetRequest
+from harness.controls import AbortRequest, AddBudgetRequest
 from harness.sim import SimServer
 from harness.spec import JobSpec, parse_spec
 from tests.conftest import make_worker, sim_call
@@ -338,7 +338,12 @@ async def test_jobs_lease_from_an_account_give_back_and_topup_makes_room(
     """A job naming an account leases its budget and gives back the unused part; a lease that does
     not fit is refused (the job stops budget_exhausted without a call) until a top-up."""
     accounts = BudgetAccountActivities(dev_env.client)
-    activities = [gateway.model_call, gateway.resolve_models, accounts.budget_account]
+    activities = [
+        gateway.model_call,
+        gateway.resolve_models,
+        accounts.budget_account,
+        accounts.budget_account_reap,
+    ]
     async with make_worker(dev_env.client, gateway, activities=activities) as worker:
         account = await start_account(dev_env.client, worker.task_queue, usd=Decimal("0.01"))
         name = (await show(account)).state.name
@@ -458,7 +463,12 @@ async def test_budget_cli_and_the_account_example(
         )
 
     accounts = BudgetAccountActivities(dev_env.client)
-    activities = [gateway.model_call, gateway.resolve_models, accounts.budget_account]
+    activities = [
+        gateway.model_call,
+        gateway.resolve_models,
+        accounts.budget_account,
+        accounts.budget_account_reap,
+    ]
     async with make_worker(dev_env.client, gateway, activities=activities, queue=queue):
         created = await asyncio.to_thread(harness, "create", name, "--usd", "0.0021", "--period", "day")
         assert created.returncode == 0, created.stderr
@@ -482,3 +492,78 @@ async def test_budget_cli_and_the_account_example(
         await dev_env.client.get_workflow_handle(account_workflow_id(name)).terminate()
     assert not view.state.leases and view.state.topup_usd == Decimal("0.002")
     assert view.state.spent_usd == outcomes[0].ledger.cost_usd + third.ledger.cost_usd  # not the refused one
+
+
+async def test_account_lease_is_given_back_when_the_job_is_aborted_or_fails(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """An aborted job (its call cut mid-flight, charged as estimated) and a failed job both give
+    their lease back, and the account is charged exactly what each job's ledger says it spent."""
+    accounts = BudgetAccountActivities(dev_env.client)
+    activities = [
+        gateway.model_call,
+        gateway.resolve_models,
+        accounts.budget_account,
+        accounts.budget_account_reap,
+    ]
+    async with make_worker(dev_env.client, gateway, activities=activities) as worker:
+        account = await start_account(dev_env.client, worker.task_queue, usd=Decimal(1))
+        name = (await show(account)).state.name
+        two = [{"name": "writer", "model": "sim:writer"}, {"name": "editor", "model": "sim:editor"}]
+        ends = []
+        for fault, reason in (("timeout", StopReason.aborted), ("400", StopReason.failed)):
+            sim_call(sim, "/_sim/faults", {"kind": fault, "model": "editor", "count": 1})
+            spec = chain({"usd": "0.01"}, agents=two).model_copy(update={"account": name})
+            spec.steps[1].agent = "editor"
+            handle = await start(dev_env.client, worker.task_queue, spec)
+            if reason is StopReason.aborted:
+                for _ in range(200):
+                    if "editor" in ((await progress(handle)).in_flight or ""):
+                        break
+                    await asyncio.sleep(0.05)
+                await handle.signal("abort", AbortRequest(reason="enough"))
+            result = await handle.result()
+            assert result.stop_reason is reason, result.explanation
+            ends.append(result)
+        view = await show(account)
+        await account.terminate()
+    assert not view.state.leases and len(view.state.closed) == 2
+    spent = [next(n for n in r.ledger.nodes if n.id == "job").spent.usd for r in ends]
+    assert all(s > 0 for s in spent) and ends[0].ledger.usage.estimated
+    assert view.state.spent_usd == sum(spent)
+
+
+async def test_a_job_that_ends_without_giving_back_is_charged_its_whole_lease(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """A job terminated mid-call (so it never gives back) is found by the account's check of its
+    leases and charged its whole lease: unknown spend is never zero."""
+    accounts = BudgetAccountActivities(dev_env.client)
+    activities = [
+        gateway.model_call,
+        gateway.resolve_models,
+        accounts.budget_account,
+        accounts.budget_account_reap,
+    ]
+    async with make_worker(dev_env.client, gateway, activities=activities) as worker:
+        account = await start_account(
+            dev_env.client, worker.task_queue, usd=Decimal(1), reap_every=timedelta(seconds=1)
+        )
+        name = (await show(account)).state.name
+        sim_call(sim, "/_sim/faults", {"kind": "timeout", "model": "writer", "count": 1})
+        spec = chain({"usd": "0.01"}).model_copy(update={"account": name})
+        handle = await start(dev_env.client, worker.task_queue, spec)
+        for _ in range(200):
+            if (await progress(handle)).in_flight:
+                break
+            await asyncio.sleep(0.05)
+        assert spec.id in (await show(account)).state.leases
+        await handle.terminate("gone")
+        for _ in range(100):
+            view = await show(account)
+            if not view.state.leases:
+                break
+            await asyncio.sleep(0.1)
+        await account.terminate()
+    assert view.state.reaped == [spec.id] and view.state.closed == [spec.id]
+    assert view.state.spent_usd == Decimal("0.01") and view.remaining_usd == Decimal("0.99")

@@ -9,19 +9,26 @@ ends; a lease that does not fit is refused and the job stops with ``budget_exhau
   activity never leases or charges twice); query ``show``;
 - periods (``--period day``) start at the account's creation; each one resets the settled spend and
   the top-ups, on a durable timer, while open leases keep holding their amounts;
+- every ``reap_every`` (10 minutes) while leases are open it checks their jobs (activity
+  ``harness.budget_account_reap``): a job that ended without giving back (terminated, or cancelled
+  through Temporal rather than ``abort``) is charged its whole lease, as its spend is unknown;
 - it runs forever: when Temporal suggests continue-as-new, or after ``updates_per_run`` updates, it
   waits for running handlers to finish and continues as new carrying its whole state.
 """
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from harness.contracts import (
+        ACCOUNT_REAP_ACTIVITY,
         ACCOUNT_WORKFLOW,
         AccountLease,
         AccountState,
@@ -29,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
         GiveBackRequest,
         LeaseReply,
         LeaseRequest,
+        ReapReply,
+        ReapRequest,
         TopupRequest,
     )
 
@@ -79,13 +88,27 @@ class BudgetAccountWorkflow:
     @workflow.run
     async def run(self, state: AccountState) -> None:
         """Reset each period on a durable timer; continue as new when the history grows."""
+        next_reap: datetime | None = None  # when open leases are next checked against their jobs
         while not self._should_continue_as_new():
             self._roll()
-            until = self._until_reset()
-            try:
-                await workflow.wait_condition(self._should_continue_as_new, timeout=until)
-            except TimeoutError:
-                continue  # the period ended: roll at the top of the loop
+            now = workflow.now()
+            if not self.state.leases:
+                next_reap = None
+            elif next_reap is None:
+                next_reap = now + self.state.reap_every
+            elif now >= next_reap:
+                await self._reap()
+                next_reap = None
+                continue
+            deadlines = [d for d in (self._period_end(), next_reap) if d is not None]
+            leased = bool(self.state.leases)
+
+            def woken(leased: bool = leased) -> bool:
+                return self._should_continue_as_new() or bool(self.state.leases) != leased
+
+            # Wakes when a period ends, a check of the leases is due, or leases appear or all go.
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(woken, timeout=min(deadlines) - now if deadlines else None)
         await workflow.wait_condition(workflow.all_handlers_finished)
         self.closing = True
         self._roll()
@@ -190,6 +213,34 @@ class BudgetAccountWorkflow:
 
     # ----- internals ---------------------------------------------------------------------------
 
+    async def _reap(self) -> None:
+        """Charge the whole lease of each job that ended without giving back (spend unknown: never zero)."""
+        try:
+            reply: ReapReply = await workflow.execute_activity(
+                ACCOUNT_REAP_ACTIVITY,
+                ReapRequest(job_ids=sorted(self.state.leases)),
+                result_type=ReapReply,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=5),
+                summary=f"check {len(self.state.leases)} leases",
+            )
+        except ActivityError as error:  # the account must outlive a failed check: try again next time
+            workflow.logger.warning("checking the leases failed: %s", error)
+            return
+        state = self.state
+        for job_id in reply.ended:
+            lease = state.leases.pop(job_id, None)
+            if lease is None:
+                continue  # given back while we looked
+            tokens, usd = lease.tokens or 0, lease.usd or Decimal(0)
+            if lease.period == state.period_index:
+                state.spent_tokens += tokens
+                state.spent_usd += usd
+            state.lifetime_tokens += tokens
+            state.lifetime_usd += usd
+            state.closed = [*state.closed, job_id][-MAX_CLOSED:]
+            state.reaped = [*state.reaped, job_id][-MAX_CLOSED:]
+
     def _refuse_while_closing(self) -> None:
         if self.closing:
             raise ValueError(CONTINUING)
@@ -200,11 +251,11 @@ class BudgetAccountWorkflow:
     def _should_continue_as_new(self) -> bool:
         return self.updates >= self.state.updates_per_run or workflow.info().is_continue_as_new_suggested()
 
-    def _until_reset(self) -> timedelta | None:
+    def _period_end(self) -> datetime | None:
         state = self.state
         if state.period is None or state.anchor is None:
             return None
-        return max(timedelta(0), state.anchor + (state.period_index + 1) * state.period - workflow.now())
+        return state.anchor + (state.period_index + 1) * state.period
 
     def _roll(self) -> None:
         """Start the current period if the clock has passed the previous one's end."""
