@@ -224,6 +224,8 @@ class RoutingStats(BaseModel):
 
     def estimate(self, kind: str, candidate: Candidate, quantile: float | None = None) -> float:
         """Posterior mean of the pass rate, or its lower ``quantile`` when given."""
+        if quantile is None and candidate.name not in self.counts.get(kind, {}):
+            return candidate.prior(kind)  # exactly the prior (q*s / (q*s + (1-q)*s) may miss it by an ulp)
         post = self.posterior(kind, candidate)
         return post.mean if quantile is None else post.quantile(quantile)
 

@@ -6,7 +6,7 @@ import itertools
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from policies.routing import (
@@ -105,6 +105,16 @@ def test_named_needs_map_to_documented_quality() -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(catalogs(), calls, needs, budgets)
+@example(  # found in CI: the posterior mean of a 0.995 prior came out a hair under 0.995
+    [
+        Candidate(
+            name="m0", tier=0, input_per_mtok=D("0.01"), output_per_mtok=D("0.01"), quality={"code": 0.995}
+        )
+    ],
+    CallEstimate(kind="code", input_tokens=0, output_tokens=0, max_output_tokens=0),
+    0.995,
+    None,
+)
 def test_router_picks_an_adequate_model_when_an_affordable_one_exists(
     cat: list[Candidate], call: CallEstimate, need: Precision | float, budget: Decimal | None
 ) -> None:
