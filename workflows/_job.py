@@ -11,6 +11,7 @@ A mode subclasses ``JobWorkflow``, decorates its own ``run`` with ``@workflow.ru
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -55,6 +56,15 @@ from workflows._gates import Gates
 from workflows._job_errors import StopJob
 
 __all__ = ["JobWorkflow", "StopJob", "estimate_input_tokens"]
+
+
+class _CallCut(Exception):
+    """A model call cancelled with the task that ran it, carrying what the call served."""
+
+    def __init__(self, result: ModelCallResult) -> None:
+        super().__init__("model call cut")
+        self.result = result
+
 
 # Errors that are the input's fault, not the world's: retrying cannot help.
 NON_RETRYABLE_ERRORS = [
@@ -193,6 +203,13 @@ class JobWorkflow:
         self._interrupt_pending = False
         try:
             result = await self._call(request, summary=self.in_flight)
+        except _CallCut as cut:
+            # This turn's task was cancelled (a parallel step of a job that is stopping): the call
+            # was cancelled with it and has reported what it served; charge that, then go on
+            # unwinding.
+            self.in_flight = None
+            self._record(call_id, agent, model, step, messages, cut.result, started)
+            raise asyncio.CancelledError from None
         except ActivityError as error:
             self._budget().fail(call_id)
             cause = error.cause
@@ -210,6 +227,22 @@ class JobWorkflow:
             raise
         finally:
             self.in_flight = None
+        self._record(call_id, agent, model, step, messages, result, started)
+        await self._gates().after_charge()
+        self._raise_if_aborted()
+        return result
+
+    def _record(
+        self,
+        call_id: str,
+        agent: AgentSpec,
+        model: ModelInfo,
+        step: str | None,
+        messages: list[Message],
+        result: ModelCallResult,
+        started: datetime,
+    ) -> None:
+        """Charge a finished (or cut) call to the budget and add it to the turn record."""
         self._budget().settle(call_id, agent.name, model, result)
         self.turns.append(
             TurnRecord(
@@ -229,9 +262,6 @@ class JobWorkflow:
             )
         )
         self._publish()
-        await self._gates().after_charge()
-        self._raise_if_aborted()
-        return result
 
     async def _call(self, request: ModelCallRequest, summary: str) -> ModelCallResult:
         handle = workflow.start_activity(
@@ -254,6 +284,11 @@ class JobWorkflow:
             handle.cancel()
             await self._settle_cancelled(handle)
             raise StopJob(StopReason.deadline, "the job's deadline passed during a model call") from None
+        except asyncio.CancelledError:
+            # The task running this turn was cancelled: cancel the call with it and wait for what
+            # the call served, so it is charged and nothing outlives the workflow.
+            handle.cancel()
+            raise _CallCut(await self._settle_cancelled(handle, request)) from None
         if not handle.done():
             # Preempted: cancel the call; the activity returns its partial text and usage.
             handle.cancel()

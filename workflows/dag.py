@@ -57,6 +57,8 @@ class DagJob(JobWorkflow):
         except StopJob as stop:
             for task in running.values():
                 task.cancel()
+            # Wait for the cut calls to report what they served: charged, and none outlives the job.
+            await asyncio.gather(*running.values(), return_exceptions=True)
             last = next((outputs[s.id] for s in reversed(spec.steps) if s.id in outputs), spec.task)
             return await self.conclude(stop.reason, stop.explanation, last, outputs)
         return await self.conclude(StopReason.completed, f"all {len(spec.steps)} steps ran", final, outputs)
