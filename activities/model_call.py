@@ -4,10 +4,11 @@
 the first token (that is how a cancellation reaches it), validates structured output with re-asks,
 prices the usage, and on cancellation returns what it has instead of raising.
 
-Heartbeat details (also read back on a retry): ``{"attempt", "output_tokens",
+Heartbeat details (also read back on a retry): ``{"attempt", "output_tokens", "settled_output_tokens",
 "input_tokens_estimate", "chars", "lost_input_tokens", "lost_output_tokens"}``, cumulative over the
 re-asks of one attempt. An attempt that dies after output started streaming is reported by the next
-attempt as ``lost_usage`` (estimated), and the figure carries forward until an attempt succeeds.
+attempt as ``lost_usage`` (estimated: the reply it was streaming at its max output tokens, since it may
+have streamed on after the last heartbeat), and the figure carries forward until an attempt succeeds.
 """
 
 from __future__ import annotations
@@ -101,6 +102,7 @@ class _Meter:
         return {
             "attempt": self.attempt,
             "output_tokens": spent.output_tokens,
+            "settled_output_tokens": self.settled.output_tokens,
             "input_tokens_estimate": spent.input_tokens,
             "chars": self.chars,
             "lost_input_tokens": self.lost.input_tokens,
@@ -179,7 +181,7 @@ class ModelCallActivities:
     async def model_call(self, request: ModelCallRequest) -> ModelCallResult:
         """Make one model call: stream, heartbeat, validate, price; return partial text if cancelled."""
         info = activity.info()
-        lost = _lost_usage(info.attempt, info.heartbeat_details)
+        lost = _lost_usage(info.attempt, info.heartbeat_details, request.max_output_tokens)
         meter = _Meter(attempt=info.attempt, lost=lost)
         started = time.monotonic()
         provider = self.provider(request.model.provider)
@@ -306,8 +308,13 @@ async def _heartbeat_forever(meter: _Meter) -> None:
         activity.heartbeat(meter.details())
 
 
-def _lost_usage(attempt: int, heartbeat_details: Any) -> Usage:
-    """Estimated usage of earlier attempts that died mid-stream, from the last heartbeat."""
+def _lost_usage(attempt: int, heartbeat_details: Any, max_output_tokens: int) -> Usage:
+    """Estimated usage of earlier attempts that died mid-stream, from the last heartbeat.
+
+    The reply streaming when an attempt died may have gone on after its last heartbeat, so it is
+    charged at its worst case, ``max_output_tokens`` (never less than the heartbeat saw); re-asks
+    the attempt had finished count as they were.
+    """
     if attempt <= 1 or not heartbeat_details:
         return Usage()
     details = _decode(heartbeat_details[-1])
@@ -322,7 +329,9 @@ def _lost_usage(attempt: int, heartbeat_details: Any) -> Usage:
     # A dead attempt counts once output started streaming (the provider has billed it then).
     if number("output_tokens") or number("chars"):
         lost_input += number("input_tokens_estimate")
-        lost_output += number("output_tokens")
+        settled = min(number("settled_output_tokens"), number("output_tokens"))
+        streaming = number("output_tokens") - settled
+        lost_output += settled + (max(max_output_tokens, streaming) if number("chars") else streaming)
     if not lost_input and not lost_output:
         return Usage()
     return Usage(input_tokens=lost_input, output_tokens=lost_output, requests=1, estimated=True)

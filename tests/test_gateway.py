@@ -339,12 +339,18 @@ async def test_structured_output_still_invalid_reports_the_usage(
 
 
 async def test_lost_usage_of_a_dead_attempt_is_reported(acts: ModelCallActivities) -> None:
-    """A retry reads the previous attempt's last heartbeat and reports its usage as lost, estimated."""
+    """A retry reads the previous attempt's last heartbeat and reports its usage as lost, estimated:
+    the reply it was streaming at its worst case (max output tokens, 400 here: it may have streamed
+    on after the heartbeat), re-asks it had finished as they were."""
     env = ActivityEnvironment()
     previous = {"attempt": 1, "output_tokens": 42, "input_tokens_estimate": 120, "chars": 130}
     env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[previous])
     result = await call(acts, request(OPENAI_MODEL, "hi"), env)
-    assert result.lost_usage == Usage(input_tokens=120, output_tokens=42, requests=1, estimated=True)
+    assert result.lost_usage == Usage(input_tokens=120, output_tokens=400, requests=1, estimated=True)
+    reasked = {**previous, "output_tokens": 60, "settled_output_tokens": 50, "chars": 20}
+    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[reasked])
+    result = await call(acts, request(OPENAI_MODEL, "hi"), env)
+    assert result.lost_usage == Usage(input_tokens=120, output_tokens=450, requests=1, estimated=True)
 
 
 async def test_lost_usage_carries_forward_over_several_attempts(acts: ModelCallActivities) -> None:
@@ -360,7 +366,7 @@ async def test_lost_usage_carries_forward_over_several_attempts(acts: ModelCallA
     }
     env.info = dataclasses.replace(env.info, attempt=3, heartbeat_details=[previous])
     result = await call(acts, request(OPENAI_MODEL, "hi"), env)
-    assert result.lost_usage == Usage(input_tokens=170, output_tokens=52, requests=1, estimated=True)
+    assert result.lost_usage == Usage(input_tokens=170, output_tokens=42 + 400, requests=1, estimated=True)
 
 
 async def test_lost_usage_is_read_from_heartbeat_payloads(acts: ModelCallActivities) -> None:
@@ -370,7 +376,7 @@ async def test_lost_usage_is_read_from_heartbeat_payloads(acts: ModelCallActivit
     payloads = DataConverter.default.payload_converter.to_payloads([previous])
     env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=payloads)
     result = await call(acts, request(OPENAI_MODEL, "hi"), env)
-    assert result.lost_usage == Usage(input_tokens=30, output_tokens=7, requests=1, estimated=True)
+    assert result.lost_usage == Usage(input_tokens=30, output_tokens=400, requests=1, estimated=True)
 
 
 async def test_attempt_that_died_before_any_output_loses_nothing(acts: ModelCallActivities) -> None:
