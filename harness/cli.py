@@ -19,7 +19,7 @@ from rich.text import Text
 from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
 from harness.cli_routing import routing_app, routing_section
-from harness.contracts import JobProgress, JobResult, LedgerTotals, TurnRecord
+from harness.contracts import JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
 from harness.spec import SpecError, load_spec
 
 app = typer.Typer(
@@ -101,6 +101,44 @@ def _progress_table(progress: JobProgress) -> Table:
             table.add_row("gate", f"{gate.gate} waiting (default {gate.default} after {gate.timeout_s:g}s)")
     if progress.detail:
         table.add_row("note", progress.detail)
+    return table
+
+
+def _amount(tokens: int | None, usd: Decimal | None, calls: int | None) -> str:
+    parts = []
+    if tokens is not None:
+        parts.append(f"{tokens:,} tok")
+    if usd is not None:
+        parts.append(_usd(usd))
+    if calls is not None:
+        parts.append(f"{calls} calls")
+    return ", ".join(parts) or "-"
+
+
+def budget_table(totals: LedgerTotals) -> Table:
+    """Every budget node (job, agents, carved children): limits, spent, reserved, remaining."""
+    table = Table(title="budget", title_justify="left", show_edge=False, pad_edge=False)
+    for column in ("node", "limit", "spent", "reserved", "remaining", "notes"):
+        table.add_column(column, justify="left" if column in ("node", "notes") else "right")
+    depth: dict[str | None, int] = {None: -1}
+    for node in totals.nodes:  # parents come before their children
+        depth[node.id] = depth.get(node.parent, 0) + 1
+        limit = _amount(node.limits.tokens, node.limits.usd, node.limits.calls)
+        remaining = _amount(node.remaining.tokens, node.remaining.usd, node.remaining.calls)
+        notes = []
+        if node.quota is not None:
+            used = _amount(node.quota_used.tokens, node.quota_used.usd, node.quota_used.calls)
+            cap = _amount(node.quota.tokens, node.quota.usd, node.quota.calls)
+            notes.append(f"quota {used} of {cap} per {node.quota.period}")
+        notes += [flag for flag in ("estimated", "overrun", "closed") if getattr(node, flag)]
+        table.add_row(
+            "  " * depth[node.id] + node.id,
+            limit,
+            _amount(node.spent.tokens, node.spent.usd, node.spent.calls),
+            _amount(node.reserved.tokens, node.reserved.usd, None),
+            remaining if remaining != "-" else "no cap",
+            ", ".join(notes),
+        )
     return table
 
 
@@ -204,28 +242,49 @@ def status(
     job_id: Annotated[str, typer.Argument(help="Job id (= workflow id).")],
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Show a job's status: step, in-flight call, spend, stop reason."""
-    from harness.client import connect, job_status
+    """Show a job's status: step, in-flight call, spend, stop reason, and its budget per node."""
+    from harness.client import connect, job_ledger, job_status
 
-    async def go() -> JobProgress:
-        return await job_status(await connect(), job_id)
+    async def go() -> tuple[JobProgress, LedgerTotals | None]:
+        client = await connect()
+        progress = await job_status(client, job_id)
+        if progress.status is JobStatus.failed:
+            return progress, None
+        return progress, await job_ledger(client, job_id)
 
-    progress = asyncio.run(go())
+    progress, totals = asyncio.run(go())
     if as_json:
         console.print_json(progress.model_dump_json())
         return
     console.print(_progress_table(progress))
     if progress.stop_reason:
         console.print(f"stop reason: [bold]{progress.stop_reason.value}[/]")
+    if totals is not None and totals.nodes:
+        console.print(budget_table(totals))
 
 
 @app.command()
 def ledger(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the whole ledger as JSON.")] = False,
 ) -> None:
-    """Show a job's spend: totals, limits and per agent."""
-    totals: LedgerTotals = _query(job_id, "ledger", LedgerTotals)
-    console.print_json(totals.model_dump_json())
+    """Show a job's spend: limits, spent, reserved and remaining per budget node, and per agent."""
+    from harness.client import connect, job_ledger
+
+    async def go() -> LedgerTotals:
+        return await job_ledger(await connect(), job_id)
+
+    totals = asyncio.run(go())
+    if as_json:
+        console.print_json(totals.model_dump_json())
+        return
+    console.print(budget_table(totals))
+    for agent, usage in totals.per_agent.items():
+        cost = totals.per_agent_cost_usd.get(agent)
+        console.print(
+            f"{agent}: {usage.total_tokens:,} tokens in {usage.requests} calls"
+            + (f", {_usd(cost)}" if cost is not None else "")
+        )
 
 
 @app.command()

@@ -109,9 +109,19 @@ async def job_status(client: Client, job_id: str) -> JobProgress:
 
 
 async def job_ledger(client: Client, job_id: str) -> LedgerTotals:
-    """The ``ledger`` query of a job."""
-    totals: LedgerTotals = await client.get_workflow_handle(job_id).query("ledger", result_type=LedgerTotals)
-    return totals
+    """The ``ledger`` query of a job; for an ended job with no worker to answer, its result's ledger."""
+    handle = client.get_workflow_handle(job_id, result_type=JobResult)
+    try:
+        totals: LedgerTotals = await handle.query(
+            "ledger", result_type=LedgerTotals, rpc_timeout=timedelta(seconds=5)
+        )
+        return totals
+    except RPCError:
+        description = await handle.describe()
+        if description.status in (None, WorkflowExecutionStatus.RUNNING):
+            raise
+    result: JobResult = await handle.result()
+    return result.ledger
 
 
 async def job_transcript(client: Client, job_id: str) -> list[TurnRecord]:

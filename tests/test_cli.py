@@ -71,3 +71,13 @@ def test_run_prints_result_spend_stop_reason_and_link(dev_env: WorkflowEnvironme
     status = harness("status", job_id, "--json", env=env)
     assert status.returncode == 0, status.stderr
     assert '"stop_reason": "completed"' in status.stdout
+    # Without --json: the progress table and the budget per node, read from the ended job's result
+    # (its worker is gone).
+    table = harness("status", job_id, env=env)
+    assert table.returncode == 0, table.stderr
+    assert "finished" in table.stdout and "budget" in table.stdout
+    job_row = next(line for line in table.stdout.splitlines() if line.strip().startswith("job "))
+    assert "tok" in job_row and "$" in job_row
+    spent = harness("ledger", job_id, env=env)
+    assert spent.returncode == 0, spent.stderr
+    assert "remaining" in spent.stdout and "writer:" in spent.stdout
