@@ -567,3 +567,33 @@ async def test_a_job_that_ends_without_giving_back_is_charged_its_whole_lease(
         await account.terminate()
     assert view.state.reaped == [spec.id] and view.state.closed == [spec.id]
     assert view.state.spent_usd == Decimal("0.01") and view.remaining_usd == Decimal("0.99")
+
+
+async def test_degrade_without_a_cheaper_tier_cuts_output_tokens(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """Under ``degrade`` with no cheaper model resolved, a call that does not fit runs with fewer
+    output tokens (halved), and the change is listed in the ledger."""
+    spec = chain({"tokens": 450, "on_exhausted": "degrade"})
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await (await start(ts_env.client, worker.task_queue, spec)).result()
+    assert result.ledger.degraded and "200 -> 100 output tokens" in result.ledger.degraded[0]
+    assert result.stop_reason is StopReason.completed and result.ledger.usage.total_tokens <= 450
+    assert_within_limits(result.ledger)
+
+
+async def test_a_quota_wait_survives_a_worker_restart(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """A job waiting for its next quota period keeps waiting when its worker stops, and a new worker
+    finishes it after the period (real seconds, on the dev server)."""
+    spec = chain({"tokens": 50_000, "quota": {"tokens": 350, "period": "3s"}})
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    async with make_worker(dev_env.client, gateway, queue=queue):
+        handle = await start(dev_env.client, queue, spec)
+        await until_waiting(handle)
+    async with make_worker(dev_env.client, gateway, queue=queue):
+        assert (await progress(handle)).status is JobStatus.waiting
+        result = await handle.result()
+    assert result.stop_reason is StopReason.completed and result.turns == 3
+    assert_within_limits(result.ledger)

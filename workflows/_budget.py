@@ -386,10 +386,14 @@ class BudgetKeeper:
             out //= 2
         for option in options:
             if self._try(call_id, agent, node, option, input_estimate) is None:
+                model = (
+                    f"{current.ref} -> {option.model.ref}, "
+                    if option.model.ref != current.ref
+                    else f"on {current.ref}, "
+                )
                 note = (
-                    f"degraded {agent}: {current.ref} -> {option.model.ref}, "
-                    f"{grant.max_output_tokens} -> {option.max_output_tokens} output tokens "
-                    f"({refusal.message()})"
+                    f"degraded {agent}: {model}{grant.max_output_tokens} -> {option.max_output_tokens} "
+                    f"output tokens ({refusal.message()})"
                 )
                 self.job.detail = note
                 self.totals.degraded.append(note)
