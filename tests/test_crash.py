@@ -18,6 +18,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from harness.contracts import JobProgress, JobResult, StopReason, TurnRecord
+from harness.controls import InjectRequest
 from harness.sim import SimServer
 from harness.spec import parse_spec
 from tests.conftest import sim_call
@@ -103,6 +104,77 @@ async def test_sigkill_mid_job_resumes_and_charges_each_call_once(
     assert [turn.step for turn in turns] == ["one", "two", "three", "four"]
     tally = sim_call(sim, "/_sim/tally")["total"]
     assert tally["completed"] == 4, tally
+    served_in = sum(turn.usage.input_tokens for turn in turns)
+    served_out = sum(turn.usage.output_tokens for turn in turns)
+    assert (served_in, served_out) == (tally["input_tokens"], tally["output_tokens"])
+    assert not any(turn.usage.estimated for turn in turns)
+    # The cut call: charged by estimate, never zero, never less than what the simulator sent.
+    lost_out = result.ledger.usage.output_tokens - served_out
+    assert result.ledger.usage.estimated
+    assert tally["incomplete"] >= 1
+    assert lost_out >= tally["incomplete_output_tokens"] > 0
+
+
+async def test_groupchat_resumes_after_sigkill_without_repeating_turns(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """A group chat killed during round 2's first turn finishes on a new worker: the transcript is
+    exactly the rotation (no finished turn repeated, call ids in sequence), the chat runs its three
+    rounds, and the ledger matches the simulator (the cut call charged at least what it served)."""
+    sim_call(sim, "/_sim/reset", {})
+    queue = f"crash-chat-{uuid.uuid4().hex[:8]}"
+    job_id = f"crash-chat-{uuid.uuid4().hex[:8]}"
+    spec = parse_spec(
+        {
+            "id": job_id,
+            "mode": "groupchat",
+            # Round 1 streams for about two seconds a turn, long enough to queue the message below.
+            "task": "Discuss crash safety. [[sim latency=0 tps=20 tokens=40]]",
+            "agents": [
+                {"name": "writer", "model": "sim:writer", "max_output_tokens": 120},
+                {"name": "editor", "model": "sim:editor", "max_output_tokens": 120},
+            ],
+            "termination": {"max_rounds": 3},
+        }
+    )
+    client = dev_env.client
+    first = start_worker(dev_env, sim, queue)
+    second: subprocess.Popen[bytes] | None = None
+    try:
+        handle = await client.start_workflow(
+            "GroupChatJob", spec, id=job_id, task_queue=queue, result_type=JobResult
+        )
+
+        async def wait_for_turn(step: str) -> None:
+            for _ in range(300):
+                progress = await handle.query("status", result_type=JobProgress)
+                if progress.step == step and progress.in_flight:
+                    return
+                await asyncio.sleep(0.1)
+            pytest.fail(f"{step!r} never started")
+
+        await wait_for_turn("round 1: editor")
+        # Delivered before round 2: its directive makes both round-2 turns stream for about 4 s.
+        slow = "Take your time. [[sim latency=0 tps=15 tokens=60]]"
+        await handle.signal("inject", InjectRequest(message=slow))
+        await wait_for_turn("round 2: writer")
+        await asyncio.sleep(1.5)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+        second = start_worker(dev_env, sim, queue)
+        result = await asyncio.wait_for(handle.result(), timeout=120)
+        turns = await handle.query("transcript", result_type=list[TurnRecord])
+    finally:
+        stop(first)
+        if second is not None:
+            stop(second)
+
+    assert result.stop_reason is StopReason.max_rounds, result.explanation
+    assert [turn.agent for turn in turns] == ["writer", "editor"] * 3
+    assert [turn.call_id for turn in turns] == [f"{job_id}/{n}" for n in range(1, 7)]
+    assert result.turns == 6
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    assert tally["completed"] == 6, tally  # one completed reply per turn: none repeated
     served_in = sum(turn.usage.input_tokens for turn in turns)
     served_out = sum(turn.usage.output_tokens for turn in turns)
     assert (served_in, served_out) == (tally["input_tokens"], tally["output_tokens"])
