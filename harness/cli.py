@@ -158,6 +158,8 @@ def print_result(result: JobResult, url: str | None) -> None:
     if result.explanation:
         table.add_row("why", result.explanation)
     table.add_row("spent", spent)
+    for note in ledger.degraded:
+        table.add_row("budget", note)
     console.print(table)
     if result.routing:
         console.print(routing_section(result))
@@ -261,6 +263,8 @@ def status(
         console.print(f"stop reason: [bold]{progress.stop_reason.value}[/]")
     if totals is not None and totals.nodes:
         console.print(budget_table(totals))
+        for note in totals.degraded:
+            console.print(note, highlight=False)
 
 
 @app.command()
@@ -279,6 +283,8 @@ def ledger(
         console.print_json(totals.model_dump_json())
         return
     console.print(budget_table(totals))
+    for note in totals.degraded:
+        console.print(note, highlight=False)
     for agent, usage in totals.per_agent.items():
         cost = totals.per_agent_cost_usd.get(agent)
         console.print(
