@@ -298,6 +298,12 @@ class ChatSpec(_Model):
     output_agent: str | None = Field(
         default=None, description="Whose latest turn is the job's output; default: the first agent."
     )
+    turns_per_run: int | None = Field(
+        default=None,
+        gt=0,
+        description="Continue as new after this many turns of one workflow run (between turns, "
+        "carrying the whole state); default: only when the server suggests it. A testing knob.",
+    )
 
 
 class DelegationSpec(_Model):

@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from harness.contracts import (
         BUDGET_ACCOUNT_ACTIVITY,
         AccountCall,
+        BudgetCarry,
         GiveBackRequest,
         JobStatus,
         LeaseReply,
@@ -302,6 +303,27 @@ class BudgetKeeper:
             )
         except ActivityError as error:
             workflow.logger.warning("could not give back to account %s: %s", account, error)
+
+    # ----- continue-as-new ---------------------------------------------------------------------
+
+    def snapshot(self) -> BudgetCarry:
+        """The keeper's state between calls, for the job's next run (no reservation may be open)."""
+        if self._pending:
+            raise RuntimeError(f"budget snapshot with calls in flight: {sorted(self._pending)}")
+        return BudgetCarry(
+            ledger=self.ledger.model_copy(deep=True),
+            totals=self.totals.model_copy(deep=True),
+            extra_seq=self._extra_seq,
+            lease=self.lease,
+        )
+
+    def restore(self, carry: BudgetCarry) -> None:
+        """Take over a previous run's state: its spend, limits, quota periods and account lease."""
+        self.ledger = carry.ledger
+        self.totals = carry.totals
+        self._extra_seq = carry.extra_seq
+        self.lease = carry.lease
+        self._refresh()
 
     # ----- internals ---------------------------------------------------------------------------
 

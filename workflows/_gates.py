@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import GateKind, GateOutcome, GateRecord, JobStatus, StopReason
+    from harness.contracts import GateKind, GateOutcome, GateRecord, GatesCarry, JobStatus, StopReason
     from harness.controls import GateDecision
     from harness.spec import GateSpec, JobSpec
 
@@ -117,6 +117,21 @@ class Gates:
     def pending(self) -> list[str]:
         """Names of gates waiting for a decision."""
         return [record.gate for record in self.records if record.outcome is None]
+
+    # ----- continue-as-new ---------------------------------------------------------------------
+
+    def snapshot(self) -> GatesCarry:
+        """The decisions so far, for the job's next run (no gate may be pending)."""
+        if self.pending():
+            raise RuntimeError(f"gates snapshot with gates pending: {self.pending()}")
+        return GatesCarry(records=[r.model_copy() for r in self.records], withheld=self.withheld)
+
+    def restore(self, carry: GatesCarry) -> None:
+        """Take over a previous run's decisions (a gate met there is not asked again)."""
+        self.records = carry.records
+        self.withheld = carry.withheld
+        if self.records:
+            self._show()
 
     # ----- the wait ----------------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ A mode subclasses ``JobWorkflow``, decorates its own ``run`` with ``@workflow.ru
 - the turn itself: price check against the budget, the model-call activity (cancellable by an
   interrupt, an abort or the deadline), the charge, the transcript record, the search attributes;
 - the controls every mode answers: signals ``interrupt``, ``pause``, ``resume``, ``inject``,
-  ``abort``; update ``add_budget``; queries ``status``, ``ledger``, ``transcript``.
+  ``abort``; update ``add_budget``; queries ``status``, ``ledger``, ``transcript``;
+- continue-as-new for long runs: ``snapshot`` takes the whole state between two turns as a
+  ``JobCarry``, ``continue_as_new`` starts the next run with it, and ``start_job`` restores it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import asyncio
 import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
@@ -26,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
     from harness.contracts import (
         MODEL_CALL_ACTIVITY,
         RESOLVE_MODELS_ACTIVITY,
+        ChatCarry,
+        JobCarry,
         JobProgress,
         JobResult,
         JobStatus,
@@ -132,13 +136,21 @@ class JobWorkflow:
 
     # ----- setup -------------------------------------------------------------------------------
 
-    async def start_job(self, spec: JobSpec) -> None:
-        """Record the spec, resolve every model once (refusing unknown prices) and go running."""
+    async def start_job(self, spec: JobSpec, carry: JobCarry | None = None) -> None:
+        """Record the spec, resolve every model once (refusing unknown prices) and go running.
+
+        With ``carry`` (a run started by ``continue_as_new``) the previous run's state is restored
+        instead: nothing is resolved or leased again.
+        """
         self.spec = spec
         self.job_id = workflow.info().workflow_id
         self._started_at = workflow.info().start_time
         self.budget = BudgetKeeper(self, spec)
         self.gates = Gates(self, spec)
+        if carry is not None:
+            self.restore(carry)
+            self._set_status(JobStatus.running)
+            return
         refs = spec.model_refs()
         resolved: ResolveModelsResult = await workflow.execute_activity(
             RESOLVE_MODELS_ACTIVITY,
@@ -163,6 +175,71 @@ class JobWorkflow:
     def _gates(self) -> Gates:
         assert self.gates is not None, "start_job() must run first"
         return self.gates
+
+    # ----- continue-as-new ---------------------------------------------------------------------
+
+    def snapshot(self, chat: ChatCarry | None = None) -> JobCarry:
+        """The job's whole state between two turns, with the mode's own (``chat``), for the next run."""
+        assert self._started_at is not None, "start_job() must run first"
+        return JobCarry(
+            started_at=self._started_at,
+            models=dict(self.models),
+            turns=list(self.turns),
+            call_seq=self._call_seq,
+            budget=self._budget().snapshot(),
+            gates=self._gates().snapshot(),
+            inbox=self.inbox.model_copy(deep=True),
+            interrupts_received=self.interrupts_received,
+            priority=self.priority,
+            paused=self.paused,
+            abort_reason=self.abort_reason,
+            step=self.step,
+            steps_done=self.steps_done,
+            round=self.round,
+            detail=self.detail,
+            evidence=dict(self.evidence),
+            chat=chat,
+        )
+
+    def restore(self, carry: JobCarry) -> None:
+        """Take over the state a previous run of this job carried (see ``snapshot``)."""
+        self._started_at = carry.started_at
+        self.models = dict(carry.models)
+        self.turns = list(carry.turns)
+        self._call_seq = carry.call_seq
+        self._budget().restore(carry.budget)
+        self._gates().restore(carry.gates)
+        self.inbox = carry.inbox
+        self.interrupts_received = carry.interrupts_received
+        self.priority = carry.priority
+        self.paused = carry.paused
+        self.abort_reason = carry.abort_reason
+        self.step = carry.step
+        self.steps_done = carry.steps_done
+        self.round = carry.round
+        self.detail = carry.detail
+        self.evidence = dict(carry.evidence)
+
+    def should_continue_as_new(self, turns_this_run: int, turns_per_run: int | None) -> bool:
+        """Whether to continue as new at this turn boundary (no call in flight).
+
+        Yes when the server suggests it (the history grows large) or this run has taken
+        ``turns_per_run`` turns; never before this run's first turn, while paused, at a pending
+        gate or once aborted. Reading the suggestion issues no command.
+        """
+        if turns_this_run == 0 or self.paused or self.abort_reason is not None:
+            return False
+        if self._gates().pending():
+            return False
+        if turns_per_run is not None and turns_this_run >= turns_per_run:
+            return True
+        return workflow.info().is_continue_as_new_suggested()
+
+    async def continue_as_new(self, chat: ChatCarry | None = None) -> NoReturn:
+        """End this run and go on in a new one with the whole state: once every handler has finished,
+        so the snapshot includes every signal and update received so far."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        workflow.continue_as_new(args=[self.spec, self.snapshot(chat)])
 
     # ----- the turn ----------------------------------------------------------------------------
 

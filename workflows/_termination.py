@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import Message, StopReason
+    from harness.contracts import Message, StopReason, TerminationCarry
     from harness.spec import AgentSpec, GoalCheck, JobSpec
     from policies.convergence import ConvergenceConfig, ConvergenceMonitor
     from policies.goals import (
@@ -62,6 +62,25 @@ class Termination:
                     value_per_point_usd=convergence.value_per_point_usd,
                 )
             )
+
+    def snapshot(self) -> TerminationCarry:
+        """The bookkeeping so far (outputs, verdict, convergence, best output) for the next run."""
+        return TerminationCarry(
+            latest=dict(self.latest),
+            round_texts=list(self.round_texts),
+            last_verdict=self.last_verdict,
+            cost_at_round_start=self.cost_at_round_start,
+            monitor=self.monitor.model_copy(deep=True) if self.monitor is not None else None,
+        )
+
+    def restore(self, carry: TerminationCarry) -> None:
+        """Take over a previous run's bookkeeping."""
+        self.latest = dict(carry.latest)
+        self.round_texts = list(carry.round_texts)
+        self.last_verdict = carry.last_verdict
+        self.cost_at_round_start = carry.cost_at_round_start
+        if carry.monitor is not None:
+            self.monitor = carry.monitor
 
     def record_output(self, agent: str, text: str) -> None:
         """Note one turn's output."""

@@ -4,14 +4,20 @@ Who speaks next is the spec's turn policy: ``round_robin`` (fixed rotation), ``f
 agent that has had the fewest tokens relative to its weight, as in CFS), or ``selector`` (a model
 picks the next speaker; charged like any call). A round is one turn per agent. After each round the
 goal is checked and the convergence monitor watches for plateaus and livelock.
+
+A long chat keeps its history small: between two turns, once the server suggests it (or after
+``chat.turns_per_run`` turns of one run), the job continues as new, carrying the conversation, the
+turn policies' state, termination and everything ``JobWorkflow`` keeps (``ChatCarry``/``JobCarry``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import JobResult, Message, StopReason
+    from harness.contracts import ChatCarry, JobCarry, JobResult, Message, StopReason
     from harness.spec import AgentSpec, JobSpec
     from policies.scheduling import FairShare, RoundRobin
 
@@ -49,19 +55,45 @@ class GroupChatJob(JobWorkflow):
     mode = "groupchat"
 
     @workflow.run
-    async def run(self, spec: JobSpec) -> JobResult:
-        """Run rounds of turns; check the goal and convergence after each round."""
-        await self.start_job(spec)
+    async def run(self, spec: JobSpec | dict[str, Any], carry: JobCarry | None = None) -> JobResult:
+        """Run rounds of turns; check the goal and convergence after each round.
+
+        Clients start a chat with the spec alone. ``carry`` is given only to a run started by
+        ``continue_as_new``: it goes on where the previous run stopped, between two turns. (Temporal
+        decodes arguments by their type hints only when as many arrive as ``run`` declares, so a
+        spec started alone arrives as JSON and is validated here.)
+        """
+        spec = JobSpec.model_validate(spec)
+        await self.start_job(spec, carry)
         names = [agent.name for agent in spec.agents]
-        rotation = RoundRobin(agents=names)
-        fair = FairShare.of({agent.name: agent.weight for agent in spec.agents})
-        conversation: list[tuple[str, str]] = [(HUMAN, render(spec.chat.opening, {"task": spec.task}))]
         termination = Termination(self, spec)
+        chat = carry.chat if carry is not None else None
+        if chat is None:
+            rotation = RoundRobin(agents=names)
+            fair = FairShare.of({agent.name: agent.weight for agent in spec.agents})
+            conversation = [(HUMAN, render(spec.chat.opening, {"task": spec.task}))]
+            first_round, taken = 1, 0
+        else:
+            rotation, fair, conversation = chat.rotation, chat.fair, chat.conversation
+            termination.restore(chat.termination)
+            first_round, taken = chat.round, chat.turns_in_round
         self.steps_total = spec.termination.max_rounds
+        turns_this_run = 0
         try:
-            for round_no in range(1, spec.termination.max_rounds + 1):
+            for round_no in range(first_round, spec.termination.max_rounds + 1):
                 self.round = round_no
-                for _ in names:
+                while taken < len(names):
+                    if self.should_continue_as_new(turns_this_run, spec.chat.turns_per_run):
+                        await self.continue_as_new(
+                            ChatCarry(
+                                conversation=conversation,
+                                rotation=rotation,
+                                fair=fair,
+                                termination=termination.snapshot(),
+                                round=round_no,
+                                turns_in_round=taken,
+                            )
+                        )
                     await self._wait_while_paused()  # so messages sent during a pause reach this turn
                     for pending in self.pending_messages():
                         conversation.append((HUMAN, pending.message))
@@ -71,6 +103,9 @@ class GroupChatJob(JobWorkflow):
                     conversation.append((speaker, result.text))
                     fair.charge(speaker, result.usage.total_tokens)
                     termination.record_output(speaker, result.text)
+                    taken += 1
+                    turns_this_run += 1
+                taken = 0
                 self.steps_done = round_no
                 await termination.after_round()
         except StopJob as stop:

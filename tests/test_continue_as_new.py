@@ -1,0 +1,210 @@
+"""Continue-as-new of long group chats, on the time-skipping server against the simulator.
+
+``chat.turns_per_run`` makes a run continue as new after that many turns, as the server's
+suggestion does for a long history: the next run must go on with nothing lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+
+from activities.budget_account import BudgetAccountActivities
+from activities.model_call import ModelCallActivities
+from harness.contracts import (
+    ACCOUNT_WORKFLOW,
+    BUDGET_ACCOUNT_ACTIVITY,
+    MODEL_CALL_ACTIVITY,
+    RESOLVE_MODELS_ACTIVITY,
+    AccountState,
+    AccountView,
+    JobProgress,
+    JobResult,
+    LedgerTotals,
+    StopReason,
+    TurnRecord,
+    Usage,
+    account_workflow_id,
+)
+from harness.controls import InjectRequest, InterruptRequest
+from harness.sim import SimServer
+from harness.spec import JobSpec, parse_spec
+from tests.conftest import make_worker, sim_call
+
+
+def long_chat(**overrides: Any) -> JobSpec:
+    """Writer and editor, three rounds without a goal, two turns per run: six turns in three runs."""
+    data: dict[str, Any] = {
+        "id": f"can-{uuid.uuid4().hex[:8]}",
+        "mode": "groupchat",
+        "task": "Discuss durable scheduling of agent work.",
+        "agents": [
+            {"name": "writer", "model": "sim:writer", "max_output_tokens": 120},
+            {"name": "editor", "model": "sim:editor", "max_output_tokens": 60},
+        ],
+        "chat": {"turns_per_run": 2},
+        "termination": {"max_rounds": 3},
+        "budget": {"tokens": 50000},
+    }
+    data.update(overrides)
+    return parse_spec(data)
+
+
+async def run_chain(
+    client: Client, handle: WorkflowHandle[Any, Any]
+) -> list[tuple[WorkflowExecutionStatus, WorkflowHistory]]:
+    """Every run of the job, first to last (following continue-as-new links): status and history."""
+    runs: list[tuple[WorkflowExecutionStatus, WorkflowHistory]] = []
+    run_id = handle.first_execution_run_id or handle.result_run_id
+    while run_id:
+        run = client.get_workflow_handle(handle.id, run_id=run_id)
+        description = await run.describe()
+        assert description.status is not None
+        history = await run.fetch_history()
+        runs.append((description.status, history))
+        run_id = None
+        if description.status is WorkflowExecutionStatus.CONTINUED_AS_NEW:
+            last = history.events[-1]
+            assert last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+            run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+    return runs
+
+
+def activities_of(history: WorkflowHistory) -> list[str]:
+    """The activity types a run scheduled, in order."""
+    return [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+async def test_long_groupchat_continues_as_new_and_loses_nothing(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """Six turns at two turns per run make three runs; the result and the queries of the last run
+    hold every turn once (call ids numbered on across runs), and the ledger equals both the turns'
+    usage and what the simulator served."""
+    sim_call(sim, "/_sim/reset", {})
+    spec = long_chat()
+    client = ts_env.client
+    async with make_worker(client, gateway) as worker:
+        handle = await client.start_workflow(
+            "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
+        )
+        result = await handle.result()
+        turns = await handle.query("transcript", result_type=list[TurnRecord])
+        ledger = await handle.query("ledger", result_type=LedgerTotals)
+        status = await handle.query("status", result_type=JobProgress)
+        runs = await run_chain(client, handle)
+
+    statuses = [status for status, _ in runs]
+    assert statuses == [WorkflowExecutionStatus.CONTINUED_AS_NEW] * 2 + [WorkflowExecutionStatus.COMPLETED]
+    # Models are resolved by the first run only; each run makes its own two calls.
+    assert [activities_of(history) for _, history in runs] == [
+        [RESOLVE_MODELS_ACTIVITY, MODEL_CALL_ACTIVITY, MODEL_CALL_ACTIVITY],
+        [MODEL_CALL_ACTIVITY] * 2,
+        [MODEL_CALL_ACTIVITY] * 2,
+    ]
+    assert result.stop_reason is StopReason.max_rounds, result.explanation
+    assert result.turns == 6
+    assert [turn.agent for turn in turns] == ["writer", "editor"] * 3
+    assert [turn.call_id for turn in turns] == [f"{spec.id}/{n}" for n in range(1, 7)]
+    assert [turn.index for turn in turns] == list(range(6))
+    # The writer saw the whole conversation in every run: its drafts number on (v1, v2, v3).
+    assert [turn.text.split(":")[0] for turn in turns[::2]] == ["Draft v1", "Draft v2", "Draft v3"]
+    assert result.output.startswith("Draft v3")
+
+    served = sum((turn.usage for turn in turns), Usage())
+    assert result.ledger.usage == served and result.ledger.calls == 6
+    assert result.ledger.cost_usd == sum((turn.cost_usd or Decimal(0) for turn in turns), Decimal(0))
+    for agent in ("writer", "editor"):
+        mine = sum((turn.usage for turn in turns if turn.agent == agent), Usage())
+        assert result.ledger.per_agent[agent] == mine
+    job_node = next(node for node in result.ledger.nodes if node.id == "job")
+    assert job_node.spent.tokens == served.total_tokens and job_node.spent.calls == 6
+    assert job_node.remaining.tokens == 50000 - served.total_tokens
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    assert tally["completed"] == 6 and tally["incomplete"] == 0, tally
+    assert (tally["input_tokens"], tally["output_tokens"]) == (served.input_tokens, served.output_tokens)
+
+    assert ledger == result.ledger
+    assert status.round == 3 and status.steps_done == 3 and status.tokens == served.total_tokens
+
+
+async def test_messages_queued_before_continue_as_new_reach_the_next_run(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """An inject and an interrupt queued during the run's last turn are delivered to the first turn of
+    the next run (the writer answers the injected "too formal"), and the interrupt count carries over."""
+    spec = long_chat(chat={"turns_per_run": 2, "opening": "{task} [[sim latency=0 tps=20 tokens=40]]"})
+    client = ts_env.client
+    async with make_worker(client, gateway) as worker:
+        handle = await client.start_workflow(
+            "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
+        )
+        for _ in range(300):  # the run's second (last) turn is streaming
+            progress = await handle.query("status", result_type=JobProgress)
+            if progress.step == "round 1: editor" and progress.in_flight:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the editor's first turn never started")
+        await handle.signal("inject", InjectRequest(message="This is too formal."))
+        await handle.signal("interrupt", InterruptRequest(message="Keep it short.", priority=9))
+        queued = await handle.query("status", result_type=JobProgress)
+        result = await handle.result()
+        turns = await handle.query("transcript", result_type=list[TurnRecord])
+        status = await handle.query("status", result_type=JobProgress)
+        runs = await run_chain(client, handle)
+
+    assert queued.queued_messages == 2 and queued.in_flight
+    assert len(runs) == 3
+    assert result.stop_reason is StopReason.max_rounds, result.explanation
+    assert [turn.agent for turn in turns] == ["writer", "editor"] * 3
+    assert turns[1].ended_at < turns[2].started_at
+    assert turns[2].text.startswith("Draft (casual)"), turns[2].text  # the first turn of run 2
+    assert status.queued_messages == 0 and status.interrupts == 1
+
+
+async def test_a_budget_account_is_leased_once_and_given_back_once_across_runs(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """A chat naming a budget account leases in its first run only and gives back in its last: the
+    account ends with no open lease and exactly the job's spend."""
+    accounts = BudgetAccountActivities(dev_env.client)
+    activities = [
+        gateway.model_call,
+        gateway.resolve_models,
+        accounts.budget_account,
+        accounts.budget_account_reap,
+    ]
+    client = dev_env.client
+    async with make_worker(client, gateway, activities=activities) as worker:
+        state = AccountState(name=f"team-{uuid.uuid4().hex[:6]}", usd=Decimal(1))
+        account = await client.start_workflow(
+            ACCOUNT_WORKFLOW, state, id=account_workflow_id(state.name), task_queue=worker.task_queue
+        )
+        spec = long_chat(account=state.name, budget={"usd": "0.5"})
+        handle = await client.start_workflow(
+            "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
+        )
+        result = await handle.result()
+        runs = await run_chain(client, handle)
+        view = await account.query("show", result_type=AccountView)
+        await account.terminate()
+
+    assert result.stop_reason is StopReason.max_rounds and result.turns == 6, result.explanation
+    account_calls = [
+        [name for name in activities_of(history) if name == BUDGET_ACCOUNT_ACTIVITY] for _, history in runs
+    ]
+    assert len(runs) == 3
+    assert account_calls == [[BUDGET_ACCOUNT_ACTIVITY], [], [BUDGET_ACCOUNT_ACTIVITY]]  # lease, give back
+    assert not view.state.leases
+    assert view.state.spent_usd == result.ledger.cost_usd > 0
