@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from policies.goals import schema_problem
+
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -178,8 +180,10 @@ class GoalCheck(_Model):
     kind: Literal[
         "contains", "not_contains", "regex", "min_length", "max_length", "json", "function", "judge"
     ]
-    value: str | int | None = Field(
-        default=None, description="Substring, pattern, length in characters, or the function's name."
+    value: str | int | dict[str, Any] | None = Field(
+        default=None,
+        description="Substring, pattern, length in characters, the function's name, or for 'json' an "
+        "optional JSON Schema the output must match (without one, any valid JSON passes).",
     )
     agent: str | None = Field(default=None, description="Whose latest output is checked; default: the job's.")
     model: str | None = Field(default=None, description="Judge model reference.")
@@ -197,6 +201,14 @@ class GoalCheck(_Model):
                 re.compile(str(self.value))
             except re.error as error:
                 raise ValueError(f"value is not a valid regular expression: {error}") from None
+        if isinstance(self.value, dict) and self.kind != "json":
+            raise ValueError(f"a {self.kind!r} check takes no schema; only 'json' checks do")
+        if self.kind == "json" and self.value is not None:
+            if not isinstance(self.value, dict):
+                raise ValueError("a 'json' check's value, when given, is a JSON Schema (a mapping)")
+            problem = schema_problem(self.value)
+            if problem:
+                raise ValueError(f"value is not a valid JSON Schema: {problem}")
         if self.kind == "judge" and not self.model:
             raise ValueError("a 'judge' check needs a 'model'")
         return self

@@ -1,5 +1,8 @@
 """Goal checks: deterministic checks evaluated in the workflow, and the rule that combines scores.
 
+A ``json`` check may carry a JSON Schema, validated with the ``jsonschema`` library (any draft the
+schema names in ``$schema``, the latest by default).
+
 Pure: the workflow passes in the texts, and the scores of checks that ran elsewhere (a judge's, a
 registered function's). Every check yields a score in [0, 1]; deterministic ones are 0 or 1.
 """
@@ -9,8 +12,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
+from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.validators import validator_for
 from pydantic import BaseModel
 
 DETERMINISTIC = ("contains", "not_contains", "regex", "min_length", "max_length", "json")
@@ -46,7 +51,32 @@ class GoalVerdict(BaseModel):
         return f"{'met' if self.met else 'not met'} at {self.score:.2f}: " + ", ".join(parts)
 
 
-def deterministic_check(kind: str, value: str | int | None, text: str, weight: float = 1.0) -> CheckOutcome:
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """Why ``schema`` is not a valid JSON Schema (of the draft it names, default the latest), or None."""
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as error:
+        return f"{error.message} (at {'/'.join(map(str, error.absolute_path)) or 'the root'})"
+    return None
+
+
+def _json_outcome(text: str, schema: dict[str, Any] | None) -> tuple[bool, str]:
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        return False, f"invalid JSON: {error.msg}"
+    if schema is None:
+        return True, "valid JSON"
+    mismatch = best_match(validator_for(schema)(schema).iter_errors(document))
+    if mismatch is None:
+        return True, "valid JSON matching its schema"
+    where = "/".join(map(str, mismatch.absolute_path)) or "the root"
+    return False, f"JSON does not match its schema at {where}: {mismatch.message}"
+
+
+def deterministic_check(
+    kind: str, value: str | int | dict[str, Any] | None, text: str, weight: float = 1.0
+) -> CheckOutcome:
     """Evaluate one deterministic check against ``text``."""
     passed: bool
     if kind == "contains":
@@ -59,17 +89,13 @@ def deterministic_check(kind: str, value: str | int | None, text: str, weight: f
         passed = re.search(str(value), text) is not None
         detail = f"matches /{value}/"
     elif kind == "min_length":
-        passed = len(text) >= int(value or 0)
+        passed = len(text) >= (value if isinstance(value, int) else 0)
         detail = f"length {len(text)} >= {value}"
     elif kind == "max_length":
-        passed = len(text) <= int(value or 0)
+        passed = len(text) <= (value if isinstance(value, int) else 0)
         detail = f"length {len(text)} <= {value}"
     elif kind == "json":
-        try:
-            json.loads(text)
-            passed, detail = True, "valid JSON"
-        except json.JSONDecodeError as error:
-            passed, detail = False, f"invalid JSON: {error.msg}"
+        passed, detail = _json_outcome(text, value if isinstance(value, dict) else None)
     else:
         raise ValueError(f"not a deterministic check: {kind!r}")
     return CheckOutcome(kind=kind, score=1.0 if passed else 0.0, passed=passed, weight=weight, detail=detail)
