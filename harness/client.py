@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
@@ -17,6 +17,8 @@ from harness import search_attributes as sa
 from harness.contracts import TASK_QUEUE, JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
 from harness.spec import JobSpec
 from workflows import WORKFLOW_FOR_MODE
+
+T = TypeVar("T")
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 
@@ -82,15 +84,9 @@ async def start_job(
 async def job_status(client: Client, job_id: str) -> JobProgress:
     """The ``status`` query of a job; for an ended job with no worker to answer, read its result."""
     handle = client.get_workflow_handle(job_id, result_type=JobResult)
-    try:
-        progress: JobProgress = await handle.query(
-            "status", result_type=JobProgress, rpc_timeout=timedelta(seconds=5)
-        )
+    progress = await _query_live(handle, "status", JobProgress)
+    if progress is not None:
         return progress
-    except RPCError:
-        description = await handle.describe()
-        if description.status in (None, WorkflowExecutionStatus.RUNNING):
-            raise  # a running job with no worker polling: say so rather than guess
     try:
         result = await handle.result()
     except WorkflowFailureError as error:
@@ -111,17 +107,26 @@ async def job_status(client: Client, job_id: str) -> JobProgress:
 async def job_ledger(client: Client, job_id: str) -> LedgerTotals:
     """The ``ledger`` query of a job; for an ended job with no worker to answer, its result's ledger."""
     handle = client.get_workflow_handle(job_id, result_type=JobResult)
-    try:
-        totals: LedgerTotals = await handle.query(
-            "ledger", result_type=LedgerTotals, rpc_timeout=timedelta(seconds=5)
-        )
+    totals = await _query_live(handle, "ledger", LedgerTotals)
+    if totals is not None:
         return totals
+    result: JobResult = await handle.result()
+    return result.ledger
+
+
+async def _query_live(handle: WorkflowHandle[Any, JobResult], query: str, result_type: type[T]) -> T | None:
+    """A query's answer, or None when the job has ended and no worker answers (read its result then).
+
+    A running job with no worker polling raises: say so rather than guess.
+    """
+    try:
+        answer: T = await handle.query(query, result_type=result_type, rpc_timeout=timedelta(seconds=5))
+        return answer
     except RPCError:
         description = await handle.describe()
         if description.status in (None, WorkflowExecutionStatus.RUNNING):
             raise
-    result: JobResult = await handle.result()
-    return result.ledger
+    return None
 
 
 async def job_transcript(client: Client, job_id: str) -> list[TurnRecord]:

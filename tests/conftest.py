@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.budget_account import BudgetAccountActivities
 from activities.model_call import ModelCallActivities
 from harness import search_attributes as sa
 from harness.config import ProviderSettings
+from harness.contracts import ACCOUNT_WORKFLOW, AccountState, account_workflow_id
 from harness.devserver import SEARCH_ATTRIBUTES, add_search_attributes
 from harness.sim import SimConfig, SimServer
 from worker import build_worker
@@ -124,6 +126,20 @@ def make_worker(
         queue,
         activities=activities if activities is not None else [gateway.model_call, gateway.resolve_models],
         **options,
+    )
+
+
+def account_activities(client: Client, gateway: ModelCallActivities) -> list[Any]:
+    """The model-call activities plus the budget-account ones, for a worker serving jobs that lease."""
+    accounts = BudgetAccountActivities(client)
+    return [gateway.model_call, gateway.resolve_models, accounts.budget_account, accounts.budget_account_reap]
+
+
+async def start_account(client: Client, queue: str, **caps: Any) -> WorkflowHandle[Any, Any]:
+    """A fresh budget account on ``queue``; returns its handle."""
+    state = AccountState(name=f"team-{uuid.uuid4().hex[:6]}", **caps)
+    return await client.start_workflow(
+        ACCOUNT_WORKFLOW, state, id=account_workflow_id(state.name), task_queue=queue
     )
 
 

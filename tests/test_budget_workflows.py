@@ -22,11 +22,9 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.budget_account import BudgetAccountActivities, account_update
+from activities.budget_account import account_update
 from activities.model_call import ModelCallActivities
 from harness.contracts import (
-    ACCOUNT_WORKFLOW,
-    AccountState,
     AccountView,
     GiveBackRequest,
     JobProgress,
@@ -45,7 +43,7 @@ from harness.contracts import (
 from harness.controls import AbortRequest, AddBudgetRequest
 from harness.sim import SimServer
 from harness.spec import JobSpec, parse_spec
-from tests.conftest import make_worker, sim_call
+from tests.conftest import account_activities, make_worker, sim_call, start_account
 from workflows._budget import child_node
 from workflows._job import JobWorkflow
 
@@ -319,14 +317,6 @@ async def test_child_budgets_return_to_the_parent_on_success_failure_and_cancel(
     assert_within_limits(totals)
 
 
-async def start_account(client: Client, queue: str, **caps: Any) -> WorkflowHandle[Any, Any]:
-    """A fresh budget account on ``queue``; returns its handle."""
-    state = AccountState(name=f"team-{uuid.uuid4().hex[:6]}", **caps)
-    return await client.start_workflow(
-        ACCOUNT_WORKFLOW, state, id=account_workflow_id(state.name), task_queue=queue
-    )
-
-
 async def show(handle: WorkflowHandle[Any, Any]) -> AccountView:
     view: AccountView = await handle.query("show", result_type=AccountView)
     return view
@@ -337,13 +327,7 @@ async def test_jobs_lease_from_an_account_give_back_and_topup_makes_room(
 ) -> None:
     """A job naming an account leases its budget and gives back the unused part; a lease that does
     not fit is refused (the job stops budget_exhausted without a call) until a top-up."""
-    accounts = BudgetAccountActivities(dev_env.client)
-    activities = [
-        gateway.model_call,
-        gateway.resolve_models,
-        accounts.budget_account,
-        accounts.budget_account_reap,
-    ]
+    activities = account_activities(dev_env.client, gateway)
     async with make_worker(dev_env.client, gateway, activities=activities) as worker:
         account = await start_account(dev_env.client, worker.task_queue, usd=Decimal("0.01"))
         name = (await show(account)).state.name
@@ -462,13 +446,7 @@ async def test_budget_cli_and_the_account_example(
             [binary, "budget", *args], capture_output=True, text=True, env=env, timeout=60, check=False
         )
 
-    accounts = BudgetAccountActivities(dev_env.client)
-    activities = [
-        gateway.model_call,
-        gateway.resolve_models,
-        accounts.budget_account,
-        accounts.budget_account_reap,
-    ]
+    activities = account_activities(dev_env.client, gateway)
     async with make_worker(dev_env.client, gateway, activities=activities, queue=queue):
         created = await asyncio.to_thread(harness, "create", name, "--usd", "0.0021", "--period", "day")
         assert created.returncode == 0, created.stderr
@@ -499,13 +477,7 @@ async def test_account_lease_is_given_back_when_the_job_is_aborted_or_fails(
 ) -> None:
     """An aborted job (its call cut mid-flight, charged as estimated) and a failed job both give
     their lease back, and the account is charged exactly what each job's ledger says it spent."""
-    accounts = BudgetAccountActivities(dev_env.client)
-    activities = [
-        gateway.model_call,
-        gateway.resolve_models,
-        accounts.budget_account,
-        accounts.budget_account_reap,
-    ]
+    activities = account_activities(dev_env.client, gateway)
     async with make_worker(dev_env.client, gateway, activities=activities) as worker:
         account = await start_account(dev_env.client, worker.task_queue, usd=Decimal(1))
         name = (await show(account)).state.name
@@ -538,13 +510,7 @@ async def test_a_job_that_ends_without_giving_back_is_charged_its_whole_lease(
 ) -> None:
     """A job terminated mid-call (so it never gives back) is found by the account's check of its
     leases and charged its whole lease: unknown spend is never zero."""
-    accounts = BudgetAccountActivities(dev_env.client)
-    activities = [
-        gateway.model_call,
-        gateway.resolve_models,
-        accounts.budget_account,
-        accounts.budget_account_reap,
-    ]
+    activities = account_activities(dev_env.client, gateway)
     async with make_worker(dev_env.client, gateway, activities=activities) as worker:
         account = await start_account(
             dev_env.client, worker.task_queue, usd=Decimal(1), reap_every=timedelta(seconds=1)

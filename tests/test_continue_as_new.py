@@ -15,14 +15,11 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-from activities.budget_account import BudgetAccountActivities
 from activities.model_call import ModelCallActivities
 from harness.contracts import (
-    ACCOUNT_WORKFLOW,
     BUDGET_ACCOUNT_ACTIVITY,
     MODEL_CALL_ACTIVITY,
     RESOLVE_MODELS_ACTIVITY,
-    AccountState,
     AccountView,
     JobProgress,
     JobResult,
@@ -30,12 +27,11 @@ from harness.contracts import (
     StopReason,
     TurnRecord,
     Usage,
-    account_workflow_id,
 )
 from harness.controls import InjectRequest, InterruptRequest
 from harness.sim import SimServer
 from harness.spec import JobSpec, parse_spec
-from tests.conftest import make_worker, sim_call
+from tests.conftest import account_activities, make_worker, sim_call, start_account
 
 
 def long_chat(**overrides: Any) -> JobSpec:
@@ -178,20 +174,12 @@ async def test_a_budget_account_is_leased_once_and_given_back_once_across_runs(
 ) -> None:
     """A chat naming a budget account leases in its first run only and gives back in its last: the
     account ends with no open lease and exactly the job's spend."""
-    accounts = BudgetAccountActivities(dev_env.client)
-    activities = [
-        gateway.model_call,
-        gateway.resolve_models,
-        accounts.budget_account,
-        accounts.budget_account_reap,
-    ]
+    activities = account_activities(dev_env.client, gateway)
     client = dev_env.client
     async with make_worker(client, gateway, activities=activities) as worker:
-        state = AccountState(name=f"team-{uuid.uuid4().hex[:6]}", usd=Decimal(1))
-        account = await client.start_workflow(
-            ACCOUNT_WORKFLOW, state, id=account_workflow_id(state.name), task_queue=worker.task_queue
-        )
-        spec = long_chat(account=state.name, budget={"usd": "0.5"})
+        account = await start_account(client, worker.task_queue, usd=Decimal(1))
+        name = (await account.query("show", result_type=AccountView)).state.name
+        spec = long_chat(account=name, budget={"usd": "0.5"})
         handle = await client.start_workflow(
             "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
         )

@@ -13,8 +13,10 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from harness.contracts import JobProgress, JobResult, StopReason, TurnRecord
@@ -52,6 +54,40 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.wait(timeout=10)
 
 
+def kill_and_replace(
+    first: subprocess.Popen[bytes], env: WorkflowEnvironment, sim: SimServer, queue: str
+) -> subprocess.Popen[bytes]:
+    """SIGKILL the worker process and start a new one on the same queue."""
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    return start_worker(env, sim, queue)
+
+
+async def until_calling(handle: WorkflowHandle[Any, Any], step: str) -> None:
+    """Wait until the job's current step is ``step`` with a model call in flight."""
+    for _ in range(300):
+        progress = await handle.query("status", result_type=JobProgress)
+        if progress.step == step and progress.in_flight:
+            return
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{step!r} never started")
+
+
+def assert_charged_like_the_simulator(
+    result: JobResult, turns: list[TurnRecord], tally: dict[str, Any]
+) -> None:
+    """Every finished turn is charged exactly what the simulator served; the call cut by the kill is
+    charged by estimate, never zero, never less than what the simulator sent."""
+    served_in = sum(turn.usage.input_tokens for turn in turns)
+    served_out = sum(turn.usage.output_tokens for turn in turns)
+    assert (served_in, served_out) == (tally["input_tokens"], tally["output_tokens"])
+    assert not any(turn.usage.estimated for turn in turns)
+    lost_out = result.ledger.usage.output_tokens - served_out
+    assert result.ledger.usage.estimated
+    assert tally["incomplete"] >= 1
+    assert lost_out >= tally["incomplete_output_tokens"] > 0
+
+
 async def test_sigkill_mid_job_resumes_and_charges_each_call_once(
     dev_env: WorkflowEnvironment, sim: SimServer
 ) -> None:
@@ -82,17 +118,9 @@ async def test_sigkill_mid_job_resumes_and_charges_each_call_once(
         handle = await client.start_workflow(
             "SequentialJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
         )
-        for _ in range(300):  # wait until step three's stream is flowing
-            progress = await handle.query("status", result_type=JobProgress)
-            if progress.step == "three" and progress.in_flight:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("step three never started")
+        await until_calling(handle, "three")  # step three's stream is flowing
         await asyncio.sleep(1.5)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-        second = start_worker(dev_env, sim, queue)
+        second = kill_and_replace(first, dev_env, sim, queue)
         result = await asyncio.wait_for(handle.result(), timeout=90)
         turns = await handle.query("transcript", result_type=list[TurnRecord])
     finally:
@@ -104,15 +132,7 @@ async def test_sigkill_mid_job_resumes_and_charges_each_call_once(
     assert [turn.step for turn in turns] == ["one", "two", "three", "four"]
     tally = sim_call(sim, "/_sim/tally")["total"]
     assert tally["completed"] == 4, tally
-    served_in = sum(turn.usage.input_tokens for turn in turns)
-    served_out = sum(turn.usage.output_tokens for turn in turns)
-    assert (served_in, served_out) == (tally["input_tokens"], tally["output_tokens"])
-    assert not any(turn.usage.estimated for turn in turns)
-    # The cut call: charged by estimate, never zero, never less than what the simulator sent.
-    lost_out = result.ledger.usage.output_tokens - served_out
-    assert result.ledger.usage.estimated
-    assert tally["incomplete"] >= 1
-    assert lost_out >= tally["incomplete_output_tokens"] > 0
+    assert_charged_like_the_simulator(result, turns, tally)
 
 
 async def test_groupchat_resumes_after_sigkill_without_repeating_turns(
@@ -144,24 +164,13 @@ async def test_groupchat_resumes_after_sigkill_without_repeating_turns(
         handle = await client.start_workflow(
             "GroupChatJob", spec, id=job_id, task_queue=queue, result_type=JobResult
         )
-
-        async def wait_for_turn(step: str) -> None:
-            for _ in range(300):
-                progress = await handle.query("status", result_type=JobProgress)
-                if progress.step == step and progress.in_flight:
-                    return
-                await asyncio.sleep(0.1)
-            pytest.fail(f"{step!r} never started")
-
-        await wait_for_turn("round 1: editor")
+        await until_calling(handle, "round 1: editor")
         # Delivered before round 2: its directive makes both round-2 turns stream for about 4 s.
         slow = "Take your time. [[sim latency=0 tps=15 tokens=60]]"
         await handle.signal("inject", InjectRequest(message=slow))
-        await wait_for_turn("round 2: writer")
+        await until_calling(handle, "round 2: writer")
         await asyncio.sleep(1.5)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-        second = start_worker(dev_env, sim, queue)
+        second = kill_and_replace(first, dev_env, sim, queue)
         result = await asyncio.wait_for(handle.result(), timeout=120)
         turns = await handle.query("transcript", result_type=list[TurnRecord])
     finally:
@@ -175,15 +184,7 @@ async def test_groupchat_resumes_after_sigkill_without_repeating_turns(
     assert result.turns == 6
     tally = sim_call(sim, "/_sim/tally")["total"]
     assert tally["completed"] == 6, tally  # one completed reply per turn: none repeated
-    served_in = sum(turn.usage.input_tokens for turn in turns)
-    served_out = sum(turn.usage.output_tokens for turn in turns)
-    assert (served_in, served_out) == (tally["input_tokens"], tally["output_tokens"])
-    assert not any(turn.usage.estimated for turn in turns)
-    # The cut call: charged by estimate, never zero, never less than what the simulator sent.
-    lost_out = result.ledger.usage.output_tokens - served_out
-    assert result.ledger.usage.estimated
-    assert tally["incomplete"] >= 1
-    assert lost_out >= tally["incomplete_output_tokens"] > 0
+    assert_charged_like_the_simulator(result, turns, tally)
 
 
 async def test_dag_resumes_after_sigkill_without_rerunning_finished_steps(
@@ -219,9 +220,7 @@ async def test_dag_resumes_after_sigkill_without_rerunning_finished_steps(
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-        second = start_worker(dev_env, sim, queue)
+        second = kill_and_replace(first, dev_env, sim, queue)
         result = await asyncio.wait_for(handle.result(), timeout=90)
         turns = await handle.query("transcript", result_type=list[TurnRecord])
     finally:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import uuid
 from typing import Any
 
@@ -165,7 +164,7 @@ async def test_delegation_resumes_after_sigkill_without_rerunning_finished_child
 ) -> None:
     """A delegation whose worker is SIGKILLed while a child streams finishes on a new worker: every
     subtask runs to the end once (one completed reply per call in the ledger), none is planned twice."""
-    from tests.test_crash import start_worker, stop
+    from tests.test_crash import kill_and_replace, start_worker, stop
 
     sim_call(sim, "/_sim/reset", {})
     queue = f"crash-del-{uuid.uuid4().hex[:8]}"
@@ -187,9 +186,7 @@ async def test_delegation_resumes_after_sigkill_without_rerunning_finished_child
             except Exception:  # not started yet
                 await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=10)
-        second = start_worker(dev_env, sim, queue)
+        second = kill_and_replace(first, dev_env, sim, queue)
         result = await asyncio.wait_for(handle.result(), timeout=90)
         turns = await handle.query("transcript", result_type=list[TurnRecord])
     finally:

@@ -284,7 +284,6 @@ class JobWorkflow:
             # This turn's task was cancelled (a parallel step of a job that is stopping): the call
             # was cancelled with it and has reported what it served; charge that, then go on
             # unwinding.
-            self.in_flight = None
             self._record(call_id, agent, model, step, messages, cut.result, started)
             raise asyncio.CancelledError from None
         except ActivityError as error:
