@@ -10,22 +10,68 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.budget_account import BudgetAccountActivities
-from activities.checks import CheckActivities
+from activities.checks import CheckActivities, load_check_modules
 from activities.model_call import ModelCallActivities
 from activities.routing_stats import RoutingStatsActivities
 from activities.team_board import TeamBoardActivities
-from harness.checks import load_check_modules
-from harness.client import connect, task_queue
-from harness.sandbox import workflow_runner
+from contracts.names import TASK_QUEUE, TASK_QUEUE_ENV
 from workflows import ALL_WORKFLOWS
+
+DEFAULT_ADDRESS = "127.0.0.1:7233"
+
+
+async def connect(address: str | None = None, namespace: str | None = None) -> Client:
+    """Connect to Temporal with the pydantic converter.
+
+    Configuration comes from the standard ``TEMPORAL_*`` environment (``TEMPORAL_ADDRESS``,
+    ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``) or a Temporal config file;
+    an explicit ``address`` wins over both.
+    """
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    if address:
+        config["target_host"] = address
+    if namespace:
+        config["namespace"] = namespace
+    config["data_converter"] = pydantic_data_converter
+    return await Client.connect(**config)
+
+
+def task_queue() -> str:
+    """The task queue jobs and workers meet on (``HARNESS_TASK_QUEUE`` overrides)."""
+    return os.environ.get(TASK_QUEUE_ENV, TASK_QUEUE)
+
+
+# The workflow sandbox's pass-through list, with a reason per module. Pass-through modules are
+# imported once, outside the sandbox, and shared by every workflow run: safe only for deterministic
+# code with no I/O. Workflow modules import nothing else from outside (no provider SDK, no HTTP).
+PASSTHROUGH_MODULES: dict[str, str] = {
+    "pydantic": "data models of specs and payloads; pure validation, reloading it per run is slow",
+    "pydantic_core": "pydantic's compiled core",
+    "annotated_types": "pydantic's constraint types",
+    "contracts": "our spec models, wire types and names: pure data definitions, no I/O",
+    "policies": "our pure decision code (no I/O, no clock, no randomness by the layer rule)",
+    "jsonschema": "JSON Schema goal checks (policies.goals): pure validation of a value",
+}
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandboxed runner every worker and replayer uses."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH_MODULES)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
+
 
 # Heartbeats reach the server at least this often, so a cancellation lands within about a second.
 HEARTBEAT_THROTTLE = timedelta(milliseconds=500)

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.contracts import FinishReason, ModelCallRequest, Usage
-from harness.outputs import OUTPUT_TYPES
+from contracts.models import FinishReason, ModelCallRequest, Usage
+from contracts.outputs import OUTPUT_TYPES
 
 OnProgress = Callable[[str], None]
 """Called with each piece of text as it streams in."""

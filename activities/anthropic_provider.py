@@ -19,7 +19,7 @@ from activities._provider import (
     ProviderReply,
     system_prompt,
 )
-from harness.contracts import FinishReason, ModelCallRequest, Usage
+from contracts.models import FinishReason, ModelCallRequest, Usage
 
 _LENGTH = {"max_tokens", "model_context_window_exceeded"}
 

@@ -16,16 +16,8 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, W
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from harness.contracts import (
-    ACCOUNT_REAP_ACTIVITY,
-    BUDGET_ACCOUNT_ACTIVITY,
-    AccountCall,
-    AccountView,
-    LeaseReply,
-    ReapReply,
-    ReapRequest,
-    account_workflow_id,
-)
+from contracts.accounts import AccountCall, AccountView, LeaseReply, ReapReply, ReapRequest
+from contracts.names import ACCOUNT_REAP_ACTIVITY, BUDGET_ACCOUNT_ACTIVITY, account_workflow_id
 
 __all__ = ["BudgetAccountActivities", "account_update"]
 

@@ -25,7 +25,7 @@ import openai
 from temporalio.exceptions import ApplicationError
 
 from activities._provider import MalformedResponseError
-from harness.contracts import Usage
+from contracts.models import Usage
 
 __all__ = [
     "NON_RETRYABLE_STATUS",

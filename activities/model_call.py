@@ -28,12 +28,10 @@ from temporalio import activity
 from activities import errors
 from activities._provider import Provider, ProviderReply, estimate_input_tokens, estimate_tokens
 from activities.anthropic_provider import AnthropicProvider
+from activities.catalog import ModelCatalog, UnknownModelError, UnknownPriceError, load_catalog, resolve
+from activities.config import Endpoint, ProviderSettings
 from activities.openai_provider import OpenAIOptions, OpenAIProvider
-from harness.catalog import ModelCatalog, UnknownModelError, UnknownPriceError, load_catalog, resolve
-from harness.config import Endpoint, ProviderSettings
-from harness.contracts import (
-    MODEL_CALL_ACTIVITY,
-    RESOLVE_MODELS_ACTIVITY,
+from contracts.models import (
     Message,
     ModelCallRequest,
     ModelCallResult,
@@ -41,7 +39,8 @@ from harness.contracts import (
     ResolveModelsResult,
     Usage,
 )
-from harness.outputs import OUTPUT_TYPES
+from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
+from contracts.outputs import OUTPUT_TYPES
 
 __all__ = ["HEARTBEAT_INTERVAL_S", "ModelCallActivities"]
 

@@ -21,7 +21,7 @@ from activities._provider import (
     output_schema,
     system_prompt,
 )
-from harness.contracts import FinishReason, ModelCallRequest, Usage
+from contracts.models import FinishReason, ModelCallRequest, Usage
 
 
 @dataclass(frozen=True)

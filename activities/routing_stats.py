@@ -14,12 +14,8 @@ from temporalio.client import Client, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 
-from harness.contracts import (
-    ROUTING_STATS_ACTIVITY,
-    ROUTING_STATS_WORKFLOW_ID,
-    RoutingOutcomes,
-    RoutingStatsState,
-)
+from contracts.names import ROUTING_STATS_ACTIVITY, ROUTING_STATS_WORKFLOW_ID
+from contracts.routing import RoutingOutcomes, RoutingStatsState
 from policies.routing import RoutingStats
 
 __all__ = ["RoutingStatsActivities", "ensure_stats_workflow"]

@@ -11,7 +11,8 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.client import Client, WorkflowUpdateFailedError
 
-from harness.board import TEAM_BOARD_ACTIVITY, BoardReply, BoardRequest
+from contracts.board import BoardReply, BoardRequest
+from contracts.names import TEAM_BOARD_ACTIVITY
 
 __all__ = ["TeamBoardActivities"]
 

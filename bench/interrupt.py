@@ -27,13 +27,13 @@ sys.path.insert(0, str(ROOT))
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from activities.config import ProviderSettings  # noqa: E402
 from activities.model_call import ModelCallActivities  # noqa: E402
-from harness import search_attributes as sa  # noqa: E402
-from harness.config import ProviderSettings  # noqa: E402
-from harness.contracts import JobProgress, JobResult, TurnRecord  # noqa: E402
-from harness.controls import AbortRequest, InterruptRequest  # noqa: E402
+from contracts import search_attributes as sa  # noqa: E402
+from contracts.controls import AbortRequest, InterruptRequest  # noqa: E402
+from contracts.jobs import JobProgress, JobResult, TurnRecord  # noqa: E402
+from contracts.spec import parse_spec  # noqa: E402
 from harness.sim import SimConfig, SimServer  # noqa: E402
-from harness.spec import parse_spec  # noqa: E402
 from worker import build_worker  # noqa: E402
 
 SLOW = "[[sim latency=0 tps=20 tokens=400]]"

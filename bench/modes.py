@@ -32,12 +32,12 @@ from temporalio.client import Client  # noqa: E402
 from temporalio.contrib.pydantic import pydantic_data_converter  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
+from activities.config import ProviderSettings  # noqa: E402
 from activities.model_call import ModelCallActivities  # noqa: E402
-from harness import search_attributes as sa  # noqa: E402
-from harness.config import ProviderSettings  # noqa: E402
-from harness.contracts import JobResult  # noqa: E402
+from contracts import search_attributes as sa  # noqa: E402
+from contracts.jobs import JobResult  # noqa: E402
+from contracts.spec import parse_spec  # noqa: E402
 from harness.sim import SimConfig, SimServer  # noqa: E402
-from harness.spec import parse_spec  # noqa: E402
 from policies.scheduling import jain_index  # noqa: E402
 from worker import build_worker  # noqa: E402
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.spec import ConvergenceSpec
+from contracts.spec import ConvergenceSpec
 from policies.convergence import ConvergenceConfig, ConvergenceMonitor
 
 GOAL = 0.8

@@ -16,11 +16,12 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
+from contracts.spec import SpecError
 from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
 from harness.cli_routing import routing_app, routing_section
-from harness.contracts import JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
-from harness.spec import SpecError, load_spec
+from harness.specfile import load_spec
 
 app = typer.Typer(
     name="harness",
@@ -175,8 +176,8 @@ def run(
     data_dir: DataDir = Path(".harness"),
 ) -> None:
     """Run a job, starting whatever is missing (server, simulator, worker); print its result."""
-    from harness.catalog import load_catalog
-    from harness.config import ProviderSettings
+    from activities.catalog import load_catalog
+    from activities.config import ProviderSettings
     from harness.runner import check_models, run_job
 
     try:
@@ -219,7 +220,8 @@ def run(
 
 
 def _start_detached(spec: Any) -> None:
-    from harness.client import connect, start_job
+    from harness.client import start_job
+    from worker import connect
 
     async def go() -> str:
         client = await connect()
@@ -230,7 +232,7 @@ def _start_detached(spec: Any) -> None:
 
 
 def _query(job_id: str, name: str, result_type: Any) -> Any:
-    from harness.client import connect
+    from worker import connect
 
     async def go() -> Any:
         client = await connect()
@@ -245,7 +247,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a job's status: step, in-flight call, spend, stop reason, and its budget per node."""
-    from harness.client import connect, job_ledger, job_status
+    from harness.client import job_ledger, job_status
+    from worker import connect
 
     async def go() -> tuple[JobProgress, LedgerTotals | None]:
         client = await connect()
@@ -273,7 +276,8 @@ def ledger(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole ledger as JSON.")] = False,
 ) -> None:
     """Show a job's spend: limits, spent, reserved and remaining per budget node, and per agent."""
-    from harness.client import connect, job_ledger
+    from harness.client import job_ledger
+    from worker import connect
 
     async def go() -> LedgerTotals:
         return await job_ledger(await connect(), job_id)
@@ -310,7 +314,8 @@ def result(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Wait for a job's result and print it."""
-    from harness.client import connect, job_result
+    from harness.client import job_result
+    from worker import connect
 
     async def go() -> JobResult:
         return await job_result(await connect(), job_id)

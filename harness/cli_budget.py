@@ -16,14 +16,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from harness.contracts import (
-    ACCOUNT_WORKFLOW,
-    AccountState,
-    AccountView,
-    TopupRequest,
-    account_workflow_id,
-)
-from harness.spec import parse_duration
+from contracts.accounts import AccountState, AccountView, TopupRequest
+from contracts.names import ACCOUNT_WORKFLOW, account_workflow_id
+from contracts.spec import parse_duration
 
 __all__ = ["account_table", "budget_app", "parse_period"]
 
@@ -102,7 +97,7 @@ def create(
     """Create a budget account (a long-lived workflow) with caps per period."""
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
-    from harness.client import connect, task_queue
+    from worker import connect, task_queue
 
     if usd is None and tokens is None:
         _fail("give --usd or --tokens (or both)")
@@ -131,7 +126,7 @@ def create(
 @budget_app.command("show")
 def show(name: Annotated[str, typer.Argument(help="Account name.")]) -> None:
     """Show an account: caps, this period's spend, open leases, what is left."""
-    from harness.client import connect
+    from worker import connect
 
     async def go() -> AccountView:
         client = await connect()
@@ -152,7 +147,7 @@ def topup(
     """Raise an account's caps for the current period."""
     from temporalio.client import WorkflowUpdateFailedError
 
-    from harness.client import connect
+    from worker import connect
 
     async def go() -> AccountView:
         client = await connect()

@@ -1,7 +1,7 @@
 """The steering commands of the ``harness`` CLI: signals and updates sent to a running job.
 
 ``register(app)`` adds them to the main typer app. Each sends one signal or update with the JSON
-payload documented in ``harness.controls`` (and the README), so the stock
+payload documented in ``contracts.controls`` (and the README), so the stock
 ``temporal workflow signal / update execute`` commands do exactly the same.
 """
 
@@ -19,8 +19,7 @@ from rich.console import Console
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
-from harness.contracts import LedgerTotals
-from harness.controls import (
+from contracts.controls import (
     AbortRequest,
     AddBudgetRequest,
     GateDecision,
@@ -28,6 +27,7 @@ from harness.controls import (
     InterruptRequest,
     SetPriorityRequest,
 )
+from contracts.jobs import LedgerTotals
 
 __all__ = ["register"]
 
@@ -47,7 +47,7 @@ def _fail(message: str) -> None:
 
 def _run(job_id: str, name: str, payload: BaseModel | None, update: bool, result_type: Any = str) -> Any:
     """Send signal or update ``name`` to ``job_id``; print a clear error when it is refused."""
-    from harness.client import connect
+    from worker import connect
 
     async def go() -> Any:
         handle = (await connect()).get_workflow_handle(job_id)

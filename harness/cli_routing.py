@@ -11,7 +11,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness.contracts import ROUTING_STATS_WORKFLOW_ID, JobResult, RoutingStatsState
+from contracts.jobs import JobResult
+from contracts.names import ROUTING_STATS_WORKFLOW_ID
+from contracts.routing import RoutingStatsState
 
 __all__ = ["routing_app", "routing_section", "stats_table"]
 
@@ -24,9 +26,9 @@ QUERY_TIMEOUT = timedelta(seconds=15)
 
 def _tier_prior(ref: str) -> float | None:
     """The prior a routed step gives ``ref`` unless it names its own: by the model's catalog tier."""
-    from harness.catalog import load_catalog, resolve
-    from harness.config import ProviderSettings
-    from workflows._routing import TIER_PRIOR, TOP_PRIOR
+    from activities.catalog import load_catalog, resolve
+    from activities.config import ProviderSettings
+    from policies.routing import TIER_PRIOR, TOP_PRIOR
 
     try:
         tier = resolve(ref, load_catalog(ProviderSettings.from_env().catalog_path)).tier
@@ -77,7 +79,7 @@ def stats(
     """Show the learned pass rate per (task kind, model): counts, tier prior and posterior mean."""
     from temporalio.service import RPCError, RPCStatusCode
 
-    from harness.client import connect
+    from worker import connect
 
     async def go() -> RoutingStatsState:
         client = await connect()

@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.envconfig import ClientConfig
 from temporalio.service import RPCError
 
-from harness import search_attributes as sa
-from harness.contracts import TASK_QUEUE, JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
-from harness.spec import JobSpec
+from contracts import search_attributes as sa
+from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
+from contracts.spec import JobSpec
+from worker import task_queue
 from workflows import WORKFLOW_FOR_MODE
 
 T = TypeVar("T")
-
-DEFAULT_ADDRESS = "127.0.0.1:7233"
-
-
-async def connect(address: str | None = None, namespace: str | None = None) -> Client:
-    """Connect to Temporal with the pydantic converter.
-
-    Configuration comes from the standard ``TEMPORAL_*`` environment (``TEMPORAL_ADDRESS``,
-    ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``) or a Temporal config file;
-    an explicit ``address`` wins over both.
-    """
-    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
-    config.setdefault("target_host", DEFAULT_ADDRESS)
-    if address:
-        config["target_host"] = address
-    if namespace:
-        config["namespace"] = namespace
-    config["data_converter"] = pydantic_data_converter
-    return await Client.connect(**config)
-
-
-def task_queue() -> str:
-    """The task queue jobs and workers meet on (``HARNESS_TASK_QUEUE`` overrides)."""
-    return os.environ.get("HARNESS_TASK_QUEUE", TASK_QUEUE)
 
 
 def new_job_id(spec: JobSpec) -> str:

@@ -50,7 +50,7 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "HarnessTokens": "Int",
     "HarnessCostUsd": "Double",
 }
-"""Custom search attributes harness needs, name -> Temporal type (see `harness.search_attributes`)."""
+"""Custom search attributes harness needs, name -> Temporal type (see `contracts.search_attributes`)."""
 
 _INDEXED_TYPES: dict[str, IndexedValueType.ValueType] = {
     "Text": IndexedValueType.INDEXED_VALUE_TYPE_TEXT,

@@ -21,13 +21,14 @@ from urllib.parse import quote, urlparse
 
 from temporalio.client import Client
 
-from harness.catalog import ModelCatalog, load_catalog, resolve
-from harness.client import connect, start_job
-from harness.config import ProviderSettings
-from harness.contracts import JobProgress, JobResult
+from activities.catalog import ModelCatalog, load_catalog, resolve
+from activities.config import ProviderSettings
+from contracts.jobs import JobProgress, JobResult
+from contracts.spec import JobSpec, SpecError
+from harness.client import start_job
 from harness.devserver import DevServer, ensure_search_attributes, ensure_server
 from harness.sim import SimConfig, SimServer
-from harness.spec import JobSpec, SpecError
+from worker import connect
 
 
 @dataclass

@@ -44,7 +44,7 @@ __all__ = [
     "text_similarity",
 ]
 
-# Equal to harness.contracts.StopReason values; policies may not import harness.
+# Equal to contracts.jobs.StopReason values; policies import nothing of ours.
 StopKind = Literal["plateau", "livelock", "not_worth_it"]
 Stream = Literal["output", "critique"]
 

@@ -55,6 +55,13 @@ _MTOK = Decimal(1_000_000)
 _COST_STEP = Decimal("1e-12")
 
 
+# Prior P(check passes) by catalog tier, for models the step's ``priors`` do not name. Deliberately
+# rough (the learned stats correct them): a cheap model is right more often than not, a top model
+# usually is.
+TIER_PRIOR: dict[int, float] = {0: 0.6, 1: 0.8, 2: 0.92}
+TOP_PRIOR = 0.95  # tiers above those listed
+
+
 class Precision(StrEnum):
     """Named precision needs; :data:`NEED_QUALITY` gives the minimum quality each one asks."""
 

@@ -22,10 +22,11 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.budget_account import BudgetAccountActivities
+from activities.config import ProviderSettings
 from activities.model_call import ModelCallActivities
-from harness import search_attributes as sa
-from harness.config import ProviderSettings
-from harness.contracts import ACCOUNT_WORKFLOW, AccountState, account_workflow_id
+from contracts import search_attributes as sa
+from contracts.accounts import AccountState
+from contracts.names import ACCOUNT_WORKFLOW, account_workflow_id
 from harness.devserver import SEARCH_ATTRIBUTES, add_search_attributes
 from harness.sim import SimConfig, SimServer
 from worker import build_worker

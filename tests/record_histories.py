@@ -15,12 +15,12 @@ from typing import Any
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.config import ProviderSettings
 from activities.model_call import ModelCallActivities
-from harness.config import ProviderSettings
-from harness.contracts import JobResult
+from contracts.jobs import JobResult
 from harness.devserver import add_search_attributes
 from harness.sim import SimConfig, SimServer
-from harness.spec import load_spec
+from harness.specfile import load_spec
 from worker import build_worker
 from workflows import WORKFLOW_FOR_MODE
 

@@ -24,25 +24,13 @@ from temporalio.worker import Worker
 
 from activities.budget_account import account_update
 from activities.model_call import ModelCallActivities
-from harness.contracts import (
-    AccountView,
-    GiveBackRequest,
-    JobProgress,
-    JobResult,
-    JobStatus,
-    LeaseReply,
-    LeaseRequest,
-    LedgerTotals,
-    ModelCallResult,
-    StopReason,
-    TopupRequest,
-    TurnRecord,
-    Usage,
-    account_workflow_id,
-)
-from harness.controls import AbortRequest, AddBudgetRequest
+from contracts.accounts import AccountView, GiveBackRequest, LeaseReply, LeaseRequest, TopupRequest
+from contracts.controls import AbortRequest, AddBudgetRequest
+from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, StopReason, TurnRecord
+from contracts.models import ModelCallResult, Usage
+from contracts.names import account_workflow_id
+from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from harness.spec import JobSpec, parse_spec
 from tests.conftest import account_activities, make_worker, sim_call, start_account
 from workflows._budget import child_node
 from workflows._job import JobWorkflow
@@ -216,7 +204,7 @@ async def test_budget_examples_run_out_of_money_under_their_policy(
     """Each shipped budget example runs out of money and ends (or degrades) as its policy says."""
     from pathlib import Path
 
-    from harness.spec import load_spec
+    from harness.specfile import load_spec
 
     path = Path(__file__).parent.parent / "examples" / f"{name}.yaml"
     spec = load_spec(path).model_copy(update={"id": f"{name}-{uuid.uuid4().hex[:8]}"})
@@ -428,7 +416,7 @@ async def test_budget_cli_and_the_account_example(
     import sys
     from pathlib import Path
 
-    from harness.spec import load_spec
+    from harness.specfile import load_spec
 
     root = Path(__file__).parent.parent
     name = f"team-{uuid.uuid4().hex[:6]}"

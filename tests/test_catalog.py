@@ -7,9 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from harness.catalog import ModelCatalog, UnknownModelError, UnknownPriceError, load_catalog, resolve
-from harness.config import ProviderSettings
-from harness.sim.prices import SIM_PRICES, SIM_TIERS
+from activities.catalog import (
+    SIM_PRICES,
+    SIM_TIERS,
+    ModelCatalog,
+    UnknownModelError,
+    UnknownPriceError,
+    load_catalog,
+    resolve,
+)
+from activities.config import ProviderSettings
 
 CATALOG_YAML = """
 models:

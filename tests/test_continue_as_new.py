@@ -16,21 +16,13 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, W
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
-from harness.contracts import (
-    BUDGET_ACCOUNT_ACTIVITY,
-    MODEL_CALL_ACTIVITY,
-    RESOLVE_MODELS_ACTIVITY,
-    AccountView,
-    JobProgress,
-    JobResult,
-    LedgerTotals,
-    StopReason,
-    TurnRecord,
-    Usage,
-)
-from harness.controls import InjectRequest, InterruptRequest
+from contracts.accounts import AccountView
+from contracts.controls import InjectRequest, InterruptRequest
+from contracts.jobs import JobProgress, JobResult, LedgerTotals, StopReason, TurnRecord
+from contracts.models import Usage
+from contracts.names import BUDGET_ACCOUNT_ACTIVITY, MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
+from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from harness.spec import JobSpec, parse_spec
 from tests.conftest import account_activities, make_worker, sim_call, start_account
 
 

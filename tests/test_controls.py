@@ -18,8 +18,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
-from harness.contracts import JobProgress, JobResult, JobStatus, LedgerTotals, StopReason, TurnRecord
-from harness.controls import (
+from contracts.controls import (
     AbortRequest,
     AddBudgetRequest,
     GateDecision,
@@ -27,8 +26,9 @@ from harness.controls import (
     InterruptRequest,
     SetPriorityRequest,
 )
+from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, StopReason, TurnRecord
+from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from harness.spec import JobSpec, parse_spec
 from tests.conftest import BIN, make_worker
 from tests.test_crash import start_worker, stop
 

@@ -19,10 +19,10 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from harness.contracts import JobProgress, JobResult, StopReason, TurnRecord
-from harness.controls import InjectRequest
+from contracts.controls import InjectRequest
+from contracts.jobs import JobProgress, JobResult, StopReason, TurnRecord
+from contracts.spec import parse_spec
 from harness.sim import SimServer
-from harness.spec import parse_spec
 from tests.conftest import sim_call
 
 ROOT = Path(__file__).parent.parent

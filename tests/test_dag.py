@@ -8,8 +8,9 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
-from harness.contracts import JobResult, StopReason, TurnRecord
-from harness.spec import load_spec, parse_spec
+from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.spec import parse_spec
+from harness.specfile import load_spec
 from tests.conftest import ROOT, make_worker
 
 

@@ -14,12 +14,13 @@ from temporalio.worker import Replayer
 
 from activities.model_call import ModelCallActivities
 from activities.team_board import TeamBoardActivities
-from harness.contracts import JobResult, StopReason, TurnRecord
-from harness.controls import AbortRequest
-from harness.sandbox import workflow_runner
+from contracts.controls import AbortRequest
+from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from harness.spec import JobSpec, load_spec, parse_spec
+from harness.specfile import load_spec
 from tests.conftest import ROOT, make_worker, sim_call
+from worker import workflow_runner
 from workflows import ALL_WORKFLOWS
 from workflows.team import follow_ups
 

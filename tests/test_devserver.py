@@ -19,7 +19,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 
-from harness import search_attributes as sa
+from contracts import search_attributes as sa
 from harness.devserver import (
     SEARCH_ATTRIBUTES,
     DevServer,

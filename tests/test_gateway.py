@@ -17,10 +17,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities import ModelCallActivities
+from activities.catalog import ModelCatalog, resolve
+from activities.config import ProviderSettings
 from activities.errors import retry_after
-from harness.catalog import ModelCatalog, resolve
-from harness.config import ProviderSettings
-from harness.contracts import (
+from contracts.models import (
     Message,
     ModelCallRequest,
     ModelCallResult,

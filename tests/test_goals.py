@@ -11,8 +11,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
-from harness.contracts import JobResult, StopReason
-from harness.spec import SpecError, parse_spec
+from contracts.jobs import JobResult, StopReason
+from contracts.spec import SpecError, parse_spec
 from policies.goals import combine, deterministic_check
 from tests.conftest import make_worker
 

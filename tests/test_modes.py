@@ -11,9 +11,10 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
-from harness.contracts import JobResult, StopReason, TurnRecord
+from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from harness.spec import JobSpec, load_spec, parse_spec
+from harness.specfile import load_spec
 from tests.conftest import ROOT, make_worker, sim_call
 
 
@@ -205,8 +206,8 @@ async def test_aborting_a_delegation_aborts_its_running_children(
 ) -> None:
     """An abort of the parent reaches every running child as an abort: each ends 'aborted', the
     parent ends 'aborted' too, and the children's partial spend is on the parent's ledger."""
-    from harness.contracts import JobProgress
-    from harness.controls import AbortRequest
+    from contracts.controls import AbortRequest
+    from contracts.jobs import JobProgress
 
     spec = delegation_spec(task="Write a guide. [[sim latency=2 tps=0]]")
     async with make_worker(ts_env.client, gateway) as worker:

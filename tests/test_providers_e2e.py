@@ -10,12 +10,14 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from activities.catalog import load_catalog, resolve
+from activities.config import ProviderSettings
 from activities.model_call import ModelCallActivities
-from harness.catalog import load_catalog, resolve
-from harness.config import ProviderSettings
-from harness.contracts import JobResult, StopReason, TurnRecord, Usage
+from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.models import Usage
+from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from harness.spec import JobSpec, load_spec, parse_spec
+from harness.specfile import load_spec
 from tests.conftest import ROOT, make_worker, sim_call
 from tests.test_cli import harness
 from worker import build_worker

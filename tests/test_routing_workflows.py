@@ -19,10 +19,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
 from activities.routing_stats import RoutingStatsActivities
+from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.routing import RoutingStatsState
+from contracts.spec import JobSpec, SpecError, parse_spec
 from harness.cli_routing import stats_table
-from harness.contracts import JobResult, RoutingStatsState, StopReason, TurnRecord
 from harness.sim import SimServer
-from harness.spec import JobSpec, SpecError, parse_spec
 from tests.conftest import make_worker, sim_call
 
 # (small, medium, large) outcomes of each prompt, read off the simulator's draws.
@@ -206,7 +207,7 @@ async def test_a_retried_batch_is_counted_once(
     dev_env: WorkflowEnvironment, gateway: ModelCallActivities
 ) -> None:
     """The stats workflow ignores a batch whose key it has already counted."""
-    from harness.contracts import RoutingOutcome, RoutingOutcomes
+    from contracts.routing import RoutingOutcome, RoutingOutcomes
     from policies.routing import RoutingStats
 
     stats = stats_activities(dev_env.client)
@@ -240,7 +241,7 @@ def test_routed_models_are_resolved_at_start_and_bad_settings_refused() -> None:
 
 async def test_example_cascade_runs(ts_env: WorkflowEnvironment, gateway: ModelCallActivities) -> None:
     """The shipped cascade example completes with a routing record for its cascaded step."""
-    from harness.spec import load_spec
+    from harness.specfile import load_spec
 
     spec = load_spec(EXAMPLE)
     spec = spec.model_copy(update={"id": f"cascade-{uuid.uuid4().hex[:8]}"})

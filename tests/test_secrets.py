@@ -13,12 +13,13 @@ import httpx2 as httpx
 import pytest
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
+from activities.catalog import CatalogEntry, ModelCatalog, resolve
+from activities.config import ProviderSettings
 from activities.model_call import ModelCallActivities
-from harness.catalog import CatalogEntry, ModelCatalog, resolve
-from harness.config import ProviderSettings
-from harness.contracts import JobResult, Message, ModelCallRequest, ModelPrice, StopReason
+from contracts.jobs import JobResult, StopReason
+from contracts.models import Message, ModelCallRequest, ModelPrice
+from contracts.spec import parse_spec
 from harness.sim import SimServer
-from harness.spec import parse_spec
 from tests.conftest import make_worker, sim_call
 
 PRICE = ModelPrice(input_per_mtok=Decimal("0.05"), output_per_mtok=Decimal("0.10"))

@@ -12,9 +12,9 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
-from harness.contracts import JobResult, StopReason, TurnRecord
+from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from harness.spec import JobSpec, parse_spec
 from tests.conftest import make_worker, sim_call
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "sequential.yaml"
@@ -94,7 +94,7 @@ async def test_example_spec_is_valid_and_runs(
     ts_env: WorkflowEnvironment, gateway: ModelCallActivities
 ) -> None:
     """The shipped example loads and completes with every step run."""
-    from harness.spec import load_spec
+    from harness.specfile import load_spec
 
     spec = load_spec(EXAMPLE).model_copy(update={"id": f"example-{uuid.uuid4().hex[:8]}"})
     async with make_worker(ts_env.client, gateway) as worker:

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from harness.spec import SpecError, load_spec, parse_spec
+from contracts.spec import SpecError, parse_spec
+from harness.specfile import load_spec
 
 # examples/catalog.yaml is a model catalog, not a spec (tests/test_providers_e2e.py runs with it).
 EXAMPLES = sorted(

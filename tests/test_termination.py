@@ -9,11 +9,11 @@ from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
 
-from activities.checks import CheckActivities
+from activities.checks import CheckActivities, CheckRegistry
 from activities.model_call import ModelCallActivities
-from harness.checks import CheckRegistry
-from harness.contracts import JobProgress, JobResult, JobStatus, StopReason, TurnRecord
-from harness.spec import JobSpec, load_spec, parse_spec
+from contracts.jobs import JobProgress, JobResult, JobStatus, StopReason, TurnRecord
+from contracts.spec import JobSpec, parse_spec
+from harness.specfile import load_spec
 from tests.conftest import ROOT, make_worker
 
 
@@ -161,7 +161,7 @@ async def test_programmatic_check_runs_as_an_activity(
 
 def test_builtin_checks() -> None:
     """The built-in checks catch placeholders and cut-off text."""
-    from harness.checks import DEFAULT_CHECKS
+    from activities.checks import DEFAULT_CHECKS
 
     assert DEFAULT_CHECKS.get("no_placeholders")("A finished note.") is True
     assert DEFAULT_CHECKS.get("no_placeholders")("Intro TODO later") is False

@@ -31,22 +31,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import (
-        BUDGET_ACCOUNT_ACTIVITY,
-        AccountCall,
-        BudgetCarry,
-        GiveBackRequest,
-        JobStatus,
-        LeaseReply,
-        LeaseRequest,
-        LedgerTotals,
-        ModelCallResult,
-        ModelInfo,
-        StopReason,
-        Usage,
-    )
-    from harness.controls import AddBudgetRequest
-    from harness.spec import AgentSpec, BudgetSpec, JobSpec
+    from contracts.accounts import AccountCall, GiveBackRequest, LeaseReply, LeaseRequest
+    from contracts.controls import AddBudgetRequest
+    from contracts.jobs import JobStatus, LedgerTotals, StopReason
+    from contracts.models import ModelCallResult, ModelInfo, Usage
+    from contracts.names import BUDGET_ACCOUNT_ACTIVITY
+    from contracts.spec import AgentSpec, BudgetSpec, JobSpec
+    from contracts.state import BudgetCarry
     from policies.ledger import Amount, Ledger, Limits, Quota, Refusal
 
 from workflows._job_errors import StopJob

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import LedgerTotals, ModelCallResult, Usage
-    from harness.spec import AgentSpec, BudgetSpec, JobSpec
+    from contracts.jobs import LedgerTotals
+    from contracts.models import ModelCallResult, Usage
+    from contracts.spec import AgentSpec, BudgetSpec, JobSpec
 
 from workflows._budget import child_node
 

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import GateKind, GateOutcome, GateRecord, GatesCarry, JobStatus, StopReason
-    from harness.controls import GateDecision
-    from harness.spec import GateSpec, JobSpec
+    from contracts.controls import GateDecision
+    from contracts.jobs import GateKind, GateOutcome, GateRecord, JobStatus, StopReason
+    from contracts.spec import GateSpec, JobSpec
+    from contracts.state import GatesCarry
 
 from workflows._job_errors import StopJob
 

@@ -24,27 +24,8 @@ from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from harness import search_attributes as sa
-    from harness.contracts import (
-        MODEL_CALL_ACTIVITY,
-        RESOLVE_MODELS_ACTIVITY,
-        ChatCarry,
-        JobCarry,
-        JobProgress,
-        JobResult,
-        JobStatus,
-        LedgerTotals,
-        Message,
-        ModelCallRequest,
-        ModelCallResult,
-        ModelInfo,
-        ResolveModelsRequest,
-        ResolveModelsResult,
-        StopReason,
-        TurnRecord,
-        Usage,
-    )
-    from harness.controls import (
+    from contracts import search_attributes as sa
+    from contracts.controls import (
         AbortRequest,
         AddBudgetRequest,
         GateDecision,
@@ -52,7 +33,19 @@ with workflow.unsafe.imports_passed_through():
         InterruptRequest,
         SetPriorityRequest,
     )
-    from harness.spec import AgentSpec, JobSpec
+    from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, StopReason, TurnRecord
+    from contracts.models import (
+        Message,
+        ModelCallRequest,
+        ModelCallResult,
+        ModelInfo,
+        ResolveModelsRequest,
+        ResolveModelsResult,
+        Usage,
+    )
+    from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
+    from contracts.spec import AgentSpec, JobSpec
+    from contracts.state import ChatCarry, JobCarry
     from policies.scheduling import AgingPriorityQueue, PriorityItem
 
 from workflows._budget import BudgetKeeper

@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import StopReason
+    from contracts.jobs import StopReason
 
 
 class StopJob(Exception):

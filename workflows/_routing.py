@@ -33,22 +33,15 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import (
-        ROUTING_STATS_ACTIVITY,
-        JobResult,
-        Message,
-        ModelCallResult,
-        ModelInfo,
-        RoutingAttempt,
-        RoutingOutcome,
-        RoutingOutcomes,
-        RoutingRecord,
-        StopReason,
-        Usage,
-    )
-    from harness.spec import AgentSpec, CascadeSpec, GoalCheck, JobSpec, RouteSpec, StepSpec
+    from contracts.jobs import JobResult, StopReason
+    from contracts.models import Message, ModelCallResult, ModelInfo, Usage
+    from contracts.names import ROUTING_STATS_ACTIVITY
+    from contracts.routing import RoutingAttempt, RoutingOutcome, RoutingOutcomes, RoutingRecord
+    from contracts.spec import AgentSpec, CascadeSpec, GoalCheck, JobSpec, RouteSpec, StepSpec
     from policies.goals import DETERMINISTIC, CheckOutcome, GoalVerdict, combine, deterministic_check
     from policies.routing import (
+        TIER_PRIOR,
+        TOP_PRIOR,
         CallEstimate,
         Candidate,
         Escalation,
@@ -60,20 +53,16 @@ with workflow.unsafe.imports_passed_through():
         route,
     )
 
+from contracts.names import RUN_CHECK_ACTIVITY
 from workflows._job import estimate_input_tokens
 from workflows._job_errors import StopJob
-from workflows._termination import JUDGE_PROMPT, RUN_CHECK_ACTIVITY
+from workflows._termination import JUDGE_PROMPT
 
 if TYPE_CHECKING:
     from workflows._job import JobWorkflow
 
-__all__ = ["TIER_PRIOR", "StepRouter"]
+__all__ = ["StepRouter"]
 
-# Prior P(check passes) by catalog tier, for models the step's ``priors`` do not name. Deliberately
-# rough (the learned stats correct them): a cheap model is right more often than not, a top model
-# usually is.
-TIER_PRIOR: dict[int, float] = {0: 0.6, 1: 0.8, 2: 0.92}
-TOP_PRIOR = 0.95  # tiers above those listed
 JUDGE_INSTRUCTIONS = "You are a strict, fair judge."
 JUDGE_MAX_OUTPUT = 200
 # The router weighs expected cost at this share of the output cap; the budget check uses the cap.

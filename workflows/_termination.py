@@ -15,8 +15,11 @@ from typing import TYPE_CHECKING
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import Message, StopReason, TerminationCarry
-    from harness.spec import AgentSpec, GoalCheck, JobSpec
+    from contracts.jobs import StopReason
+    from contracts.models import Message
+    from contracts.names import RUN_CHECK_ACTIVITY
+    from contracts.spec import AgentSpec, GoalCheck, JobSpec
+    from contracts.state import TerminationCarry
     from policies.convergence import ConvergenceConfig, ConvergenceMonitor
     from policies.goals import (
         DETERMINISTIC,
@@ -32,7 +35,6 @@ from workflows._job import StopJob
 if TYPE_CHECKING:
     from workflows._job import JobWorkflow
 
-RUN_CHECK_ACTIVITY = "harness.run_check"
 JUDGE_PROMPT = (
     "Score the text below against the rubric, from 0 (useless) to 1 (perfect). "
     'Answer with JSON only: {{"score": <number>, "reason": "<one sentence>"}}.\n\n'

@@ -27,9 +27,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import (
-        ACCOUNT_REAP_ACTIVITY,
-        ACCOUNT_WORKFLOW,
+    from contracts.accounts import (
         AccountLease,
         AccountState,
         AccountView,
@@ -40,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ReapRequest,
         TopupRequest,
     )
+    from contracts.names import ACCOUNT_REAP_ACTIVITY, ACCOUNT_WORKFLOW
 
 __all__ = ["BudgetAccountWorkflow", "account_view"]
 

@@ -13,8 +13,9 @@ import asyncio
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import JobResult, Message, ModelCallResult, StopReason
-    from harness.spec import JobSpec, StepSpec
+    from contracts.jobs import JobResult, StopReason
+    from contracts.models import Message, ModelCallResult
+    from contracts.spec import JobSpec, StepSpec
 
 from workflows._job import JobWorkflow, StopJob
 from workflows.sequential import render

@@ -30,10 +30,11 @@ from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import JobResult, LedgerTotals, Message, ModelCallResult, StopReason
-    from harness.controls import AbortRequest
-    from harness.outputs import Plan, Subtask
-    from harness.spec import AgentSpec, DelegationSpec, JobSpec
+    from contracts.controls import AbortRequest
+    from contracts.jobs import JobResult, LedgerTotals, StopReason
+    from contracts.models import Message, ModelCallResult
+    from contracts.outputs import Plan, Subtask
+    from contracts.spec import AgentSpec, DelegationSpec, JobSpec
     from policies.scheduling import AgingPriorityQueue
 
 from workflows._children import child_spec, close_child, open_child

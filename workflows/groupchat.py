@@ -17,8 +17,10 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import ChatCarry, JobCarry, JobResult, Message, StopReason
-    from harness.spec import AgentSpec, JobSpec
+    from contracts.jobs import JobResult, StopReason
+    from contracts.models import Message
+    from contracts.spec import AgentSpec, JobSpec
+    from contracts.state import ChatCarry, JobCarry
     from policies.scheduling import FairShare, RoundRobin
 
 from workflows._job import JobWorkflow, StopJob

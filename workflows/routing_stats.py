@@ -15,7 +15,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import ROUTING_STATS_WORKFLOW_ID, RoutingOutcomes, RoutingStatsState
+    from contracts.names import ROUTING_STATS_WORKFLOW_ID
+    from contracts.routing import RoutingOutcomes, RoutingStatsState
     from policies.routing import RoutingStats
 
 __all__ = ["ROUTING_STATS_WORKFLOW_ID", "STATS_WORKFLOW", "RoutingStatsWorkflow"]

@@ -11,8 +11,9 @@ import re
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from harness.contracts import JobResult, Message, StopReason
-    from harness.spec import JobSpec
+    from contracts.jobs import JobResult, StopReason
+    from contracts.models import Message
+    from contracts.spec import JobSpec
 
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import StepRouter

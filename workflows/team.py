@@ -23,10 +23,12 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from harness.board import TEAM_BOARD_ACTIVITY, BoardReply, BoardRequest, BoardTask
-    from harness.contracts import JobResult, Message, StopReason
-    from harness.controls import AbortRequest
-    from harness.spec import JobSpec
+    from contracts.board import BoardReply, BoardRequest, BoardTask
+    from contracts.controls import AbortRequest
+    from contracts.jobs import JobResult, StopReason
+    from contracts.models import Message
+    from contracts.names import TEAM_BOARD_ACTIVITY
+    from contracts.spec import JobSpec
 
 from workflows._children import absorb_ledger, child_spec
 from workflows._job import JobWorkflow, StopJob

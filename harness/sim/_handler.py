@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from pydantic import ValidationError
 
+from activities.catalog import SIM_PRICES
 from harness.sim._anthropic import AnthropicWire
 from harness.sim._openai import OpenAIWire
 from harness.sim._scenarios import scenario_reply
@@ -21,7 +22,6 @@ from harness.sim._server import SimHTTPServer
 from harness.sim._tokens import split_tokens
 from harness.sim._wire import Completion, SimRequest, Wire, WireError
 from harness.sim.faults import Fault, error_body
-from harness.sim.prices import SIM_PRICES, prices_json
 
 log = logging.getLogger(__name__)
 
@@ -303,4 +303,12 @@ def _models() -> dict[str, Any]:
         "has_more": False,
         "first_id": data[0]["id"],
         "last_id": data[-1]["id"],
+    }
+
+
+def prices_json() -> dict[str, dict[str, str]]:
+    """The simulated models' price table as JSON, decimals as strings so no precision is lost."""
+    return {
+        name: {"input_per_mtok": str(p.input_per_mtok), "output_per_mtok": str(p.output_per_mtok)}
+        for name, p in SIM_PRICES.items()
     }

@@ -14,7 +14,7 @@ A reference is either ``provider:model`` (providers: ``sim``, ``openai``, ``anth
 Where a price comes from, first match wins:
 
 1. the catalog entry (an alias, or an entry whose ``model`` is the reference itself);
-2. for ``sim:`` models, the simulator's own table (``harness.sim.SIM_PRICES``);
+2. for ``sim:`` models, the simulator's own table (``SIM_PRICES`` below; the simulator serves these);
 3. ``genai-prices`` for ``openai:`` and ``anthropic:`` models;
 4. otherwise the reference is refused with ``UnknownPriceError``: an unknown price is never free.
 
@@ -33,8 +33,8 @@ from typing import Any, cast, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.config import PROVIDERS, ProviderName
-from harness.contracts import ModelInfo, ModelPrice
+from activities.config import PROVIDERS, ProviderName
+from contracts.models import ModelInfo, ModelPrice
 
 __all__ = [
     "CatalogEntry",
@@ -50,6 +50,42 @@ __all__ = [
 # genai-prices names providers the way we do, except that we route "sim" and
 # "openai-compatible" ourselves: they have no upstream price list.
 _GENAI_PROVIDER_IDS: dict[str, str] = {"openai": "openai", "anthropic": "anthropic"}
+
+
+# ----- the simulator's models (``harness sim`` serves them and reads their prices from here) ----
+
+
+def _price(input_per_mtok: str, output_per_mtok: str) -> ModelPrice:
+    return ModelPrice(input_per_mtok=Decimal(input_per_mtok), output_per_mtok=Decimal(output_per_mtok))
+
+
+SIM_PRICES: dict[str, ModelPrice] = {
+    "writer": _price("0.50", "1.50"),
+    "editor": _price("0.50", "1.50"),
+    "editor-livelock": _price("0.50", "1.50"),
+    "planner": _price("1.00", "4.00"),
+    "judge": _price("0.20", "0.80"),
+    "selector": _price("0.10", "0.40"),
+    "echo": _price("0.10", "0.30"),
+    "tier-small": _price("0.15", "0.60"),
+    "tier-medium": _price("1.00", "4.00"),
+    "tier-large": _price("5.00", "15.00"),
+}
+"""Price of each simulated model, by the bare model name the simulator serves."""
+
+SIM_TIERS: dict[str, int] = {
+    "writer": 1,
+    "editor": 1,
+    "editor-livelock": 1,
+    "planner": 1,
+    "judge": 0,
+    "selector": 0,
+    "echo": 0,
+    "tier-small": 0,
+    "tier-medium": 1,
+    "tier-large": 2,
+}
+"""Routing tier of each simulated model: 0 is cheapest, higher is stronger and dearer."""
 
 
 class UnknownModelError(ValueError):
@@ -109,15 +145,12 @@ class ModelCatalog(BaseModel):
     def builtin(cls) -> ModelCatalog:
         """Entries for the simulated models, keyed ``sim:<name>``, priced by the simulator."""
         # Imported here: the simulator package is only needed once a catalog is built.
-        from harness.sim import prices as sim_prices
-
-        tiers: dict[str, int] = getattr(sim_prices, "SIM_TIERS", {})
         return cls(
             models={
                 f"sim:{name}": CatalogEntry(
-                    model=f"sim:{name}", tier=tiers.get(name), price=price, price_source="simulator"
+                    model=f"sim:{name}", tier=SIM_TIERS.get(name), price=price, price_source="simulator"
                 )
-                for name, price in sim_prices.SIM_PRICES.items()
+                for name, price in SIM_PRICES.items()
             }
         )
 

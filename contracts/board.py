@@ -12,10 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from harness.contracts import TurnRecord
-
-# Names running histories refer to: never rename after release.
-TEAM_BOARD_ACTIVITY = "harness.team_board"
+from contracts.jobs import TurnRecord
 
 BoardOp = Literal["claim", "post_task", "post_result"]
 TaskState = Literal["open", "claimed", "done", "failed"]

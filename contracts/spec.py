@@ -6,11 +6,9 @@ workflow. Every model here forbids unknown fields, so a typo is an error and not
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -560,20 +558,3 @@ def parse_spec(data: Any, source: str = "job spec") -> JobSpec:
         return JobSpec.model_validate(data)
     except ValidationError as error:
         raise SpecError(f"{source} is invalid:\n{_format_errors(error)}") from None
-
-
-def load_spec(path: str | Path) -> JobSpec:
-    """Load a job spec from a .yaml/.yml or .json file."""
-    import yaml  # imported here so workflow code importing this module never needs it
-
-    file = Path(path)
-    if not file.is_file():
-        raise SpecError(f"{file}: no such file")
-    text = file.read_text(encoding="utf-8")
-    try:
-        data = json.loads(text) if file.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SpecError(
-            f"{file}: not valid {'JSON' if file.suffix == '.json' else 'YAML'}: {error}"
-        ) from None
-    return parse_spec(data, source=str(file))

@@ -1,0 +1,147 @@
+"""Wire types of a job as clients see it: status, stop reason, turns, ledger totals, gates, result."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from contracts.models import FinishReason, Usage
+from contracts.routing import RoutingRecord
+from policies.ledger import NodeView
+
+
+class StopReason(StrEnum):
+    """Why a job ended. One enum for every mode; also the ``HarnessStopReason`` search attribute."""
+
+    completed = "completed"  # every step ran; no goal was declared to judge it against
+    goal_met = "goal_met"
+    budget_exhausted = "budget_exhausted"
+    livelock = "livelock"
+    plateau = "plateau"
+    not_worth_it = "not_worth_it"
+    deadline = "deadline"
+    max_rounds = "max_rounds"
+    aborted = "aborted"
+    failed = "failed"
+
+
+class JobStatus(StrEnum):
+    """Coarse state of a job, as the ``HarnessStatus`` search attribute shows it."""
+
+    starting = "starting"
+    running = "running"
+    waiting = "waiting"  # on a quota period, an approval gate or a budget request
+    paused = "paused"
+    finished = "finished"
+    failed = "failed"
+
+
+class TurnRecord(BaseModel):
+    """One model call as the job's ledger and transcript keep it."""
+
+    index: int
+    call_id: str
+    agent: str
+    step: str | None
+    model: str
+    provider: str
+    prompt_preview: str = ""
+    text: str
+    usage: Usage
+    cost_usd: Decimal | None
+    finish_reason: FinishReason = "stop"
+    started_at: datetime
+    ended_at: datetime
+    routing: dict[str, Any] | None = Field(
+        default=None,
+        description="For a routed step: its role ('call' or 'check'), rung, and the routing decision "
+        "(policies.routing.RoutingDecision as JSON) with its one-line summary.",
+    )
+
+
+class LedgerTotals(BaseModel):
+    """Spend so far, as the ``ledger`` query reports it."""
+
+    usage: Usage = Field(default_factory=Usage)
+    cost_usd: Decimal = Decimal(0)
+    cost_known: bool = True
+    calls: int = 0
+    limit_tokens: int | None = None
+    limit_usd: Decimal | None = None
+    per_agent: dict[str, Usage] = Field(default_factory=dict)
+    per_agent_cost_usd: dict[str, Decimal] = Field(default_factory=dict)
+    limit_calls: int | None = None
+    nodes: list[NodeView] = Field(
+        default_factory=list,
+        description="Budget nodes ('job', 'agent:<name>', 'child:<id>'): limits, spent, reserved, "
+        "remaining; estimated charges (calls cut mid-flight, failed calls) are in 'spent'.",
+    )
+    degraded: list[str] = Field(default_factory=list, description="Each degrade the budget forced.")
+
+
+GateKind = Literal["before_step", "spend", "before_final"]
+GateOutcome = Literal["approved", "rejected", "aborted"]
+
+
+class GateRecord(BaseModel):
+    """One approval gate as it was met: when it opened, who decided what, when, and why.
+
+    ``by`` is who decided: the name the ``approve`` / ``reject`` update carried, ``timeout`` when the
+    gate's default was taken, ``abort`` when an abort signal ended the wait, ``deadline`` when the
+    job's deadline did.
+    """
+
+    gate: str
+    kind: GateKind
+    target: str = Field(default="", description="The step, the spend threshold, or 'final'.")
+    opened_at: datetime
+    decided_at: datetime | None = None
+    outcome: GateOutcome | None = None
+    by: str = ""
+    note: str = ""
+    timeout_s: float = 0.0
+    default: GateOutcome = "rejected"
+
+
+class JobProgress(BaseModel):
+    """What the ``status`` query returns: enough to draw a progress line."""
+
+    job_id: str
+    mode: str
+    status: JobStatus
+    step: str | None = None
+    steps_done: int = 0
+    steps_total: int | None = None
+    round: int = 0
+    in_flight: str | None = Field(default=None, description="Agent and model of the running call.")
+    tokens: int = 0
+    cost_usd: Decimal = Decimal(0)
+    stop_reason: StopReason | None = None
+    detail: str = ""
+    paused: bool = False
+    pending_gates: list[str] = Field(default_factory=list, description="Gates waiting for a person.")
+    evidence: dict[str, Any] = Field(default_factory=dict, description="Numbers behind the stop reason.")
+    gates: list[GateRecord] = Field(default_factory=list, description="Gates met so far, pending ones too.")
+    priority: int = Field(default=3, description="The running work's priority (0 is most urgent).")
+    interrupts: int = Field(default=0, description="Interrupt signals received so far.")
+    queued_messages: int = Field(default=0, description="Interrupt and inject messages not yet delivered.")
+
+
+class JobResult(BaseModel):
+    """What a job returns when it ends, whatever the mode."""
+
+    job_id: str
+    mode: str
+    stop_reason: StopReason
+    explanation: str = ""
+    evidence: dict[str, Any] = Field(default_factory=dict, description="Numbers behind the stop reason.")
+    output: str
+    outputs: dict[str, str] = Field(default_factory=dict, description="Per step or task, where it applies.")
+    ledger: LedgerTotals
+    turns: int
+    routing: list[RoutingRecord] = Field(default_factory=list, description="Routed steps, in order.")
+    gates: list[GateRecord] = Field(default_factory=list, description="Every gate met, with its decision.")

@@ -1,0 +1,150 @@
+"""Wire types of a model call: messages, usage, prices, requests and results.
+
+Every workflow and activity takes one of these pydantic models and returns one. They travel through
+Temporal's history as JSON (``pydantic_data_converter``), so they hold no secrets and no clients.
+
+Token fields nest like this (the same convention as pydantic-ai and genai-prices):
+
+- ``input_tokens`` counts *every* input token, cached or not; ``cache_read_tokens`` and
+  ``cache_write_tokens`` are parts of it, never added on top.
+- ``output_tokens`` counts every generated token; ``reasoning_tokens`` is a part of it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Usage(BaseModel):
+    """Tokens of one request, or the sum of many (``requests`` counts them).
+
+    ``input_tokens`` includes ``cache_read_tokens`` and ``cache_write_tokens``;
+    ``output_tokens`` includes ``reasoning_tokens``. ``estimated`` is true when any part of the
+    figure is our own estimate rather than the provider's report (a call cut mid-stream, say).
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    requests: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        """Input plus output tokens (cached and reasoning tokens are already inside them)."""
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            requests=self.requests + other.requests,
+            estimated=self.estimated or other.estimated,
+        )
+
+
+class ModelPrice(BaseModel):
+    """USD per million tokens. Cache prices default to the input price when a provider has none."""
+
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cache_read_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
+
+    def cost(self, usage: Usage) -> Decimal:
+        """Exact cost of ``usage`` at this price."""
+        cache_read = self.cache_read_per_mtok if self.cache_read_per_mtok is not None else self.input_per_mtok
+        cache_write = (
+            self.cache_write_per_mtok if self.cache_write_per_mtok is not None else self.input_per_mtok
+        )
+        plain_input = usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens
+        total = (
+            plain_input * self.input_per_mtok
+            + usage.cache_read_tokens * cache_read
+            + usage.cache_write_tokens * cache_write
+            + usage.output_tokens * self.output_per_mtok
+        )
+        return total / Decimal(1_000_000)
+
+
+class ModelInfo(BaseModel):
+    """A model reference resolved against the catalog: who serves it, what it costs, its limits."""
+
+    ref: str = Field(description="What the spec said: 'sim:writer', 'openai:gpt-4o-mini', or an alias.")
+    provider: Literal["sim", "openai", "anthropic", "openai-compatible"]
+    model: str = Field(description="The provider's own model name.")
+    tier: int = Field(default=1, description="0 is cheapest; higher tiers are stronger and dearer.")
+    context_window: int = 128_000
+    max_output_tokens: int = 4_096
+    price: ModelPrice
+    price_source: Literal["genai-prices", "catalog", "simulator"] = "genai-prices"
+
+
+class Message(BaseModel):
+    """One message of a conversation sent to a model."""
+
+    role: Literal["user", "assistant"]
+    content: str
+    name: str | None = Field(default=None, description="Which agent said it, in multi-agent modes.")
+
+
+class ModelCallRequest(BaseModel):
+    """Input of the model-call activity: one model call, fully described, no secrets."""
+
+    call_id: str = Field(description="Unique per call in the job; the idempotency key of its charge.")
+    job_id: str
+    agent: str
+    step: str | None = None
+    model: ModelInfo
+    system: str = ""
+    messages: list[Message]
+    max_output_tokens: int
+    temperature: float | None = None
+    output_type: str | None = Field(
+        default=None,
+        description="Name of a registered output model (contracts.outputs) the reply must be JSON of.",
+    )
+    structured_retries: int = Field(default=2, description="Re-asks with the error fed back.")
+    stream: bool = True
+
+
+FinishReason = Literal["stop", "length", "refusal", "content_filter", "cancelled"]
+
+
+class ModelCallResult(BaseModel):
+    """Output of the model-call activity: text, usage and its price."""
+
+    call_id: str
+    text: str
+    usage: Usage
+    cost_usd: Decimal | None = Field(description="None means unknown, never silently zero.")
+    model: str
+    provider: str
+    finish_reason: FinishReason = "stop"
+    parsed: Any = Field(default=None, description="The validated JSON, when an output type was asked for.")
+    latency_s: float = 0.0
+    lost_usage: Usage | None = Field(
+        default=None,
+        description="Estimated usage of earlier attempts of this call that died mid-stream "
+        "(read from their last heartbeat); charged as estimated, never as zero.",
+    )
+
+
+class ResolveModelsRequest(BaseModel):
+    """Input of the resolve-models activity: model references as written in a spec."""
+
+    refs: list[str]
+
+
+class ResolveModelsResult(BaseModel):
+    """Each reference resolved, with its price; unknown prices are refused, never free."""
+
+    models: dict[str, ModelInfo]
