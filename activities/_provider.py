@@ -7,63 +7,32 @@ on), does not price, and does not validate structured output: the activity does 
 
 from __future__ import annotations
 
-import json
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from contracts import outputs
 from contracts.models import FinishReason, ModelCallRequest, Usage
-from contracts.outputs import OUTPUT_TYPES
+from contracts.outputs import estimate_request_tokens
 
 OnProgress = Callable[[str], None]
 """Called with each piece of text as it streams in."""
 
-# Conservative token estimate: real tokenizers average ~4 characters per token in English, so
-# ceil(chars / 3) over-counts on purpose (an estimate is charged, and charging too little is the
-# worse error). Each message adds a few tokens of role markers, each request a reply primer.
-CHARS_PER_TOKEN = 3
-PER_MESSAGE_TOKENS = 4
-PER_REQUEST_TOKENS = 3
-
-
-def estimate_tokens(text: str) -> int:
-    """Conservative token count of ``text``: ceil(chars / 3)."""
-    return math.ceil(len(text) / CHARS_PER_TOKEN)
-
 
 def estimate_input_tokens(request: ModelCallRequest) -> int:
-    """Conservative input tokens of ``request``: every text at ceil(chars / 3), plus overheads."""
-    system = system_prompt(request)
-    return (
-        estimate_tokens(system)
-        + sum(estimate_tokens(m.content) + PER_MESSAGE_TOKENS for m in request.messages)
-        + PER_REQUEST_TOKENS
-    )
+    """Conservative input tokens of ``request`` as sent (the one estimator, ``policies.tokens``)."""
+    return estimate_request_tokens(request.system, [m.content for m in request.messages], request.output_type)
 
 
 def output_schema(request: ModelCallRequest) -> dict[str, Any] | None:
     """JSON schema of the requested output type, or None for free text."""
-    if request.output_type is None:
-        return None
-    return OUTPUT_TYPES[request.output_type].model_json_schema()
+    return outputs.output_schema(request.output_type)
 
 
 def system_prompt(request: ModelCallRequest) -> str:
-    """The request's system prompt, plus a JSON-only instruction when an output type is asked for.
-
-    The instruction goes to every provider: it is how Anthropic and plain OpenAI-compatible servers
-    produce structured output, and it costs little where ``response_format`` also applies.
-    """
-    schema = output_schema(request)
-    if schema is None:
-        return request.system
-    instruction = (
-        "Answer with a single JSON object only, no prose and no code fences. "
-        f"It must validate against this JSON schema: {json.dumps(schema, separators=(',', ':'))}"
-    )
-    return f"{request.system}\n\n{instruction}" if request.system else instruction
+    """The request's system prompt as sent, with the JSON-only instruction for an output type."""
+    return outputs.system_prompt(request.system, request.output_type)
 
 
 @dataclass

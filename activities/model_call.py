@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from temporalio import activity
 
 from activities import errors
-from activities._provider import Provider, ProviderReply, estimate_input_tokens, estimate_tokens
+from activities._provider import Provider, ProviderReply, estimate_input_tokens
 from activities.anthropic_provider import AnthropicProvider
 from activities.catalog import ModelCatalog, UnknownModelError, UnknownPriceError, load_catalog, resolve
 from activities.config import Endpoint, ProviderSettings
@@ -41,6 +41,7 @@ from contracts.models import (
 )
 from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
 from contracts.outputs import OUTPUT_TYPES
+from policies.tokens import estimate_tokens
 
 __all__ = ["HEARTBEAT_INTERVAL_S", "ModelCallActivities"]
 

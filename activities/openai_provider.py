@@ -17,11 +17,11 @@ from activities._provider import (
     Provider,
     ProviderReply,
     estimate_input_tokens,
-    estimate_tokens,
     output_schema,
     system_prompt,
 )
 from contracts.models import FinishReason, ModelCallRequest, Usage
+from policies.tokens import estimate_tokens
 
 
 @dataclass(frozen=True)

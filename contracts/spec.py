@@ -512,8 +512,10 @@ def _check_routing(job: JobSpec, index: int, step: StepSpec) -> None:
     routing = step.route or step.cascade
     if routing is None:
         return
-    if job.mode != "sequential":
-        raise ValueError(f"steps.{index}: routed steps ('route', 'cascade') run in mode 'sequential' only")
+    if job.mode not in ("sequential", "dag"):
+        raise ValueError(
+            f"steps.{index}: routed steps ('route', 'cascade') run in modes 'sequential' and 'dag'"
+        )
     if step.cascade is not None and not (step.cascade.checks or (job.goal and job.goal.checks)):
         raise ValueError(f"steps.{index}.cascade.checks: a cascade needs a check (or the goal's checks)")
     models = step.route.candidates if step.route else step.cascade.models if step.cascade else []

@@ -11,7 +11,7 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from contracts import search_attributes as sa
-from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
+from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals
 from contracts.spec import JobSpec
 from worker import task_queue
 from workflows import WORKFLOW_FOR_MODE
@@ -101,14 +101,6 @@ async def _query_live(handle: WorkflowHandle[Any, JobResult], query: str, result
         if description.status in (None, WorkflowExecutionStatus.RUNNING):
             raise
     return None
-
-
-async def job_transcript(client: Client, job_id: str) -> list[TurnRecord]:
-    """The ``transcript`` query of a job."""
-    turns: list[TurnRecord] = await client.get_workflow_handle(job_id).query(
-        "transcript", result_type=list[TurnRecord]
-    )
-    return turns
 
 
 async def job_result(client: Client, job_id: str) -> JobResult:

@@ -364,6 +364,32 @@ class Ledger(BaseModel):
         """Charge a failed call whose usage is unknown at its reservation, marked estimated."""
         self._finish(call_id, "failed", lambda call: call.amount, True)
 
+    def charge(
+        self,
+        charge_id: str,
+        node_id: str,
+        tokens: int,
+        usd: Decimal,
+        *,
+        now: datetime,
+        estimated: bool = False,
+    ) -> None:
+        """Charge spend that had no reservation (a lost attempt, a child's report) on ``node_id``.
+
+        It is reserved and settled when it fits; otherwise it is charged all the same (the spend
+        happened: truth beats the invariant) and the node is flagged ``overrun``. Even a calls cap
+        that refuses a zero reservation does not keep it off the books.
+        """
+        _non_negative(tokens=tokens, usd=usd)
+        fits = self.reserve(charge_id, node_id, tokens=tokens, usd=usd, now=now) is None
+        if fits or self.reserve(charge_id, node_id, tokens=0, usd=Decimal(0), now=now) is None:
+            self.settle(charge_id, tokens, usd, estimated=estimated)
+            return
+        node = self.nodes[node_id]
+        node.own_spent = node.own_spent + Amount(tokens=tokens, usd=usd, calls=1)
+        node.overrun = True
+        node.estimated = node.estimated or estimated
+
     def release(self, call_id: str) -> None:
         """Drop the reservation of a call that never reached the provider: no charge."""
         self._finish(call_id, "released", lambda call: Amount(), False)

@@ -20,7 +20,7 @@ MORE urgent (0 runs first), as with Unix nice values and ``heapq``. Ties run in 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field, model_validator
@@ -236,6 +236,38 @@ class AgingPriorityQueue(StrictPriorityQueue):
     def set_priority(self, item_id: str, priority: int) -> None:
         """Change a waiting item's priority; the age it has accrued still counts."""
         super().set_priority(item_id, priority)
+
+    def push_next(self, priority: int, payload: Mapping[str, Any] | None = None) -> str:
+        """Queue an item under the next arrival id (``m<seq>``) and return it.
+
+        No id check: ids made from the arrival number are new by construction, so thousands of
+        arrivals (signals) stay O(1) each where ``push`` is O(n).
+        """
+        _check_priority(priority)
+        item_id = f"m{self.next_seq}"
+        self.items.append(
+            PriorityItem(
+                id=item_id,
+                payload=dict(payload or {}),
+                priority=priority,
+                seq=self.next_seq,
+                enqueued_tick=self.tick,
+            )
+        )
+        self.next_seq += 1
+        return item_id
+
+    def drain(self, accept: Callable[[PriorityItem], bool]) -> list[PriorityItem]:
+        """Take every item ``accept`` takes, in the order ``pop`` would give them; one tick passes.
+
+        The items it leaves keep waiting, and aging; one sort, not n pops of O(n) each.
+        """
+        order = sorted(self.items, key=self._key)
+        taken = [item for item in order if accept(item)]
+        kept = {id(item) for item in taken}
+        self.items = [item for item in self.items if id(item) not in kept]
+        self.advance(1)
+        return taken
 
 
 class RoundRobin(BaseModel):

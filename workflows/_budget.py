@@ -1,6 +1,6 @@
 """Budget keeping for a job: reserve a call's worst case before it starts, settle it after.
 
-``JobWorkflow.turn`` calls ``reserve`` before every model call and ``settle`` (or ``fail``) after.
+``Job.turn`` calls ``reserve`` before every model call and ``settle`` (or ``fail``) after.
 The arithmetic is ``policies.ledger.Ledger`` (pure, tested); this module maps a job onto it and
 decides what happens when a reservation is refused.
 
@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -38,12 +38,10 @@ with workflow.unsafe.imports_passed_through():
     from contracts.names import BUDGET_ACCOUNT_ACTIVITY
     from contracts.spec import AgentSpec, BudgetSpec, JobSpec
     from contracts.state import BudgetCarry
-    from policies.ledger import Amount, Ledger, Limits, Quota, Refusal
+    from policies.ledger import Ledger, Limits, Quota, Refusal
 
 from workflows._job_errors import StopJob
-
-if TYPE_CHECKING:
-    from workflows._job import JobWorkflow
+from workflows._port import Job
 
 JOB = "job"
 ACCOUNT_RETRY = RetryPolicy(
@@ -85,7 +83,7 @@ class _Pending:
 class BudgetKeeper:
     """The job's ledger, its exhaustion policy, and the ``LedgerTotals`` view of both."""
 
-    def __init__(self, job: JobWorkflow, spec: JobSpec) -> None:
+    def __init__(self, job: Job, spec: JobSpec) -> None:
         self.job = job
         self.spec = spec
         self.ledger = Ledger()
@@ -361,11 +359,11 @@ class BudgetKeeper:
     async def _wait_for_quota(self, refusal: Refusal) -> None:
         assert refusal.retry_after is not None
         self.job.detail = f"quota used up; next period in {refusal.retry_after} ({refusal.message()})"
-        self.job._set_status(JobStatus.waiting)
+        self.job.set_status(JobStatus.waiting)
         # A durable timer: a worker restart while waiting resumes the same wait.
         await self.job.wait_for(lambda: False, within=refusal.retry_after)
         self.job.detail = ""
-        self.job._set_status(JobStatus.running)
+        self.job.set_status(JobStatus.running)
 
     async def _ask(
         self, agent: str, node: str, grant: Grant, input_estimate: int, refusal: Refusal, within: timedelta
@@ -373,10 +371,10 @@ class BudgetKeeper:
         self.job.detail = (
             f"waiting for add_budget (up to {within}): the next call of {agent}: {refusal.message()}"
         )
-        self.job._set_status(JobStatus.waiting)
+        self.job.set_status(JobStatus.waiting)
         raised = await self.job.wait_for(lambda: self._fits(node, grant, input_estimate), within=within)
         self.job.detail = "" if raised else f"nobody raised the budget within {within}"
-        self.job._set_status(JobStatus.running)
+        self.job.set_status(JobStatus.running)
         return raised
 
     def _degrade(
@@ -415,19 +413,9 @@ class BudgetKeeper:
 
     def _charge_unreserved(self, node: str, tokens: int, usd: Decimal, estimated: bool) -> None:
         self._extra_seq += 1
-        extra = f"{node}#extra-{self._extra_seq}"
-        now = workflow.now()
-        if self.ledger.reserve(extra, node, tokens=tokens, usd=usd, now=now) is None:
-            self.ledger.settle(extra, tokens, usd, estimated=estimated)
-        elif self.ledger.reserve(extra, node, tokens=0, usd=Decimal(0), now=now) is None:
-            # The spend happened: truth beats the invariant, and the ledger flags the overrun.
-            self.ledger.settle(extra, tokens, usd, estimated=estimated)
-        else:
-            # Not even a zero reservation fits (a calls cap): book it on the node directly, flagged.
-            target = self.ledger.nodes[node]
-            target.own_spent = target.own_spent + Amount(tokens=tokens, usd=usd, calls=1)
-            target.overrun = True
-            target.estimated = target.estimated or estimated
+        self.ledger.charge(
+            f"{node}#extra-{self._extra_seq}", node, tokens, usd, now=workflow.now(), estimated=estimated
+        )
 
     def _add_to_totals(self, agent: str, usage: Usage, cost: Decimal | None) -> None:
         totals = self.totals

@@ -10,23 +10,25 @@ the shares handed out never add up to more than the parent had left when they we
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from contracts.jobs import LedgerTotals
+    from contracts.jobs import JobResult, LedgerTotals
     from contracts.models import ModelCallResult, Usage
     from contracts.spec import AgentSpec, BudgetSpec, JobSpec
 
 from workflows._budget import child_node
-
-if TYPE_CHECKING:
-    from workflows._job import JobWorkflow
+from workflows._job import JobWorkflow
+from workflows._job_errors import StopJob
 
 _LEAST_USD = Decimal("0.000001")
+END_GRACE = timedelta(seconds=30)  # how long stopping children get to report their spend
 
 
 def carve_budget(job: JobWorkflow, share: float) -> BudgetSpec | None:
@@ -44,12 +46,15 @@ def carve_budget(job: JobWorkflow, share: float) -> BudgetSpec | None:
 
 
 def remaining_deadline(job: JobWorkflow) -> timedelta | None:
-    """What is left of the parent's deadline, for a child to inherit (None: no deadline)."""
-    spec = job.spec
-    if spec is None or spec.deadline is None:
-        return None
-    left = workflow.info().start_time + spec.deadline - workflow.now()
-    return max(left, timedelta(seconds=1))
+    """What is left of the parent's deadline, for a child to inherit (None: no deadline).
+
+    Counted from the job's first start (``JobWorkflow.deadline_left``), right after continue-as-new too.
+    """
+    try:
+        left = job.deadline_left()
+    except StopJob:
+        left = timedelta(0)
+    return None if left is None else max(left, timedelta(seconds=1))
 
 
 def child_spec(
@@ -123,14 +128,31 @@ def close_child(job: JobWorkflow, child_id: str, ledger: LedgerTotals) -> None:
         job.budget.close_child(child_id, ledger.usage.total_tokens, ledger.cost_usd)
 
 
-def usage_minus(a: Usage, b: Usage) -> Usage:
-    """``a - b`` field by field, never below zero (what a child spent beyond what it reported)."""
-    return Usage(
-        input_tokens=max(0, a.input_tokens - b.input_tokens),
-        output_tokens=max(0, a.output_tokens - b.output_tokens),
-        cache_read_tokens=max(0, a.cache_read_tokens - b.cache_read_tokens),
-        cache_write_tokens=max(0, a.cache_write_tokens - b.cache_write_tokens),
-        reasoning_tokens=max(0, a.reasoning_tokens - b.reasoning_tokens),
-        requests=max(0, a.requests - b.requests),
-        estimated=a.estimated,
-    )
+async def end_children(
+    job: JobWorkflow,
+    children: Mapping[str, workflow.ChildWorkflowHandle[Any, JobResult]],
+    signal: str,
+    payload: Any = None,
+    grace: timedelta = END_GRACE,
+) -> dict[str, LedgerTotals]:
+    """Stop running children and collect what each spent: the one child-stopping algorithm.
+
+    Signals every child still running (``abort`` with its reason, or the team's ``close``), waits up
+    to ``grace`` for them to end (closing the parent cancels what is left, by ``REQUEST_CANCEL``),
+    and returns each child's ledger: its result's for a child that ended with one, an empty ledger
+    for one that failed or was cancelled. The caller folds the spend back by its own budget rule.
+    """
+    for handle in children.values():
+        if handle.done():
+            continue
+        try:
+            await (handle.signal(signal, payload) if payload is not None else handle.signal(signal))
+        except Exception:  # a child that ended meanwhile needs no signal
+            continue
+    with contextlib.suppress(TimeoutError):
+        await workflow.wait_condition(lambda: all(h.done() for h in children.values()), timeout=grace)
+    ledgers: dict[str, LedgerTotals] = {}
+    for child_id, handle in children.items():
+        ended = handle.done() and not handle.cancelled() and handle.exception() is None
+        ledgers[child_id] = handle.result().ledger if ended else LedgerTotals()
+    return ledgers

@@ -1,7 +1,7 @@
 """Approval gates: points where a job waits for a person (``approve`` / ``reject`` updates).
 
-``JobWorkflow`` calls ``before_step`` before each step, ``after_charge`` after each charge, and
-``before_final`` before releasing the final answer (``JobWorkflow.conclude`` makes sure it runs in
+``Job`` calls ``before_step`` before each step, ``after_charge`` after each charge, and
+``before_final`` before releasing the final answer (``Job.conclude`` makes sure it runs in
 every mode). With no gates declared these return at once and issue no commands, so the histories of
 gate-less jobs are unchanged.
 
@@ -19,7 +19,6 @@ deciders and times; never notes or prompt text, since the memo is not encrypted)
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING
 
 from temporalio import workflow
 
@@ -30,9 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.state import GatesCarry
 
 from workflows._job_errors import StopJob
-
-if TYPE_CHECKING:
-    from workflows._job import JobWorkflow
+from workflows._port import Job
 
 _OUTCOME: dict[str, GateOutcome] = {"approve": "approved", "reject": "rejected", "abort": "aborted"}
 
@@ -40,7 +37,7 @@ _OUTCOME: dict[str, GateOutcome] = {"approve": "approved", "reject": "rejected",
 class Gates:
     """The job's approval gates and their decisions."""
 
-    def __init__(self, job: JobWorkflow, spec: JobSpec) -> None:
+    def __init__(self, job: Job, spec: JobSpec) -> None:
         self.job = job
         self.spec = spec
         self.records: list[GateRecord] = []
@@ -157,7 +154,7 @@ class Gates:
             default=_OUTCOME[gate.default],
         )
         self.records.append(record)
-        self.job._set_status(JobStatus.waiting)
+        self.job.set_status(JobStatus.waiting)
         self._show()
         try:
             decided = await self._wait_decided(record, gate.timeout)
@@ -167,7 +164,7 @@ class Gates:
                 self._close(record, "aborted", by, stop.explanation)
             raise
         finally:
-            self.job._set_status(JobStatus.running)
+            self.job.set_status(JobStatus.running)
         if not decided:
             self._close(record, record.default, "timeout", f"no decision within {gate.timeout}")
         outcome = record.outcome
@@ -178,19 +175,9 @@ class Gates:
 
     async def _wait_decided(self, record: GateRecord, within: timedelta) -> bool:
         """Wait for a decision (True) or the timeout (False); an abort or the job's deadline raise."""
-        job = self.job
-        remaining = job._deadline_remaining()  # raises StopJob(deadline) once it has passed
-        limit = within if remaining is None or within < remaining else remaining
-        try:
-            await workflow.wait_condition(
-                lambda: record.outcome is not None or job.abort_reason is not None, timeout=limit
-            )
-        except TimeoutError:
-            if limit is remaining:
-                raise StopJob(StopReason.deadline, "the job's deadline passed at an approval gate") from None
-            return False
-        job._raise_if_aborted()
-        return True
+        return await self.job.wait_for(
+            lambda: record.outcome is not None, within=within, where="at an approval gate"
+        )
 
     def _close(self, record: GateRecord, outcome: GateOutcome, by: str, note: str) -> None:
         record.outcome = outcome

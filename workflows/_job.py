@@ -14,7 +14,6 @@ A mode subclasses ``JobWorkflow``, decorates its own ``run`` with ``@workflow.ru
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, NoReturn
@@ -44,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         Usage,
     )
     from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
+    from contracts.outputs import estimate_request_tokens
     from contracts.spec import AgentSpec, JobSpec
     from contracts.state import ChatCarry, JobCarry
     from policies.scheduling import AgingPriorityQueue, PriorityItem
@@ -52,7 +52,7 @@ from workflows._budget import BudgetKeeper
 from workflows._gates import Gates
 from workflows._job_errors import StopJob
 
-__all__ = ["JobWorkflow", "StopJob", "estimate_input_tokens"]
+__all__ = ["JobWorkflow", "StopJob"]
 
 
 class _CallCut(Exception):
@@ -88,12 +88,6 @@ MODEL_CALL_RETRY = RetryPolicy(
 HEARTBEAT_TIMEOUT = timedelta(seconds=2)
 CALL_TIMEOUT = timedelta(minutes=10)
 PREVIEW_CHARS = 120
-
-
-def estimate_input_tokens(system: str, messages: list[Message]) -> int:
-    """Conservative input estimate for reservations: one token per 3 characters, plus overheads."""
-    chars = len(system) + sum(len(message.content) for message in messages)
-    return math.ceil(chars / 3) + 4 * len(messages) + 16
 
 
 class JobWorkflow:
@@ -142,7 +136,7 @@ class JobWorkflow:
         self.gates = Gates(self, spec)
         if carry is not None:
             self.restore(carry)
-            self._set_status(JobStatus.running)
+            self.set_status(JobStatus.running)
             return
         refs = spec.model_refs()
         resolved: ResolveModelsResult = await workflow.execute_activity(
@@ -154,7 +148,7 @@ class JobWorkflow:
             summary="resolve models: " + ", ".join(refs),
         )
         self.models = resolved.models
-        self._set_status(JobStatus.running)
+        self.set_status(JobStatus.running)
 
     @property
     def totals(self) -> LedgerTotals:
@@ -244,17 +238,55 @@ class JobWorkflow:
         step: str | None = None,
         max_output_tokens: int | None = None,
         output_type: str | None = None,
+        deliver: bool = True,
+        resume: bool = True,
+        note: dict[str, Any] | None = None,
     ) -> ModelCallResult:
-        """One model call for ``agent``: checked against the budget, cancellable, charged, recorded."""
+        """One turn of ``agent``, the whole lifecycle of its call, the same in every mode.
+
+        Before the call, the messages waiting for this agent (interrupts and injects) are added to
+        its prompt (``deliver``); the call is reserved on the budget, run cancellably, charged and
+        recorded (``note`` goes into each record's ``routing``). A call preempted by an interrupt
+        runs again (``resume``) with its partial reply and the messages that preempted it, or
+        "Continue." when there are none; the finished reply is returned. A mode whose conversation
+        is shared (group chat) delivers messages itself and keeps the partial turn (``resume=False``).
+        ``messages`` grows in place with what the turn added (delivered messages, a cut reply and
+        what followed it), so a mode that keeps a conversation keeps them too.
+        """
+        if deliver:
+            await self._wait_while_paused()  # so messages sent during a pause reach this turn
+            messages += self._delivered(agent.name)
+        result = await self._call_turn(agent, messages, step, max_output_tokens, output_type, note)
+        while resume and result.finish_reason == "cancelled":
+            said = self._delivered(agent.name) if deliver else []
+            messages += [
+                Message(role="assistant", content=result.text or "(cut off)"),
+                *(said or [Message(role="user", content="Continue.")]),
+            ]
+            result = await self._call_turn(agent, messages, step, max_output_tokens, output_type, note)
+        return result
+
+    def _delivered(self, agent: str) -> list[Message]:
+        return [Message(role="user", content=m.message) for m in self.pending_messages(agent)]
+
+    async def _call_turn(
+        self,
+        agent: AgentSpec,
+        messages: list[Message],
+        step: str | None,
+        max_output_tokens: int | None,
+        output_type: str | None,
+        note: dict[str, Any] | None,
+    ) -> ModelCallResult:
+        """One model call: checked against the budget, cancellable, charged, recorded."""
         await self._wait_while_paused()
         self._raise_if_aborted()
         model = self.models[agent.model]
         max_out = min(max_output_tokens or agent.max_output_tokens, model.max_output_tokens)
         self._call_seq += 1
         call_id = f"{self.job_id}/{self._call_seq}"
-        grant = await self._budget().reserve(
-            call_id, agent, model, estimate_input_tokens(agent.instructions, messages), max_out
-        )
+        estimate = estimate_request_tokens(agent.instructions, [m.content for m in messages], output_type)
+        grant = await self._budget().reserve(call_id, agent, model, estimate, max_out)
         model, max_out = grant.model, grant.max_output_tokens
         request = ModelCallRequest(
             call_id=call_id,
@@ -277,7 +309,7 @@ class JobWorkflow:
             # This turn's task was cancelled (a parallel step of a job that is stopping): the call
             # was cancelled with it and has reported what it served; charge that, then go on
             # unwinding.
-            self._record(call_id, agent, model, step, messages, cut.result, started)
+            self._record(call_id, agent, model, step, messages, cut.result, started, note)
             raise asyncio.CancelledError from None
         except ActivityError as error:
             self._budget().fail(call_id)
@@ -296,7 +328,7 @@ class JobWorkflow:
             raise
         finally:
             self.in_flight = None
-        self._record(call_id, agent, model, step, messages, result, started)
+        self._record(call_id, agent, model, step, messages, result, started, note)
         await self._gates().after_charge()
         self._raise_if_aborted()
         return result
@@ -310,6 +342,7 @@ class JobWorkflow:
         messages: list[Message],
         result: ModelCallResult,
         started: datetime,
+        note: dict[str, Any] | None = None,
     ) -> None:
         """Charge a finished (or cut) call to the budget and add it to the turn record."""
         self._budget().settle(call_id, agent.name, model, result)
@@ -328,6 +361,7 @@ class JobWorkflow:
                 finish_reason=result.finish_reason,
                 started_at=started,
                 ended_at=workflow.now(),
+                routing=note,
             )
         )
         self._publish()
@@ -343,7 +377,7 @@ class JobWorkflow:
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
             summary=summary,
         )
-        remaining = self._deadline_remaining()
+        remaining = self.deadline_left()
         try:
             await workflow.wait_condition(
                 lambda: handle.done() or self._interrupt_pending or self.abort_reason is not None,
@@ -377,7 +411,9 @@ class JobWorkflow:
                     call_id="", text="", usage=Usage(), cost_usd=None, model="", provider=""
                 )
             worst = Usage(
-                input_tokens=estimate_input_tokens(request.system, request.messages),
+                input_tokens=estimate_request_tokens(
+                    request.system, [m.content for m in request.messages], request.output_type
+                ),
                 output_tokens=request.max_output_tokens,
                 requests=1,
                 estimated=True,
@@ -394,7 +430,11 @@ class JobWorkflow:
 
     # ----- time, pause, abort ------------------------------------------------------------------
 
-    def _deadline_remaining(self) -> timedelta | None:
+    def deadline_left(self) -> timedelta | None:
+        """What is left of the job's deadline, counted from its first run's start (None: no deadline).
+
+        ``StopJob`` with ``deadline`` once it has passed.
+        """
         if self.spec is None or self.spec.deadline is None or self._started_at is None:
             return None
         remaining = self._started_at + self.spec.deadline - workflow.now()
@@ -402,22 +442,23 @@ class JobWorkflow:
             raise StopJob(StopReason.deadline, f"the deadline of {self.spec.deadline} has passed")
         return remaining
 
-    async def wait_for(self, condition: Callable[[], bool], within: timedelta | None = None) -> bool:
+    async def wait_for(
+        self, condition: Callable[[], bool], within: timedelta | None = None, *, where: str = "while waiting"
+    ) -> bool:
         """Wait durably until ``condition`` holds (True) or ``within`` passes (False).
 
-        The job's deadline still applies while waiting (``StopJob`` with ``deadline``), and an abort
-        ends the wait at once (``StopJob`` with ``aborted``). Use it for every wait a mode makes.
+        The one wait of every mode and collaborator (budget asks and quotas, gates, children): the
+        job's deadline still applies (``StopJob`` with ``deadline``, saying ``where``), and an abort
+        ends the wait at once (``StopJob`` with ``aborted``).
         """
-        remaining = self._deadline_remaining()
+        remaining = self.deadline_left()
         limit = within if remaining is None or (within is not None and within < remaining) else remaining
         try:
             await workflow.wait_condition(lambda: condition() or self.abort_reason is not None, timeout=limit)
         except TimeoutError:
             if limit is remaining and remaining is not None:
                 deadline = self.spec.deadline if self.spec is not None else None
-                raise StopJob(
-                    StopReason.deadline, f"the deadline of {deadline} passed while waiting"
-                ) from None
+                raise StopJob(StopReason.deadline, f"the deadline of {deadline} passed {where}") from None
             return False
         self._raise_if_aborted()
         return True
@@ -425,9 +466,9 @@ class JobWorkflow:
     async def _wait_while_paused(self) -> None:
         if not self.paused:
             return
-        self._set_status(JobStatus.paused)
+        self.set_status(JobStatus.paused)
         await self.wait_for(lambda: not self.paused)
-        self._set_status(JobStatus.running)
+        self.set_status(JobStatus.running)
 
     def _raise_if_aborted(self) -> None:
         if self.abort_reason is not None:
@@ -435,7 +476,7 @@ class JobWorkflow:
 
     # ----- visibility --------------------------------------------------------------------------
 
-    def _set_status(self, status: JobStatus) -> None:
+    def set_status(self, status: JobStatus) -> None:
         self.status = status
         self._publish()
 
@@ -638,17 +679,7 @@ class JobWorkflow:
     # ----- pending messages --------------------------------------------------------------------
 
     def _enqueue(self, message: str, agent: str | None, priority: int) -> None:
-        # Appended directly (queue.push checks ids in O(n)): thousands of signals stay cheap.
-        inbox = self.inbox
-        item = PriorityItem(
-            id=f"m{inbox.next_seq}",
-            payload={"message": message, "agent": agent},
-            priority=max(priority, 0),
-            seq=inbox.next_seq,
-            enqueued_tick=inbox.tick,
-        )
-        inbox.items.append(item)
-        inbox.next_seq += 1
+        self.inbox.push_next(max(priority, 0), {"message": message, "agent": agent})
 
     def pending_messages(self, agent: str | None = None) -> list[InjectRequest]:
         """Interrupt and inject messages not yet delivered, most urgent first (with aging); clears them.
@@ -656,23 +687,12 @@ class JobWorkflow:
         With ``agent``, only messages for that agent or for all are delivered; the rest keep waiting.
         Each call is one turn boundary: messages left waiting age by one level per two boundaries.
         """
-        inbox = self.inbox
-        # One sort by the aging queue's own order (its horizon, then arrival), not n pops of O(n).
-        order = sorted(inbox.items, key=lambda item: (inbox.horizon(item), item.seq))
-        delivered: list[InjectRequest] = []
-        kept: list[PriorityItem] = []
-        for item in order:
+
+        def for_agent(item: PriorityItem) -> bool:
             target = item.payload.get("agent")
-            if agent is None or target is None or target == agent:
-                delivered.append(InjectRequest(message=str(item.payload["message"]), agent=target))
-            else:
-                kept.append(item)
-        inbox.items = sorted(kept, key=lambda item: item.seq)
-        inbox.advance(1)
-        return delivered
+            return agent is None or target is None or target == agent
 
-
-def application_error_type(error: BaseException) -> str | None:
-    """The ApplicationError type behind an activity failure, if any."""
-    cause = error.__cause__ if isinstance(error, ActivityError) else error
-    return cause.type if isinstance(cause, ApplicationError) else None
+        return [
+            InjectRequest(message=str(item.payload["message"]), agent=item.payload.get("agent"))
+            for item in self.inbox.drain(for_agent)
+        ]

@@ -1,6 +1,6 @@
 """Routed steps: the cheapest model that meets the step's precision need, or a cascade of them.
 
-A step with ``route`` or ``cascade`` goes through ``StepRouter.turn`` instead of ``JobWorkflow.turn``;
+A step with ``route`` or ``cascade`` goes through ``StepRouter.turn`` instead of ``Job.turn``;
 every other step is untouched (same commands, so old histories replay). The decisions are
 ``policies.routing``'s (pure); this module feeds it the resolved models, the remaining budget and
 the learned stats, carries its choices out as ordinary charged turns, and records everything:
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -36,9 +36,10 @@ with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message, ModelCallResult, ModelInfo, Usage
     from contracts.names import ROUTING_STATS_ACTIVITY
+    from contracts.outputs import estimate_request_tokens
     from contracts.routing import RoutingAttempt, RoutingOutcome, RoutingOutcomes, RoutingRecord
     from contracts.spec import AgentSpec, CascadeSpec, GoalCheck, JobSpec, RouteSpec, StepSpec
-    from policies.goals import DETERMINISTIC, CheckOutcome, GoalVerdict, combine, deterministic_check
+    from policies.goals import DETERMINISTIC, CheckOutcome, GoalVerdict, combine
     from policies.routing import (
         TIER_PRIOR,
         TOP_PRIOR,
@@ -53,18 +54,12 @@ with workflow.unsafe.imports_passed_through():
         route,
     )
 
-from contracts.names import RUN_CHECK_ACTIVITY
-from workflows._job import estimate_input_tokens
+from workflows._checks import JUDGE_INSTRUCTIONS, JUDGE_MAX_OUTPUT, judge_prompt, run_check
 from workflows._job_errors import StopJob
-from workflows._termination import JUDGE_PROMPT
-
-if TYPE_CHECKING:
-    from workflows._job import JobWorkflow
+from workflows._port import Job
 
 __all__ = ["StepRouter"]
 
-JUDGE_INSTRUCTIONS = "You are a strict, fair judge."
-JUDGE_MAX_OUTPUT = 200
 # The router weighs expected cost at this share of the output cap; the budget check uses the cap.
 EXPECTED_OUTPUT_SHARE = 2
 # A routed output is judged on a text of up to its cap; planning prices that text at this many
@@ -84,7 +79,7 @@ def need_of(value: str | float) -> Precision | float:
 class StepRouter:
     """Routes the steps of one job that ask for it; holds the job's view of the learned stats."""
 
-    def __init__(self, job: JobWorkflow, spec: JobSpec) -> None:
+    def __init__(self, job: Job, spec: JobSpec) -> None:
         self.job = job
         self.spec = spec
         self.stats: RoutingStats | None = None
@@ -93,6 +88,13 @@ class StepRouter:
     def handles(self, step: StepSpec) -> bool:
         """Whether ``step`` has routing settings (otherwise the plain turn runs it)."""
         return step.route is not None or step.cascade is not None
+
+    async def step_turn(self, step: StepSpec, messages: list[Message]) -> ModelCallResult:
+        """Run ``step``: on the model(s) its routing settings choose, else as a plain turn of its agent."""
+        if self.handles(step):
+            return await self.turn(step, messages)
+        agent = self.spec.agent(step.agent)
+        return await self.job.turn(agent, messages, step=step.id, max_output_tokens=step.max_output_tokens)
 
     def annotate(self, result: JobResult) -> JobResult:
         """``result`` with the routing records of the job's routed steps."""
@@ -113,7 +115,7 @@ class StepRouter:
         max_out = step.max_output_tokens or agent.max_output_tokens
         call = CallEstimate(
             kind=kind,
-            input_tokens=estimate_input_tokens(agent.instructions, messages),
+            input_tokens=estimate_request_tokens(agent.instructions, [m.content for m in messages], None),
             output_tokens=max(1, max_out // EXPECTED_OUTPUT_SHARE),
             max_output_tokens=max_out,
         )
@@ -210,8 +212,8 @@ class StepRouter:
 
     def _judge_worst(self, check: GoalCheck, max_out: int) -> Usage:
         text = "x" * (max_out * CHARS_PER_TOKEN)
-        prompt = JUDGE_PROMPT.format(rubric=check.rubric, text=text)
-        tokens = estimate_input_tokens(JUDGE_INSTRUCTIONS, [Message(role="user", content=prompt)])
+        prompt = judge_prompt(check.rubric or "", text)
+        tokens = estimate_request_tokens(JUDGE_INSTRUCTIONS, [prompt], "judge_score")
         return Usage(input_tokens=tokens, output_tokens=JUDGE_MAX_OUTPUT, requests=1)
 
     def _check_cost(self, checks: list[GoalCheck], max_out: int) -> Decimal:
@@ -278,7 +280,7 @@ class StepRouter:
         messages: list[Message],
         decision: RoutingDecision,
     ) -> ModelCallResult:
-        routed = agent.model_copy(update={"model": ref})
+        """One rung's call, a turn like any other (preempted, it goes on on the same model)."""
         note = {
             "role": "call",
             "step": step.id,
@@ -286,22 +288,10 @@ class StepRouter:
             "summary": decision.summary(),
             "decision": decision.model_dump(mode="json"),
         }
-        result = await self.job.turn(routed, messages, step=step.id, max_output_tokens=step.max_output_tokens)
-        self._note_turn(result.call_id, note)
-        while result.finish_reason == "cancelled":
-            # Preempted by an interrupt: the same model goes on, with its partial reply and the
-            # message (as the plain sequential step does); only a finished output is checked.
-            said = [Message(role="user", content=m.message) for m in self.job.pending_messages()]
-            messages = [
-                *messages,
-                Message(role="assistant", content=result.text or "(cut off)"),
-                *(said or [Message(role="user", content="Continue.")]),
-            ]
-            result = await self.job.turn(
-                routed, messages, step=step.id, max_output_tokens=step.max_output_tokens
-            )
-            self._note_turn(result.call_id, note)
-        return result
+        routed = agent.model_copy(update={"model": ref})
+        return await self.job.turn(
+            routed, list(messages), step=step.id, max_output_tokens=step.max_output_tokens, note=note
+        )
 
     async def _check(
         self, checks: list[GoalCheck], threshold: float, result: ModelCallResult, step: StepSpec, model: str
@@ -309,51 +299,21 @@ class StepRouter:
         """Every check of ``result``'s text (rule 'all'), and what the judges cost."""
         outcomes: list[CheckOutcome] = []
         cost = Decimal(0)
+        goal = self.spec.goal
         for check in checks:
-            if check.kind in DETERMINISTIC:
-                outcomes.append(deterministic_check(check.kind, check.value, result.text, check.weight))
-            elif check.kind == "judge":
-                outcome, judge_cost = await self._judge(check, threshold, result, step, model)
-                outcomes.append(outcome)
-                cost += judge_cost
-            else:
-                outcome = await workflow.execute_activity(
-                    RUN_CHECK_ACTIVITY,
-                    args=[str(check.value), result.text],
-                    result_type=CheckOutcome,
-                    start_to_close_timeout=timedelta(minutes=2),
-                    summary=f"check {check.value} of step {step.id} on {model}",
-                )
-                outcomes.append(outcome.model_copy(update={"weight": check.weight}))
+            outcome, spent = await run_check(
+                self.job,
+                check,
+                result.text,
+                threshold=threshold,
+                rubric=check.rubric or (goal.description if goal else "") or self.spec.task,
+                step=step.id,
+                summary=f"check {check.value} of step {step.id} on {model}",
+                note={"role": "check", "step": step.id, "for_call": result.call_id, "model": model},
+            )
+            outcomes.append(outcome)
+            cost += spent
         return combine(outcomes, "all", threshold), cost
-
-    async def _judge(
-        self, check: GoalCheck, threshold: float, result: ModelCallResult, step: StepSpec, model: str
-    ) -> tuple[CheckOutcome, Decimal]:
-        judge = AgentSpec(
-            name="judge",
-            model=check.model or "",
-            instructions=JUDGE_INSTRUCTIONS,
-            max_output_tokens=JUDGE_MAX_OUTPUT,
-        )
-        rubric = check.rubric or (self.spec.goal.description if self.spec.goal else "") or self.spec.task
-        prompt = JUDGE_PROMPT.format(rubric=rubric, text=result.text)
-        reply = await self.job.turn(
-            judge, [Message(role="user", content=prompt)], step=step.id, output_type="judge_score"
-        )
-        self._note_turn(
-            reply.call_id, {"role": "check", "step": step.id, "for_call": result.call_id, "model": model}
-        )
-        parsed = reply.parsed if isinstance(reply.parsed, dict) else {}
-        score = float(parsed.get("score", 0.0))
-        outcome = CheckOutcome(
-            kind="judge",
-            score=score,
-            passed=score >= threshold,
-            weight=check.weight,
-            detail=str(parsed.get("reason", ""))[:200],
-        )
-        return outcome, reply.cost_usd or Decimal(0)
 
     async def _stats(self) -> RoutingStats:
         """The learned stats, read once per job (before its first routed step)."""
@@ -380,13 +340,6 @@ class StepRouter:
             workflow.logger.warning("could not %s: %s; going on without", what, error.cause or error)
             return None
         return stats
-
-    def _note_turn(self, call_id: str, routing: dict[str, Any]) -> None:
-        turns = self.job.turns
-        for index in range(len(turns) - 1, -1, -1):
-            if turns[index].call_id == call_id:
-                turns[index] = turns[index].model_copy(update={"routing": routing})
-                return
 
     def _show(self, step: StepSpec, decision: RoutingDecision) -> None:
         line = f"step {step.id}: {decision.summary()}"

@@ -1,51 +1,37 @@
 """Semantic termination for looping modes: goal checks, convergence, expected value.
 
 After each round a mode calls ``after_round``: the goal's checks run (deterministic ones here in
-the workflow, judges as charged model calls, registered functions as an activity), the convergence
-monitor sees the round's output and score, and a ``StopJob`` is raised with the reason and its
+the workflow, judges as charged turns, registered functions as an activity; see ``_checks``), the
+convergence monitor sees the round's output and score, and a ``StopJob`` is raised with the reason and its
 evidence when the job should end. The job's output is the best round's, not the last one's.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from contracts.jobs import StopReason
-    from contracts.models import Message
-    from contracts.names import RUN_CHECK_ACTIVITY
-    from contracts.spec import AgentSpec, GoalCheck, JobSpec
+    from contracts.spec import GoalCheck, JobSpec
     from contracts.state import TerminationCarry
     from policies.convergence import ConvergenceConfig, ConvergenceMonitor
     from policies.goals import (
-        DETERMINISTIC,
         CheckOutcome,
         GoalVerdict,
-        RunCheckRequest,
         combine,
-        deterministic_check,
     )
 
-from workflows._job import StopJob
-
-if TYPE_CHECKING:
-    from workflows._job import JobWorkflow
-
-JUDGE_PROMPT = (
-    "Score the text below against the rubric, from 0 (useless) to 1 (perfect). "
-    'Answer with JSON only: {{"score": <number>, "reason": "<one sentence>"}}.\n\n'
-    "Rubric: {rubric}\n\nText:\n{text}"
-)
+from workflows._checks import run_check
+from workflows._job_errors import StopJob
+from workflows._port import Job
 
 
 class Termination:
     """Goal and convergence bookkeeping for one job (state lives in the workflow instance)."""
 
-    def __init__(self, job: JobWorkflow, spec: JobSpec) -> None:
+    def __init__(self, job: Job, spec: JobSpec) -> None:
         self.job = job
         self.spec = spec
         self.output_agent = spec.chat.output_agent or spec.agents[0].name
@@ -156,34 +142,14 @@ class Termination:
         return verdict
 
     async def _check(self, check: GoalCheck, text: str) -> CheckOutcome:
-        if check.kind in DETERMINISTIC:
-            return deterministic_check(check.kind, check.value, text, check.weight)
-        if check.kind == "judge":
-            judge = AgentSpec(
-                name="judge",
-                model=check.model or "",
-                instructions="You are a strict, fair judge.",
-                max_output_tokens=200,
-            )
-            prompt = JUDGE_PROMPT.format(rubric=check.rubric or self.spec.goal.description, text=text)  # type: ignore[union-attr]
-            result = await self.job.turn(
-                judge, [Message(role="user", content=prompt)], step="judge", output_type="judge_score"
-            )
-            parsed = result.parsed if isinstance(result.parsed, dict) else {}
-            score = float(parsed.get("score", 0.0))
-            threshold = self.spec.goal.threshold if self.spec.goal else 0.8
-            return CheckOutcome(
-                kind="judge",
-                score=score,
-                passed=score >= threshold,
-                weight=check.weight,
-                detail=str(parsed.get("reason", ""))[:200],
-            )
-        outcome: CheckOutcome = await workflow.execute_activity(
-            RUN_CHECK_ACTIVITY,
-            RunCheckRequest(name=str(check.value), text=text),
-            result_type=CheckOutcome,
-            start_to_close_timeout=timedelta(minutes=2),
+        goal = self.spec.goal
+        outcome, _ = await run_check(
+            self.job,
+            check,
+            text,
+            threshold=goal.threshold if goal is not None else 0.8,
+            rubric=check.rubric or (goal.description if goal is not None else ""),
+            step="judge",
             summary=f"check {check.value}",
         )
-        return outcome.model_copy(update={"weight": check.weight})
+        return outcome

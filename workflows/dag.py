@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.spec import JobSpec, StepSpec
 
 from workflows._job import JobWorkflow, StopJob
+from workflows._routing import StepRouter
 from workflows.sequential import render
 
 
@@ -31,6 +32,7 @@ class DagJob(JobWorkflow):
     async def run(self, spec: JobSpec) -> JobResult:
         """Start every ready step, up to the concurrency limit, until all have run."""
         await self.start_job(spec)
+        self.router = StepRouter(self, spec)  # routes only the steps with 'route' or 'cascade'
         self.steps_total = len(spec.steps)
         outputs: dict[str, str] = {}
         pending = list(spec.steps)
@@ -61,20 +63,11 @@ class DagJob(JobWorkflow):
             # Wait for the cut calls to report what they served: charged, and none outlives the job.
             await asyncio.gather(*running.values(), return_exceptions=True)
             last = next((outputs[s.id] for s in reversed(spec.steps) if s.id in outputs), spec.task)
-            return await self.conclude(stop.reason, stop.explanation, last, outputs)
-        return await self.conclude(StopReason.completed, f"all {len(spec.steps)} steps ran", final, outputs)
+            return self.router.annotate(await self.conclude(stop.reason, stop.explanation, last, outputs))
+        ran = f"all {len(spec.steps)} steps ran"
+        return self.router.annotate(await self.conclude(StopReason.completed, ran, final, outputs))
 
     async def _run_step(self, spec: JobSpec, step: StepSpec, outputs: dict[str, str]) -> ModelCallResult:
         inputs = "\n\n".join(outputs[dep] for dep in step.depends_on) or spec.task
         prompt = render(step.prompt, {"task": spec.task, "input": inputs, **outputs})
-        messages = [Message(role="user", content=prompt)]
-        agent = spec.agent(step.agent)
-        result = await self.turn(agent, messages, step=step.id, max_output_tokens=step.max_output_tokens)
-        while result.finish_reason == "cancelled":
-            said = [Message(role="user", content=m.message) for m in self.pending_messages()]
-            messages += [
-                Message(role="assistant", content=result.text or "(cut off)"),
-                *(said or [Message(role="user", content="Continue.")]),
-            ]
-            result = await self.turn(agent, messages, step=step.id, max_output_tokens=step.max_output_tokens)
-        return result
+        return await self.router.step_turn(step, [Message(role="user", content=prompt)])

@@ -23,8 +23,6 @@ partial spend, which is charged to the parent before the parent ends. The parent
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ChildWorkflowError
@@ -37,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.spec import AgentSpec, DelegationSpec, JobSpec
     from policies.scheduling import AgingPriorityQueue
 
-from workflows._children import child_spec, close_child, open_child
+from workflows._children import child_spec, close_child, end_children, open_child
 from workflows._job import JobWorkflow, StopJob
 
 PLAN_PROMPT = (
@@ -59,7 +57,6 @@ CHILD_FAILURES = {
     StopReason.deadline,
     StopReason.aborted,
 }
-ABORT_GRACE = timedelta(seconds=30)
 
 
 @workflow.defn(name="SubtaskJob")
@@ -75,16 +72,8 @@ class SubtaskJob(JobWorkflow):
         step = spec.steps[0]
         agent = spec.agent(step.agent)
         self.steps_total, self.step = 1, step.id
-        messages = [Message(role="user", content=step.prompt)]
         try:
-            result = await self.turn(agent, messages, step=step.id)
-            while result.finish_reason == "cancelled":
-                said = [Message(role="user", content=m.message) for m in self.pending_messages()]
-                messages += [
-                    Message(role="assistant", content=result.text or "(cut off)"),
-                    *(said or [Message(role="user", content="Continue.")]),
-                ]
-                result = await self.turn(agent, messages, step=step.id)
+            result = await self.turn(agent, [Message(role="user", content=step.prompt)], step=step.id)
         except StopJob as stop:
             return await self.conclude(stop.reason, stop.explanation, "", {})
         self.steps_done = 1
@@ -151,16 +140,8 @@ class DelegationJob(JobWorkflow):
     async def _primary_turn(
         self, primary: AgentSpec, messages: list[Message], step: str, output_type: str | None
     ) -> ModelCallResult:
-        """A turn of the primary, with pending messages; an interrupt re-runs it with the message."""
-        messages += [Message(role="user", content=m.message) for m in self.pending_messages(primary.name)]
+        """A turn of the primary; its conversation keeps the messages delivered to it."""
         reply = await self.turn(primary, messages, step=step, output_type=output_type)
-        while reply.finish_reason == "cancelled":
-            said = [Message(role="user", content=m.message) for m in self.pending_messages(primary.name)]
-            messages += [
-                Message(role="assistant", content=reply.text or "(cut off)"),
-                *(said or [Message(role="user", content="Continue.")]),
-            ]
-            reply = await self.turn(primary, messages, step=step, output_type=output_type)
         return reply
 
     async def _delegate(
@@ -235,20 +216,10 @@ class DelegationJob(JobWorkflow):
 
     async def _stop_children(self, why: str) -> None:
         """Abort running children, wait (briefly) for their partial spend, and charge it."""
-        for handle in self.children.values():
-            if not handle.done():
-                try:
-                    await handle.signal("abort", AbortRequest(reason=f"parent stopping: {why}"))
-                except Exception:  # a child that ended meanwhile needs no signal
-                    continue
         running = dict(self.children)
-        with contextlib.suppress(TimeoutError):  # closing the parent cancels what is left
-            await workflow.wait_condition(
-                lambda: all(h.done() for h in running.values()), timeout=ABORT_GRACE
-            )
-        for child_id, handle in running.items():
-            ended = handle.done() and not handle.cancelled() and handle.exception() is None
-            close_child(self, child_id, handle.result().ledger if ended else LedgerTotals())
+        ledgers = await end_children(self, running, "abort", AbortRequest(reason=f"parent stopping: {why}"))
+        for child_id, ledger in ledgers.items():
+            close_child(self, child_id, ledger)
 
     def _render(self, template: str, task: str) -> str:
         results = "\n\n".join(

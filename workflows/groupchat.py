@@ -101,7 +101,9 @@ class GroupChatJob(JobWorkflow):
                         conversation.append((HUMAN, pending.message))
                     speaker = await self._next_speaker(spec, rotation, fair, conversation)
                     self.step = f"round {round_no}: {speaker}"
-                    result = await self.turn(spec.agent(speaker), view_for(speaker, conversation))
+                    # The conversation is shared: messages join it (above); a cut turn stays in it as it is.
+                    view = view_for(speaker, conversation)
+                    result = await self.turn(spec.agent(speaker), view, deliver=False, resume=False)
                     conversation.append((speaker, result.text))
                     fair.charge(speaker, result.usage.total_tokens)
                     termination.record_output(speaker, result.text)
@@ -137,7 +139,13 @@ class GroupChatJob(JobWorkflow):
             )
             recent = "\n".join(f"[{who}] {text[:300]}" for who, text in conversation[-6:])
             prompt = f"Conversation so far:\n{recent}\n\nCandidates: {', '.join(names)}"
-            reply = await self.turn(selector, [Message(role="user", content=prompt)], step="select speaker")
+            reply = await self.turn(
+                selector,
+                [Message(role="user", content=prompt)],
+                step="select speaker",
+                deliver=False,
+                resume=False,
+            )
             choice = reply.text.strip().strip(".").strip()
             if choice in names:
                 return choice

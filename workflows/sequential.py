@@ -47,32 +47,8 @@ class SequentialJob(JobWorkflow):
                 if not await self._gates().before_step(step.id):
                     self.steps_done += 1  # rejected at its gate: skipped, the next step gets {input} as is
                     continue
-                await self._wait_while_paused()  # so messages sent during a pause reach this turn
                 prompt = render(step.prompt, {"task": spec.task, "input": previous, **outputs})
-                messages = [Message(role="user", content=prompt)]
-                messages += [Message(role="user", content=m.message) for m in self.pending_messages()]
-                if router.handles(step):
-                    result = await router.turn(step, messages)
-                else:
-                    result = await self.turn(
-                        spec.agent(step.agent),
-                        messages,
-                        step=step.id,
-                        max_output_tokens=step.max_output_tokens,
-                    )
-                while result.finish_reason == "cancelled":
-                    # Preempted by an interrupt: run the step again, with its partial reply and the message.
-                    said = [Message(role="user", content=m.message) for m in self.pending_messages()]
-                    messages += [
-                        Message(role="assistant", content=result.text or "(cut off)"),
-                        *(said or [Message(role="user", content="Continue.")]),
-                    ]
-                    result = await self.turn(
-                        spec.agent(step.agent),
-                        messages,
-                        step=step.id,
-                        max_output_tokens=step.max_output_tokens,
-                    )
+                result = await router.step_turn(step, [Message(role="user", content=prompt)])
                 outputs[step.id] = result.text
                 previous = result.text
                 self.steps_done += 1

@@ -16,7 +16,6 @@ is charged to the coordinator when it returns. Outputs map task id to result.
 
 from __future__ import annotations
 
-import contextlib
 from datetime import timedelta
 
 from temporalio import workflow
@@ -30,13 +29,12 @@ with workflow.unsafe.imports_passed_through():
     from contracts.names import TEAM_BOARD_ACTIVITY
     from contracts.spec import JobSpec
 
-from workflows._children import absorb_ledger, child_spec
+from workflows._children import absorb_ledger, child_spec, end_children
 from workflows._job import JobWorkflow, StopJob
 
 FOLLOW_UP = "FOLLOW-UP:"
 TASK_PROMPT = "{text}\n\nThis task is part of a team's work on: {task}"
 BOARD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
-CLOSE_GRACE = timedelta(seconds=30)
 
 
 def follow_ups(text: str) -> list[str]:
@@ -223,24 +221,15 @@ class TeamJob(JobWorkflow):
         why: str,
     ) -> None:
         """Tell every member the board is closed (or abort them), wait briefly, charge their spend."""
-        for handle in members.values():
-            if handle.done():
-                continue
-            try:
-                if abort:
-                    await handle.signal("abort", AbortRequest(reason=f"coordinator stopping: {why}"))
-                else:
-                    await handle.signal(TeamMemberJob.on_close)
-            except Exception:  # a member that ended meanwhile needs no signal
-                continue
-        # After the grace, closing the coordinator cancels what is left (REQUEST_CANCEL).
-        with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(
-                lambda: all(h.done() for h in members.values()), timeout=CLOSE_GRACE
+        by_id = {handle.id: handle for handle in members.values()}
+        if abort:
+            ledgers = await end_children(
+                self, by_id, "abort", AbortRequest(reason=f"coordinator stopping: {why}")
             )
-        for handle in members.values():
-            if handle.done() and not handle.cancelled() and handle.exception() is None:
-                absorb_ledger(self, handle.id, handle.result().ledger)
+        else:
+            ledgers = await end_children(self, by_id, "close")
+        for child_id, ledger in ledgers.items():
+            absorb_ledger(self, child_id, ledger)
 
     # ----- the board -------------------------------------------------------------------------
 

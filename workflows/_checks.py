@@ -1,0 +1,92 @@
+"""Checks of an output, one home for goal checks and routing checks.
+
+A check is deterministic (``contains``, ``regex``, ``json``, ...: evaluated here, in the workflow,
+free), a ``judge`` (a model scores the text against a rubric: a charged turn like any other), or a
+registered Python ``function`` (run by the ``harness.run_check`` activity on the worker).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from contracts.models import Message
+    from contracts.names import RUN_CHECK_ACTIVITY
+    from contracts.spec import AgentSpec, GoalCheck
+    from policies.goals import DETERMINISTIC, CheckOutcome, RunCheckRequest, deterministic_check
+from workflows._port import Job
+
+JUDGE_PROMPT = (
+    "Score the text below against the rubric, from 0 (useless) to 1 (perfect). "
+    'Answer with JSON only: {{"score": <number>, "reason": "<one sentence>"}}.\n\n'
+    "Rubric: {rubric}\n\nText:\n{text}"
+)
+JUDGE_INSTRUCTIONS = "You are a strict, fair judge."
+JUDGE_MAX_OUTPUT = 200
+CHECK_TIMEOUT = timedelta(minutes=2)
+
+
+def judge_agent(check: GoalCheck) -> AgentSpec:
+    """The agent a ``judge`` check calls."""
+    return AgentSpec(
+        name="judge",
+        model=check.model or "",
+        instructions=JUDGE_INSTRUCTIONS,
+        max_output_tokens=JUDGE_MAX_OUTPUT,
+    )
+
+
+def judge_prompt(rubric: str, text: str) -> str:
+    """What a judge is asked about ``text``."""
+    return JUDGE_PROMPT.format(rubric=rubric, text=text)
+
+
+async def run_check(
+    job: Job,
+    check: GoalCheck,
+    text: str,
+    *,
+    threshold: float,
+    rubric: str,
+    step: str,
+    summary: str,
+    note: dict[str, Any] | None = None,
+) -> tuple[CheckOutcome, Decimal]:
+    """Check ``text``; returns the outcome (with the check's weight) and what the check cost.
+
+    A judge passes at ``threshold`` and is a turn of ``job`` (step ``step``, record ``note``) that
+    takes no pending messages; a function check runs as an activity with ``summary``.
+    """
+    if check.kind in DETERMINISTIC:
+        return deterministic_check(check.kind, check.value, text, check.weight), Decimal(0)
+    if check.kind == "judge":
+        reply = await job.turn(
+            judge_agent(check),
+            [Message(role="user", content=judge_prompt(rubric, text))],
+            step=step,
+            output_type="judge_score",
+            deliver=False,
+            note=note,
+        )
+        parsed = reply.parsed if isinstance(reply.parsed, dict) else {}
+        score = float(parsed.get("score", 0.0))
+        outcome = CheckOutcome(
+            kind="judge",
+            score=score,
+            passed=score >= threshold,
+            weight=check.weight,
+            detail=str(parsed.get("reason", ""))[:200],
+        )
+        return outcome, reply.cost_usd or Decimal(0)
+    result: CheckOutcome = await workflow.execute_activity(
+        RUN_CHECK_ACTIVITY,
+        RunCheckRequest(name=str(check.value), text=text),
+        result_type=CheckOutcome,
+        start_to_close_timeout=CHECK_TIMEOUT,
+        summary=summary,
+    )
+    return result.model_copy(update={"weight": check.weight}), Decimal(0)

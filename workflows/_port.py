@@ -1,0 +1,66 @@
+"""The narrow interface of a job that its collaborators work against (budget, gates, termination,
+routing, checks): what they may read and do, and never a private member of the workflow.
+
+``JobWorkflow`` implements it; the collaborators import this module, not ``_job``, so the kernel's
+modules import each other in one direction only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any, Protocol
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from contracts.jobs import JobStatus, LedgerTotals, StopReason
+    from contracts.models import Message, ModelCallResult, ModelInfo
+    from contracts.spec import AgentSpec
+
+
+class Job(Protocol):
+    """A running job, as its collaborators see it."""
+
+    job_id: str
+    models: dict[str, ModelInfo]
+    """Every model the spec names, resolved once at the start, by reference."""
+    detail: str
+    """The one-line note ``status`` shows."""
+    evidence: dict[str, Any]
+    round: int
+    stop_reason: StopReason | None
+
+    @property
+    def totals(self) -> LedgerTotals:
+        """Spend and limits so far."""
+        ...
+
+    def set_status(self, status: JobStatus) -> None:
+        """Change the status and publish it (search attributes)."""
+        ...
+
+    def deadline_left(self) -> timedelta | None:
+        """What is left of the deadline (None: no deadline); ``StopJob`` once it has passed."""
+        ...
+
+    async def wait_for(
+        self, condition: Callable[[], bool], within: timedelta | None = None, *, where: str = "while waiting"
+    ) -> bool:
+        """Wait durably for ``condition`` (True) or ``within`` (False), under the deadline and abort."""
+        ...
+
+    async def turn(
+        self,
+        agent: AgentSpec,
+        messages: list[Message],
+        *,
+        step: str | None = None,
+        max_output_tokens: int | None = None,
+        output_type: str | None = None,
+        deliver: bool = True,
+        resume: bool = True,
+        note: dict[str, Any] | None = None,
+    ) -> ModelCallResult:
+        """One turn of ``agent``: the whole lifecycle of its call."""
+        ...
