@@ -1,7 +1,8 @@
-"""Record the histories the replay test replays: ``python -m tests.record_histories``.
+"""Record the histories the replay test replays: ``python -m tests.record_histories [--suffix S] NAME...``.
 
 Runs one job per mode on the time-skipping server against the simulator and writes each history
-as JSON under tests/histories/. Re-record only when no job of the old shape can still be running.
+as JSON under tests/histories/ (``NAME-S.json`` with a suffix). Keep the old histories when the
+workflow code changes: record new ones beside them, so both shapes are replayed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.config import ProviderSettings
 from activities.model_call import ModelCallActivities
+from activities.team_board import TeamBoardActivities
 from contracts.jobs import JobResult
 from harness.devserver import add_search_attributes
 from harness.sim import SimConfig, SimServer
@@ -28,7 +30,7 @@ ROOT = Path(__file__).parent.parent
 OUT = Path(__file__).parent / "histories"
 
 
-async def record(examples: list[Path]) -> None:
+async def record(examples: list[Path], suffix: str = "") -> None:
     """Run each example and save its history."""
     with SimServer(SimConfig(port=0)) as sim:
         gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url))
@@ -40,11 +42,17 @@ async def record(examples: list[Path]) -> None:
             await add_search_attributes(env.client, env.client.namespace)
             queue = f"record-{uuid.uuid4().hex[:8]}"
             async with build_worker(
-                env.client, queue, activities=[gateway.model_call, gateway.resolve_models]
+                env.client,
+                queue,
+                activities=[
+                    gateway.model_call,
+                    gateway.resolve_models,
+                    TeamBoardActivities(env.client).team_board,
+                ],
             ):
                 for example in examples:
                     spec = load_spec(example)
-                    job_id = f"{example.stem}"
+                    job_id = f"{example.stem}-{suffix}" if suffix else example.stem  # = the file stem
                     spec = spec.model_copy(update={"id": job_id})
                     handle = await env.client.start_workflow(
                         WORKFLOW_FOR_MODE[spec.mode], spec, id=job_id, task_queue=queue, result_type=JobResult
@@ -52,10 +60,14 @@ async def record(examples: list[Path]) -> None:
                     result: Any = await handle.result()
                     history = await handle.fetch_history()
                     OUT.mkdir(exist_ok=True)
-                    (OUT / f"{example.stem}.json").write_text(history.to_json())
+                    (OUT / f"{job_id}.json").write_text(history.to_json())
                     print(f"{example.stem}: {result.stop_reason.value}, {len(history.events)} events")
 
 
 if __name__ == "__main__":
-    names = sys.argv[1:] or ["sequential"]
-    asyncio.run(record([ROOT / "examples" / f"{name}.yaml" for name in names]))
+    args = sys.argv[1:]
+    suffix = ""
+    if args[:1] == ["--suffix"]:
+        suffix, args = args[1], args[2:]
+    names = args or ["sequential"]
+    asyncio.run(record([ROOT / "examples" / f"{name}.yaml" for name in names], suffix))
