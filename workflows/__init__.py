@@ -1,5 +1,8 @@
 """One workflow per orchestration mode; all share the turn loop and controls in ``_job``."""
 
+from temporalio import workflow
+
+from workflows._job import JobWorkflow
 from workflows.account import BudgetAccountWorkflow
 from workflows.dag import DagJob
 from workflows.delegation import DelegationJob, SubtaskJob
@@ -8,29 +11,24 @@ from workflows.routing_stats import RoutingStatsWorkflow
 from workflows.sequential import SequentialJob
 from workflows.team import TeamJob, TeamMemberJob
 
+# The job workflows a client starts for a spec's mode (children and long-lived workflows are not).
+JOB_WORKFLOWS: list[type[JobWorkflow]] = [SequentialJob, GroupChatJob, DagJob, DelegationJob, TeamJob]
 ALL_WORKFLOWS: list[type] = [
-    SequentialJob,
-    GroupChatJob,
-    DagJob,
-    DelegationJob,
+    *JOB_WORKFLOWS,
     SubtaskJob,
-    TeamJob,
     TeamMemberJob,
     RoutingStatsWorkflow,
     BudgetAccountWorkflow,
 ]
 
-# Workflow type name per spec mode; the client starts jobs by these names.
+# Workflow type name per spec mode, derived from the classes (their ``mode`` and ``@workflow.defn``).
 WORKFLOW_FOR_MODE: dict[str, str] = {
-    "sequential": "SequentialJob",
-    "groupchat": "GroupChatJob",
-    "dag": "DagJob",
-    "delegation": "DelegationJob",
-    "team": "TeamJob",
+    cls.mode: workflow._Definition.must_from_class(cls).name or cls.__name__ for cls in JOB_WORKFLOWS
 }
 
 __all__ = [
     "ALL_WORKFLOWS",
+    "JOB_WORKFLOWS",
     "WORKFLOW_FOR_MODE",
     "BudgetAccountWorkflow",
     "DagJob",
