@@ -206,7 +206,7 @@ async def test_budget_examples_run_out_of_money_under_their_policy(
 
     from harness.specfile import load_spec
 
-    path = Path(__file__).parent.parent / "examples" / f"{name}.yaml"
+    path = Path(__file__).parents[2] / "examples" / f"{name}.yaml"
     spec = load_spec(path).model_copy(update={"id": f"{name}-{uuid.uuid4().hex[:8]}"})
     async with make_worker(ts_env.client, gateway) as worker:
         result = await (await start(ts_env.client, worker.task_queue, spec)).result()
@@ -418,7 +418,7 @@ async def test_budget_cli_and_the_account_example(
 
     from harness.specfile import load_spec
 
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parents[2]
     name = f"team-{uuid.uuid4().hex[:6]}"
     queue = f"test-{uuid.uuid4().hex[:12]}"
     env = {

@@ -11,9 +11,9 @@ import pytest
 from contracts.spec import SpecError, parse_spec
 from harness.specfile import load_spec
 
-# examples/catalog.yaml is a model catalog, not a spec (tests/test_providers_e2e.py runs with it).
+# examples/catalog.yaml is a model catalog, not a spec (tests/e2e/test_providers_e2e.py runs with it).
 EXAMPLES = sorted(
-    p for p in (Path(__file__).parent.parent / "examples").glob("*.yaml") if p.name != "catalog.yaml"
+    p for p in (Path(__file__).parents[2] / "examples").glob("*.yaml") if p.name != "catalog.yaml"
 )
 
 

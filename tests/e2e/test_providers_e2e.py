@@ -18,8 +18,8 @@ from contracts.models import Usage
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
 from harness.specfile import load_spec
+from tests.app.test_cli import harness
 from tests.conftest import ROOT, make_worker, sim_call
-from tests.test_cli import harness
 from worker import build_worker
 
 CATALOG = ROOT / "examples" / "catalog.yaml"

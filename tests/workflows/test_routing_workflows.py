@@ -31,7 +31,7 @@ SMALL_PASSES = "Solve puzzle 5: difficulty=0.7."  # PASS, PASS, PASS
 MEDIUM_PASSES = "Solve puzzle 3: difficulty=0.7."  # FAIL, PASS, PASS
 LARGE_PASSES = "Solve puzzle 1: difficulty=0.7."  # FAIL, FAIL, PASS
 NONE_PASS = "Solve puzzle 44: difficulty=0.7."  # FAIL, FAIL, FAIL
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cascade.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "cascade.yaml"
 TIERS = ["sim:tier-small", "sim:tier-medium", "sim:tier-large"]
 PASS_CHECK = {"kind": "contains", "value": "PASS"}
 

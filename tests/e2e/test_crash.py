@@ -25,7 +25,7 @@ from contracts.spec import parse_spec
 from harness.sim import SimServer
 from tests.conftest import sim_call
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 pytestmark = pytest.mark.e2e
 
 

@@ -30,7 +30,7 @@ from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, Stop
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
 from tests.conftest import BIN, make_worker
-from tests.test_crash import start_worker, stop
+from tests.e2e.test_crash import start_worker, stop
 
 SLOW = "[[sim latency=0 tps=20 tokens=400]]"
 

@@ -17,7 +17,7 @@ from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
 from tests.conftest import make_worker, sim_call
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "sequential.yaml"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "sequential.yaml"
 
 
 def chain_spec(**overrides: Any) -> JobSpec:
@@ -106,7 +106,7 @@ async def test_example_spec_is_valid_and_runs(
 
 def test_history_fixture_is_json() -> None:
     """The recorded history used by the replay test is present and parseable."""
-    data = json.loads((Path(__file__).parent / "histories" / "sequential.json").read_text())
+    data = json.loads((Path(__file__).parents[1] / "histories" / "sequential.json").read_text())
     assert data["events"]
 
 

@@ -165,7 +165,7 @@ async def test_delegation_resumes_after_sigkill_without_rerunning_finished_child
 ) -> None:
     """A delegation whose worker is SIGKILLed while a child streams finishes on a new worker: every
     subtask runs to the end once (one completed reply per call in the ledger), none is planned twice."""
-    from tests.test_crash import kill_and_replace, start_worker, stop
+    from tests.e2e.test_crash import kill_and_replace, start_worker, stop
 
     sim_call(sim, "/_sim/reset", {})
     queue = f"crash-del-{uuid.uuid4().hex[:8]}"
