@@ -10,11 +10,10 @@ import pytest
 
 from contracts.spec import SpecError, parse_spec
 from harness.specfile import load_spec
+from tests.helpers import ROOT
 
 # examples/catalog.yaml is a model catalog, not a spec (tests/e2e/test_providers_e2e.py runs with it).
-EXAMPLES = sorted(
-    p for p in (Path(__file__).parents[2] / "examples").glob("*.yaml") if p.name != "catalog.yaml"
-)
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.name != "catalog.yaml")
 
 
 def base(**overrides: Any) -> dict[str, Any]:

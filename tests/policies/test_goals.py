@@ -11,10 +11,10 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
-from contracts.jobs import JobResult, StopReason
+from contracts.jobs import StopReason
 from contracts.spec import SpecError, parse_spec
 from policies.goals import combine, deterministic_check
-from tests.conftest import make_worker
+from tests.helpers import make_worker, run_job
 
 PLAN_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -126,10 +126,7 @@ async def test_planner_plan_meets_a_json_schema_goal(
     results = []
     async with make_worker(ts_env.client, gateway) as worker:
         for spec in (chat(PLAN_SCHEMA), chat(strict)):
-            handle = await ts_env.client.start_workflow(
-                "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-            )
-            results.append(await handle.result())
+            results.append(await run_job(ts_env.client, worker.task_queue, spec))
     met, missed = results
     assert met.stop_reason is StopReason.goal_met and met.turns == 1
     assert json.loads(met.output)["subtasks"]
