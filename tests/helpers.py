@@ -105,6 +105,24 @@ async def until(
     pytest.fail(failure)
 
 
+# The JSON Schema of sim:planner's plan, for goal checks.
+PLAN_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["subtasks"],
+    "properties": {
+        "subtasks": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["id", "title", "priority"],
+                "properties": {"priority": {"type": "integer", "minimum": 1, "maximum": 5}},
+            },
+        }
+    },
+}
+
+
 # --- budget accounts -----------------------------------------------------------------------------
 
 

@@ -1,36 +1,17 @@
-"""Goal checks: the deterministic kinds (JSON Schema included), how the spec refuses bad ones, and a
-group chat whose planner's JSON plan meets a schema goal on the time-skipping server."""
+"""Goal checks: the deterministic kinds (JSON Schema included) and how the rules combine scores.
+
+How the spec refuses bad checks is in tests/contracts/test_spec.py; a group chat whose planner's
+JSON plan meets a schema goal is in tests/workflows/test_goals.py."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
 
-from activities.model_call import ModelCallActivities
-from contracts.jobs import StopReason
-from contracts.spec import SpecError, parse_spec
 from policies.goals import combine, deterministic_check
-from tests.helpers import make_worker, run_job
-
-PLAN_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["subtasks"],
-    "properties": {
-        "subtasks": {
-            "type": "array",
-            "minItems": 1,
-            "items": {
-                "type": "object",
-                "required": ["id", "title", "priority"],
-                "properties": {"priority": {"type": "integer", "minimum": 1, "maximum": 5}},
-            },
-        }
-    },
-}
+from tests.helpers import PLAN_SCHEMA
 
 
 @pytest.mark.parametrize(
@@ -69,30 +50,6 @@ def test_schema_draft_is_taken_from_the_schema() -> None:
     assert deterministic_check("json", draft4, "4").passed
 
 
-def test_spec_refuses_bad_schemas_naming_the_field() -> None:
-    """An invalid schema, a schema on a non-json check, or a non-mapping json value fail at load."""
-
-    def spec(check: dict[str, Any]) -> None:
-        parse_spec(
-            {
-                "mode": "groupchat",
-                "task": "t",
-                "agents": [{"name": "a", "model": "sim:planner"}],
-                "goal": {"checks": [check]},
-            }
-        )
-
-    with pytest.raises(SpecError, match=r"goal\.checks\.0.*not a valid JSON Schema.*minItems"):
-        spec({"kind": "json", "value": {"type": "array", "minItems": -1}})
-    with pytest.raises(SpecError, match="takes no schema"):
-        spec({"kind": "judge", "model": "sim:judge", "value": {"type": "object"}})
-    with pytest.raises(SpecError, match="needs a string"):
-        spec({"kind": "contains", "value": {"type": "object"}})
-    with pytest.raises(SpecError, match="is a JSON Schema"):
-        spec({"kind": "json", "value": "object"})
-    spec({"kind": "json", "value": PLAN_SCHEMA})  # a valid one loads
-
-
 def test_rules_combine_scores() -> None:
     """'all' needs every check; 'weighted' needs the weighted mean to reach the threshold."""
     outcomes = [
@@ -102,32 +59,3 @@ def test_rules_combine_scores() -> None:
     assert not combine(outcomes, "all", 0.5).met
     verdict = combine(outcomes, "weighted", 0.75)
     assert verdict.met and verdict.score == 0.75
-
-
-async def test_planner_plan_meets_a_json_schema_goal(
-    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
-) -> None:
-    """A chat whose planner answers with a JSON plan ends goal_met in round one when the goal is the
-    plan's schema, and runs to max_rounds when the schema asks for what the plan lacks."""
-
-    def chat(schema: dict[str, Any]) -> Any:
-        return parse_spec(
-            {
-                "id": f"plan-{uuid.uuid4().hex[:8]}",
-                "mode": "groupchat",
-                "task": "Plan a launch note. subtasks=3",
-                "agents": [{"name": "planner", "model": "sim:planner", "max_output_tokens": 400}],
-                "goal": {"checks": [{"kind": "json", "value": schema}]},
-                "termination": {"max_rounds": 2},
-            }
-        )
-
-    strict = {**PLAN_SCHEMA, "required": ["subtasks", "owner"]}
-    results = []
-    async with make_worker(ts_env.client, gateway) as worker:
-        for spec in (chat(PLAN_SCHEMA), chat(strict)):
-            results.append(await run_job(ts_env.client, worker.task_queue, spec))
-    met, missed = results
-    assert met.stop_reason is StopReason.goal_met and met.turns == 1
-    assert json.loads(met.output)["subtasks"]
-    assert missed.stop_reason is StopReason.max_rounds and missed.turns == 2
