@@ -87,7 +87,8 @@ async def test_failed_child_is_reported_to_the_primary_and_retried(
     assert len(failed) == 1 and failed[0].endswith("-r1")
     review = next(turn for turn in turns if turn.step == "plan-r2")
     assert review.prompt_preview.startswith("Failed subtasks:")
-    assert "BadRequest" in review.prompt_preview or "failed" in review.prompt_preview
+    subtask = failed[0].rsplit("/", 1)[1].removesuffix("-r1")
+    assert f"- {subtask}: failed: " in review.prompt_preview and "BadRequest" in review.prompt_preview
     assert sorted(result.outputs) == ["t1", "t2", "t3"]
     assert result.evidence["given_up"] == []
 

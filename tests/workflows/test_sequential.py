@@ -14,6 +14,7 @@ from contracts.jobs import StopReason
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
 from tests.helpers import ROOT, make_worker, run_job, sim_call, transcript_of
+from workflows._job import PREVIEW_CHARS
 
 EXAMPLE = ROOT / "examples" / "sequential.yaml"
 
@@ -57,7 +58,8 @@ async def test_chain_runs_in_order_and_ledger_matches_simulator(
     assert result.outputs["draft"].startswith("Draft v1")
     assert result.output == result.outputs["revise"]
     assert [turn.step for turn in transcript] == ["draft", "review", "revise"]
-    assert result.outputs["draft"] in transcript[1].prompt_preview or transcript[1].prompt_preview
+    # The review prompt is "Review:\n{draft}", kept in the transcript up to PREVIEW_CHARS characters.
+    assert transcript[1].prompt_preview == f"Review:\n{result.outputs['draft']}"[:PREVIEW_CHARS]
     tally = sim_tally(sim)["total"]
     assert result.ledger.calls == 3 == tally["completed"]
     assert result.ledger.usage.input_tokens == tally["input_tokens"]
