@@ -1,4 +1,4 @@
-"""Shared fixtures: the model simulator, the Temporal servers, and workers on random task queues.
+"""Shared fixtures: the model simulator and the Temporal servers (helpers are in ``tests/helpers.py``).
 
 Nothing leaves this machine: provider keys are removed from the environment, the SDKs' base URLs
 point at the simulator, and any socket connection to a non-loopback address fails the test.
@@ -9,30 +9,20 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from activities.budget_account import BudgetAccountActivities
 from activities.config import ProviderSettings
 from activities.model_call import ModelCallActivities
 from contracts import search_attributes as sa
-from contracts.accounts import AccountState
-from contracts.names import ACCOUNT_WORKFLOW, account_workflow_id
 from harness.devserver import SEARCH_ATTRIBUTES, add_search_attributes
 from harness.sim import SimConfig, SimServer
-from worker import build_worker
+from tests.helpers import BIN
 
-BIN = Path(sys.executable).parent
-ROOT = Path(__file__).resolve().parent.parent
 ALL_KEYS = [sa.MODE, sa.STATUS, sa.STOP_REASON, sa.TOKENS, sa.COST_USD]
 PROVIDER_ENV = (
     "OPENAI_API_KEY",
@@ -111,51 +101,3 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         yield env
     finally:
         await env.shutdown()
-
-
-def make_worker(
-    client: Client,
-    gateway: ModelCallActivities,
-    activities: Sequence[Any] | None = None,
-    queue: str | None = None,
-    **options: Any,
-) -> Worker:
-    """A worker with every workflow, on a fresh random task queue (``worker.task_queue``) unless given."""
-    queue = queue or f"test-{uuid.uuid4().hex[:12]}"
-    return build_worker(
-        client,
-        queue,
-        activities=activities if activities is not None else [gateway.model_call, gateway.resolve_models],
-        **options,
-    )
-
-
-def account_activities(client: Client, gateway: ModelCallActivities) -> list[Any]:
-    """The model-call activities plus the budget-account ones, for a worker serving jobs that lease."""
-    accounts = BudgetAccountActivities(client)
-    return [gateway.model_call, gateway.resolve_models, accounts.budget_account, accounts.budget_account_reap]
-
-
-async def start_account(client: Client, queue: str, **caps: Any) -> WorkflowHandle[Any, Any]:
-    """A fresh budget account on ``queue``; returns its handle."""
-    state = AccountState(name=f"team-{uuid.uuid4().hex[:6]}", **caps)
-    return await client.start_workflow(
-        ACCOUNT_WORKFLOW, state, id=account_workflow_id(state.name), task_queue=queue
-    )
-
-
-def sim_call(sim: SimServer, path: str, body: dict[str, Any] | None = None) -> Any:
-    """GET (or POST ``body`` to) one of the simulator's control endpoints; returns the JSON."""
-    import json
-    import urllib.request
-
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"{sim.url}{path}",
-        data=data,
-        method="GET" if body is None else "POST",
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        text = response.read().decode() or "null"
-    return json.loads(text)

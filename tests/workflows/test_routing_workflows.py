@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,14 +23,14 @@ from contracts.routing import RoutingStatsState
 from contracts.spec import JobSpec, SpecError, parse_spec
 from harness.cli_routing import stats_table
 from harness.sim import SimServer
-from tests.conftest import make_worker, sim_call
+from tests.helpers import ROOT, assert_ledger_matches_sim, make_worker, sim_call, start_job, transcript_of
 
 # (small, medium, large) outcomes of each prompt, read off the simulator's draws.
 SMALL_PASSES = "Solve puzzle 5: difficulty=0.7."  # PASS, PASS, PASS
 MEDIUM_PASSES = "Solve puzzle 3: difficulty=0.7."  # FAIL, PASS, PASS
 LARGE_PASSES = "Solve puzzle 1: difficulty=0.7."  # FAIL, FAIL, PASS
 NONE_PASS = "Solve puzzle 44: difficulty=0.7."  # FAIL, FAIL, FAIL
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "cascade.yaml"
+EXAMPLE = ROOT / "examples" / "cascade.yaml"
 TIERS = ["sim:tier-small", "sim:tier-medium", "sim:tier-large"]
 PASS_CHECK = {"kind": "contains", "value": "PASS"}
 
@@ -65,11 +64,9 @@ async def run(
     activities = [gateway.model_call, gateway.resolve_models, stats.routing_stats]
     async with make_worker(env.client, gateway, activities=activities) as worker:
         for spec in specs:
-            handle = await env.client.start_workflow(
-                "SequentialJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-            )
+            handle = await start_job(env.client, worker.task_queue, spec)
             result = await handle.result()
-            out.append((result, await handle.query("transcript", result_type=list[TurnRecord])))
+            out.append((result, await transcript_of(handle)))
         if then is not None:
             await then()
     return out
@@ -78,14 +75,6 @@ async def run(
 def called(turns: list[TurnRecord]) -> list[str]:
     """The models of the routed calls, in order (checks left out)."""
     return [t.model for t in turns if t.routing and t.routing["role"] == "call"]
-
-
-def assert_ledger_matches_sim(result: JobResult, sim: SimServer) -> None:
-    """The job's ledger equals what the simulator served, to the token."""
-    tally = sim_call(sim, "/_sim/tally")["total"]
-    assert result.ledger.calls == tally["completed"]
-    assert result.ledger.usage.input_tokens == tally["input_tokens"]
-    assert result.ledger.usage.output_tokens == tally["output_tokens"]
 
 
 @pytest.mark.parametrize(

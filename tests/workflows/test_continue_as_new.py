@@ -18,12 +18,20 @@ from temporalio.testing import WorkflowEnvironment
 from activities.model_call import ModelCallActivities
 from contracts.accounts import AccountView
 from contracts.controls import InjectRequest, InterruptRequest
-from contracts.jobs import JobProgress, JobResult, LedgerTotals, StopReason, TurnRecord
+from contracts.jobs import LedgerTotals, StopReason
 from contracts.models import Usage
 from contracts.names import BUDGET_ACCOUNT_ACTIVITY, MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from tests.conftest import account_activities, make_worker, sim_call, start_account
+from tests.helpers import (
+    account_activities,
+    make_worker,
+    sim_call,
+    start_account,
+    start_job,
+    status_of,
+    transcript_of,
+)
 
 
 def long_chat(**overrides: Any) -> JobSpec:
@@ -83,13 +91,11 @@ async def test_long_groupchat_continues_as_new_and_loses_nothing(
     spec = long_chat()
     client = ts_env.client
     async with make_worker(client, gateway) as worker:
-        handle = await client.start_workflow(
-            "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        handle = await start_job(client, worker.task_queue, spec)
         result = await handle.result()
-        turns = await handle.query("transcript", result_type=list[TurnRecord])
+        turns = await transcript_of(handle)
         ledger = await handle.query("ledger", result_type=LedgerTotals)
-        status = await handle.query("status", result_type=JobProgress)
+        status = await status_of(handle)
         runs = await run_chain(client, handle)
 
     statuses = [status for status, _ in runs]
@@ -134,11 +140,9 @@ async def test_messages_queued_before_continue_as_new_reach_the_next_run(
     spec = long_chat(chat={"turns_per_run": 2, "opening": "{task} [[sim latency=0 tps=20 tokens=40]]"})
     client = ts_env.client
     async with make_worker(client, gateway) as worker:
-        handle = await client.start_workflow(
-            "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        handle = await start_job(client, worker.task_queue, spec)
         for _ in range(300):  # the run's second (last) turn is streaming
-            progress = await handle.query("status", result_type=JobProgress)
+            progress = await status_of(handle)
             if progress.step == "round 1: editor" and progress.in_flight:
                 break
             await asyncio.sleep(0.05)
@@ -146,10 +150,10 @@ async def test_messages_queued_before_continue_as_new_reach_the_next_run(
             raise AssertionError("the editor's first turn never started")
         await handle.signal("inject", InjectRequest(message="This is too formal."))
         await handle.signal("interrupt", InterruptRequest(message="Keep it short.", priority=9))
-        queued = await handle.query("status", result_type=JobProgress)
+        queued = await status_of(handle)
         result = await handle.result()
-        turns = await handle.query("transcript", result_type=list[TurnRecord])
-        status = await handle.query("status", result_type=JobProgress)
+        turns = await transcript_of(handle)
+        status = await status_of(handle)
         runs = await run_chain(client, handle)
 
     assert queued.queued_messages == 2 and queued.in_flight
@@ -172,9 +176,7 @@ async def test_a_budget_account_is_leased_once_and_given_back_once_across_runs(
         account = await start_account(client, worker.task_queue, usd=Decimal(1))
         name = (await account.query("show", result_type=AccountView)).state.name
         spec = long_chat(account=name, budget={"usd": "0.5"})
-        handle = await client.start_workflow(
-            "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        handle = await start_job(client, worker.task_queue, spec)
         result = await handle.result()
         runs = await run_chain(client, handle)
         view = await account.query("show", result_type=AccountView)

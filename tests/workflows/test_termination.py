@@ -11,10 +11,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.checks import CheckActivities, CheckRegistry
 from activities.model_call import ModelCallActivities
-from contracts.jobs import JobProgress, JobResult, JobStatus, StopReason, TurnRecord
+from contracts.jobs import JobResult, JobStatus, StopReason, TurnRecord
 from contracts.spec import JobSpec, parse_spec
 from harness.specfile import load_spec
-from tests.conftest import ROOT, make_worker
+from tests.helpers import ROOT, make_worker, run_job, start_job, status_of, transcript_of
 
 
 def chat_spec(editor: str, **overrides: Any) -> JobSpec:
@@ -43,11 +43,8 @@ async def run(
 ) -> tuple[JobResult, list[TurnRecord]]:
     """Run a group chat to its end; return the result and the transcript (queried while a worker is up)."""
     async with make_worker(env.client, gateway) as worker:
-        result = await env.client.execute_workflow(
-            "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
-        handle = env.client.get_workflow_handle(spec.id or "")
-        return result, await handle.query("transcript", result_type=list[TurnRecord])
+        result = await run_job(env.client, worker.task_queue, spec)
+        return result, await transcript_of(env.client.get_workflow_handle(spec.id or ""))
 
 
 async def test_converging_pair_ends_with_goal_met(
@@ -106,16 +103,9 @@ async def test_deadline_counts_from_job_start_across_a_worker_restart(
     # the worker that held it is gone, which a real server does.
     async with make_worker(client, gateway, max_cached_workflows=0) as worker:
         queue = worker.task_queue
-        handle = await client.start_workflow(
-            "GroupChatJob",
-            spec,
-            id=spec.id or "",
-            task_queue=queue,
-            result_type=JobResult,
-            start_signal="pause",
-        )
+        handle = await start_job(client, queue, spec, start_signal="pause")
         for _ in range(100):  # until the job sits paused, waiting on its deadline timer
-            if (await handle.query("status", result_type=JobProgress)).status is JobStatus.paused:
+            if (await status_of(handle)).status is JobStatus.paused:
                 break
             await asyncio.sleep(0.1)
     async with make_worker(client, gateway, queue=queue):
@@ -151,19 +141,7 @@ async def test_programmatic_check_runs_as_an_activity(
     checks = CheckActivities(registry)
     activities = [gateway.model_call, gateway.resolve_models, checks.run_check]
     async with make_worker(ts_env.client, gateway, activities=activities) as worker:
-        result = await ts_env.client.execute_workflow(
-            "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.stop_reason is StopReason.goal_met
     assert result.evidence["rounds_run"] == 3
     assert result.evidence["goal"]["outcomes"][0]["detail"] == "editor_approved"
-
-
-def test_builtin_checks() -> None:
-    """The built-in checks catch placeholders and cut-off text."""
-    from activities.checks import DEFAULT_CHECKS
-
-    assert DEFAULT_CHECKS.get("no_placeholders")("A finished note.") is True
-    assert DEFAULT_CHECKS.get("no_placeholders")("Intro TODO later") is False
-    assert DEFAULT_CHECKS.get("sentences_end")("It ends.") is True
-    assert DEFAULT_CHECKS.get("sentences_end")("It was cut") is False

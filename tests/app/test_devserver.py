@@ -185,8 +185,7 @@ def test_serve_forever_stops_the_server_on_signal(sig: signal.Signals, tmp_path:
     )
     server_pid = None
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
+        for line in proc.stdout:  # stdout=PIPE: never None
             found = re.search(r"\(pid (\d+),", line)
             if found:
                 server_pid = int(found.group(1))

@@ -5,19 +5,18 @@ from __future__ import annotations
 import json
 import uuid
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
-from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.jobs import StopReason
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from tests.conftest import make_worker, sim_call
+from tests.helpers import ROOT, make_worker, run_job, sim_call, transcript_of
+from workflows._job import PREVIEW_CHARS
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "sequential.yaml"
+EXAMPLE = ROOT / "examples" / "sequential.yaml"
 
 
 def chain_spec(**overrides: Any) -> JobSpec:
@@ -45,12 +44,6 @@ def sim_tally(sim: SimServer) -> dict[str, Any]:
     return dict(sim_call(sim, "/_sim/tally"))
 
 
-async def run_job(client: Client, worker_queue: str, spec: JobSpec) -> JobResult:
-    return await client.execute_workflow(
-        "SequentialJob", spec, id=spec.id or "", task_queue=worker_queue, result_type=JobResult
-    )
-
-
 async def test_chain_runs_in_order_and_ledger_matches_simulator(
     ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
 ) -> None:
@@ -59,15 +52,14 @@ async def test_chain_runs_in_order_and_ledger_matches_simulator(
     spec = chain_spec()
     async with make_worker(ts_env.client, gateway) as worker:
         result = await run_job(ts_env.client, worker.task_queue, spec)
-        transcript = await ts_env.client.get_workflow_handle(spec.id or "").query(
-            "transcript", result_type=list[TurnRecord]
-        )
+        transcript = await transcript_of(ts_env.client.get_workflow_handle(spec.id or ""))
     assert result.stop_reason is StopReason.completed
     assert list(result.outputs) == ["draft", "review", "revise"]
     assert result.outputs["draft"].startswith("Draft v1")
     assert result.output == result.outputs["revise"]
     assert [turn.step for turn in transcript] == ["draft", "review", "revise"]
-    assert result.outputs["draft"] in transcript[1].prompt_preview or transcript[1].prompt_preview
+    # The review prompt is "Review:\n{draft}", kept in the transcript up to PREVIEW_CHARS characters.
+    assert transcript[1].prompt_preview == f"Review:\n{result.outputs['draft']}"[:PREVIEW_CHARS]
     tally = sim_tally(sim)["total"]
     assert result.ledger.calls == 3 == tally["completed"]
     assert result.ledger.usage.input_tokens == tally["input_tokens"]
@@ -106,7 +98,7 @@ async def test_example_spec_is_valid_and_runs(
 
 def test_history_fixture_is_json() -> None:
     """The recorded history used by the replay test is present and parseable."""
-    data = json.loads((Path(__file__).parent / "histories" / "sequential.json").read_text())
+    data = json.loads((ROOT / "tests" / "histories" / "sequential.json").read_text())
     assert data["events"]
 
 

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
@@ -26,11 +26,21 @@ from contracts.controls import (
     InterruptRequest,
     SetPriorityRequest,
 )
-from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, StopReason, TurnRecord
+from contracts.jobs import JobProgress, JobStatus, LedgerTotals, StopReason
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from tests.conftest import BIN, make_worker
-from tests.test_crash import start_worker, stop
+from tests.helpers import (
+    BIN,
+    kill_and_replace,
+    make_worker,
+    run_job,
+    start_job,
+    start_worker,
+    status_of,
+    stop,
+    transcript_of,
+    until,
+)
 
 SLOW = "[[sim latency=0 tps=20 tokens=400]]"
 
@@ -54,33 +64,6 @@ TWO_STEPS = [
 ]
 
 
-async def start(client: Client, queue: str, spec: JobSpec, **options: Any) -> WorkflowHandle[Any, JobResult]:
-    return await client.start_workflow(
-        "SequentialJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult, **options
-    )
-
-
-async def status(handle: WorkflowHandle[Any, Any]) -> JobProgress:
-    progress: JobProgress = await handle.query("status", result_type=JobProgress)
-    return progress
-
-
-async def transcript(handle: WorkflowHandle[Any, Any]) -> list[TurnRecord]:
-    turns: list[TurnRecord] = await handle.query("transcript", result_type=list[TurnRecord])
-    return turns
-
-
-async def until(check: Any, within: float = 30.0, every: float = 0.05) -> Any:
-    """Poll the async ``check`` until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = await check()
-        if value:
-            return value
-        await asyncio.sleep(every)
-    pytest.fail("condition not reached in time")
-
-
 async def history_length(handle: WorkflowHandle[Any, Any]) -> int:
     return len((await handle.fetch_history()).events)
 
@@ -92,15 +75,15 @@ async def test_interrupt_cancels_streaming_call_fast_and_next_turn_sees_message(
     recorded as cancelled with estimated usage and charged, and the step re-runs seeing the message."""
     spec = job([{"id": "one", "agent": "writer", "prompt": f"{{task}} {SLOW}"}, TWO_STEPS[1]])
     async with make_worker(dev_env.client, gateway) as worker:
-        handle = await start(dev_env.client, worker.task_queue, spec)
+        handle = await start_job(dev_env.client, worker.task_queue, spec)
         await until(lambda: _streaming(handle))
         await asyncio.sleep(1.0)  # let some tokens stream
         sent = time.monotonic()
         await handle.signal("interrupt", InterruptRequest(message="Answer in French.", priority=0))
-        turns = await until(lambda: transcript(handle), every=0.02)
+        turns = await until(lambda: transcript_of(handle), every=0.02)
         cancel_s = time.monotonic() - sent
         result = await handle.result()
-        turns = await transcript(handle)
+        turns = await transcript_of(handle)
     assert cancel_s < 1.5, cancel_s
     cut = turns[0]
     assert cut.finish_reason == "cancelled" and cut.step == "one"
@@ -113,7 +96,7 @@ async def test_interrupt_cancels_streaming_call_fast_and_next_turn_sees_message(
 
 
 async def _streaming(handle: WorkflowHandle[Any, Any]) -> bool:
-    return (await status(handle)).in_flight is not None
+    return (await status_of(handle)).in_flight is not None
 
 
 async def test_less_urgent_interrupt_queues_until_the_turn_boundary(
@@ -124,12 +107,12 @@ async def test_less_urgent_interrupt_queues_until_the_turn_boundary(
     slow = "[[sim latency=0 tps=40 tokens=60]]"
     spec = job([{"id": "one", "agent": "writer", "prompt": f"{{task}} {slow}"}, TWO_STEPS[1]], priority=3)
     async with make_worker(dev_env.client, gateway) as worker:
-        handle = await start(dev_env.client, worker.task_queue, spec)
+        handle = await start_job(dev_env.client, worker.task_queue, spec)
         await until(lambda: _streaming(handle))
         await handle.signal("interrupt", InterruptRequest(message="Mention aging.", priority=5))
-        progress = await status(handle)
+        progress = await status_of(handle)
         result = await handle.result()
-        turns = await transcript(handle)
+        turns = await transcript_of(handle)
     assert progress.interrupts == 1 and progress.queued_messages == 1
     assert [turn.finish_reason for turn in turns] == ["stop", "stop"]
     assert turns[1].prompt_preview == "Mention aging."
@@ -142,7 +125,7 @@ async def test_abort_during_a_call_cancels_it_and_keeps_the_best_result(
     """An abort during a streaming call cancels it and ends the job with stop reason aborted."""
     spec = job([TWO_STEPS[0], {"id": "two", "agent": "writer", "prompt": f"{{input}} {SLOW}"}])
     async with make_worker(dev_env.client, gateway) as worker:
-        handle = await start(dev_env.client, worker.task_queue, spec)
+        handle = await start_job(dev_env.client, worker.task_queue, spec)
         await until(lambda: _on_step(handle, "two"))
         await handle.signal("abort", AbortRequest(reason="enough"))
         result = await asyncio.wait_for(handle.result(), timeout=5)
@@ -152,7 +135,7 @@ async def test_abort_during_a_call_cancels_it_and_keeps_the_best_result(
 
 
 async def _on_step(handle: WorkflowHandle[Any, Any], step: str) -> bool:
-    progress = await status(handle)
+    progress = await status_of(handle)
     return progress.step == step and progress.in_flight is not None
 
 
@@ -166,15 +149,13 @@ async def test_pause_survives_a_worker_kill_and_resume_completes(
     first = start_worker(dev_env, sim, queue)
     second = None
     try:
-        handle = await start(dev_env.client, queue, spec, start_signal="pause")
+        handle = await start_job(dev_env.client, queue, spec, start_signal="pause")
         await until(lambda: _status_is(handle, JobStatus.paused), within=60)
-        first.kill()
-        first.wait(timeout=10)
-        second = start_worker(dev_env, sim, queue)
-        progress = await status(handle)  # answered by the new worker, after replay
+        second = kill_and_replace(first, dev_env, sim, queue)
+        progress = await status_of(handle)  # answered by the new worker, after replay
         await asyncio.sleep(1.0)
         assert progress.paused and progress.status is JobStatus.paused
-        assert await transcript(handle) == []
+        assert await transcript_of(handle) == []
         await handle.signal("resume")
         result = await asyncio.wait_for(handle.result(), timeout=60)
     finally:
@@ -186,7 +167,7 @@ async def test_pause_survives_a_worker_kill_and_resume_completes(
 
 
 async def _status_is(handle: WorkflowHandle[Any, Any], wanted: JobStatus) -> bool:
-    return (await status(handle)).status is wanted
+    return (await status_of(handle)).status is wanted
 
 
 DONE, ONE = ["one", "two"], ["one"]
@@ -217,9 +198,7 @@ async def test_gate_takes_its_default_at_timeout(
     is recorded), and withholds a final answer."""
     spec = job(TWO_STEPS, gates=[{"name": "check", "timeout": "2h", **gate}])
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await ts_env.client.execute_workflow(
-            "SequentialJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.stop_reason is reason, result.explanation
     assert list(result.outputs) == outputs
     [record] = result.gates
@@ -237,7 +216,7 @@ async def test_a_person_approves_a_gate_and_it_is_recorded(
     and the memo (without the note)."""
     spec = job(TWO_STEPS, gates=[{"name": "ship", "before_step": "two", "timeout": "1h"}])
     async with make_worker(ts_env.client, gateway) as worker:
-        handle = await start(ts_env.client, worker.task_queue, spec)
+        handle = await start_job(ts_env.client, worker.task_queue, spec)
         progress = await until(lambda: _pending(handle))
         assert progress.pending_gates == ["ship"] and progress.status is JobStatus.waiting
         said = await handle.execute_update(
@@ -253,7 +232,7 @@ async def test_a_person_approves_a_gate_and_it_is_recorded(
 
 
 async def _pending(handle: WorkflowHandle[Any, Any]) -> JobProgress | None:
-    progress = await status(handle)
+    progress = await status_of(handle)
     return progress if progress.pending_gates else None
 
 
@@ -273,21 +252,21 @@ async def test_invalid_updates_are_refused_and_leave_state_and_history_unchanged
         ("set_priority", SetPriorityRequest(task="job", priority=12), "0 (most urgent) to 9"),
     ]
     async with make_worker(dev_env.client, gateway) as worker:
-        handle = await start(dev_env.client, worker.task_queue, spec, start_signal="pause")
+        handle = await start_job(dev_env.client, worker.task_queue, spec, start_signal="pause")
         await until(lambda: _status_is(handle, JobStatus.paused))
-        before = (await history_length(handle), await status(handle), await handle.query("ledger"))
+        before = (await history_length(handle), await status_of(handle), await handle.query("ledger"))
         for name, payload, message in bad:
             with pytest.raises(WorkflowUpdateFailedError) as refused:
                 await handle.execute_update(name, payload)
             assert message in str(refused.value.cause), (name, refused.value.cause)
-        after = (await history_length(handle), await status(handle), await handle.query("ledger"))
+        after = (await history_length(handle), await status_of(handle), await handle.query("ledger"))
         assert after == before
         said = await handle.execute_update("set_priority", SetPriorityRequest(task="job", priority=2))
         totals = await handle.execute_update(
             "add_budget", AddBudgetRequest(tokens=1000), result_type=LedgerTotals
         )
         assert await history_length(handle) > before[0]
-        assert (await status(handle)).priority == 2 and "priority 2" in said
+        assert (await status_of(handle)).priority == 2 and "priority 2" in said
         assert totals.limit_tokens == 6000
         await handle.signal("abort", AbortRequest(reason="done testing"))
         result = await handle.result()
@@ -309,7 +288,7 @@ async def test_the_stock_temporal_cli_sends_the_documented_json(
     """A signal, an update and a query sent with ``temporal workflow ...`` and the README's JSON work."""
     spec = job(TWO_STEPS, budget={"tokens": 5000})
     async with make_worker(dev_env.client, gateway) as worker:
-        handle = await start(dev_env.client, worker.task_queue, spec, start_signal="pause")
+        handle = await start_job(dev_env.client, worker.task_queue, spec, start_signal="pause")
         await until(lambda: _status_is(handle, JobStatus.paused))
         wid = ["--workflow-id", handle.id]
         run = asyncio.to_thread
@@ -321,7 +300,7 @@ async def test_the_stock_temporal_cli_sends_the_documented_json(
                         "--output", "json")  # fmt: skip
         await run(temporal_cli, dev_env, "workflow", "signal", *wid, "--name", "resume")
         result = await handle.result()
-        turns = await transcript(handle)
+        turns = await transcript_of(handle)
     progress = json.loads(out)["queryResult"][0]  # the CLI prints empty lists as null
     assert progress["paused"] and progress["queued_messages"] == 1
     assert result.ledger.limit_tokens == 6000
@@ -336,7 +315,7 @@ async def test_thousands_of_signals_keep_history_within_limits(
     far below the 10,240-event warning, and every message is kept and delivered to the next turn."""
     spec = job(TWO_STEPS)
     async with make_worker(dev_env.client, gateway) as worker:
-        handle = await start(dev_env.client, worker.task_queue, spec, start_signal="pause")
+        handle = await start_job(dev_env.client, worker.task_queue, spec, start_signal="pause")
         await until(lambda: _status_is(handle, JobStatus.paused))
         start_events = await history_length(handle)
         for batch in range(10):
@@ -357,5 +336,5 @@ async def test_thousands_of_signals_keep_history_within_limits(
 
 
 async def _queued(handle: WorkflowHandle[Any, Any], count: int) -> JobProgress | None:
-    progress = await status(handle)
+    progress = await status_of(handle)
     return progress if progress.queued_messages >= count else None

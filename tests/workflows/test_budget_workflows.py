@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 import uuid
 from datetime import timedelta
 from decimal import Decimal
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 from temporalio import workflow
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -26,12 +25,25 @@ from activities.budget_account import account_update
 from activities.model_call import ModelCallActivities
 from contracts.accounts import AccountView, GiveBackRequest, LeaseReply, LeaseRequest, TopupRequest
 from contracts.controls import AbortRequest, AddBudgetRequest
-from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, StopReason, TurnRecord
+from contracts.jobs import JobProgress, JobStatus, LedgerTotals, StopReason
 from contracts.models import ModelCallResult, Usage
 from contracts.names import account_workflow_id
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from tests.conftest import account_activities, make_worker, sim_call, start_account
+from tests.helpers import (
+    ROOT,
+    account_activities,
+    assert_ledger_matches_sim,
+    harness,
+    make_worker,
+    run_job,
+    sim_call,
+    start_account,
+    start_job,
+    status_of,
+    transcript_of,
+    until,
+)
 from workflows._budget import child_node
 from workflows._job import JobWorkflow
 
@@ -55,26 +67,15 @@ def chain(budget: dict[str, Any], agents: list[dict[str, Any]] | None = None, st
     )
 
 
-async def start(client: Client, queue: str, spec: JobSpec) -> WorkflowHandle[Any, JobResult]:
-    return await client.start_workflow(
-        "SequentialJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
-    )
-
-
-async def progress(handle: WorkflowHandle[Any, Any]) -> JobProgress:
-    result: JobProgress = await handle.query("status", result_type=JobProgress)
-    return result
-
-
 async def until_waiting(handle: WorkflowHandle[Any, Any], within: float = 30.0) -> JobProgress:
     """Poll the status query (which does not skip time) until the job says it is waiting."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        current = await progress(handle)
-        if current.status is JobStatus.waiting:
-            return current
-        await asyncio.sleep(0.05)
-    pytest.fail("the job never waited")
+
+    async def waiting() -> JobProgress | None:
+        current = await status_of(handle)
+        return current if current.status is JobStatus.waiting else None
+
+    found: JobProgress = await until(waiting, within=within, failure="the job never waited")
+    return found
 
 
 def assert_within_limits(ledger: LedgerTotals) -> None:
@@ -97,17 +98,14 @@ async def test_stop_policy_ends_the_job_within_limits_and_matches_the_simulator(
     sim_call(sim, "/_sim/reset", {})
     spec = chain({"tokens": 450, "on_exhausted": "stop"})
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await (await start(ts_env.client, worker.task_queue, spec)).result()
+        result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.stop_reason is StopReason.budget_exhausted
     assert "node 'job'" in result.explanation and "tokens" in result.explanation
     assert 0 < len(result.outputs) < 3
     assert_within_limits(result.ledger)
     job = next(node for node in result.ledger.nodes if node.id == "job")
     assert job.reserved.tokens == 0 and job.spent.tokens == result.ledger.usage.total_tokens
-    tally = sim_call(sim, "/_sim/tally")["total"]
-    assert result.ledger.calls == tally["completed"]
-    assert result.ledger.usage.input_tokens == tally["input_tokens"]
-    assert result.ledger.usage.output_tokens == tally["output_tokens"]
+    assert_ledger_matches_sim(result, sim)
 
 
 async def test_agent_budget_is_a_node_inside_the_job(
@@ -117,7 +115,7 @@ async def test_agent_budget_is_a_node_inside_the_job(
     agents = [{"name": "writer", "model": "sim:writer", "max_output_tokens": 200, "budget": {"calls": 1}}]
     spec = chain({"tokens": 50_000}, agents=agents)
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await (await start(ts_env.client, worker.task_queue, spec)).result()
+        result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.stop_reason is StopReason.budget_exhausted
     assert "agent:writer" in result.explanation and "calls" in result.explanation
     assert result.turns == 1
@@ -134,9 +132,9 @@ async def test_degrade_moves_to_a_cheaper_tier(
     ]
     spec = chain({"usd": "0.004", "on_exhausted": "degrade"}, agents=agents, steps=2)
     async with make_worker(ts_env.client, gateway) as worker:
-        handle = await start(ts_env.client, worker.task_queue, spec)
+        handle = await start_job(ts_env.client, worker.task_queue, spec)
         result = await handle.result()
-        turns = await handle.query("transcript", result_type=list[TurnRecord])
+        turns = await transcript_of(handle)
     assert "sim:tier-small" in [turn.model for turn in turns]
     assert result.ledger.degraded and "sim:tier-large -> sim:tier-small" in result.ledger.degraded[0]
     assert result.ledger.cost_usd <= Decimal("0.004")
@@ -149,7 +147,7 @@ async def test_ask_waits_until_add_budget_raises_the_limit(
     """Under ``ask`` the job waits for add_budget, says so in its status, and completes once raised."""
     spec = chain({"tokens": 450, "on_exhausted": "ask"})
     async with make_worker(ts_env.client, gateway) as worker:
-        handle = await start(ts_env.client, worker.task_queue, spec)
+        handle = await start_job(ts_env.client, worker.task_queue, spec)
         waiting = await until_waiting(handle)
         assert "waiting for add_budget" in waiting.detail
         totals = await handle.execute_update(
@@ -168,11 +166,11 @@ async def test_ask_takes_its_default_when_nobody_answers(
     """Under ``ask`` with nobody answering, the timeout (time-skipped) takes ``ask_default`` stop."""
     spec = chain({"tokens": 450, "on_exhausted": "ask", "ask_timeout": "2h"})
     async with make_worker(ts_env.client, gateway) as worker:
-        handle = await start(ts_env.client, worker.task_queue, spec)
+        handle = await start_job(ts_env.client, worker.task_queue, spec)
         result = await handle.result()
         described = await handle.describe()
     assert result.stop_reason is StopReason.budget_exhausted
-    assert "nobody raised" not in result.explanation or "tokens" in result.explanation
+    assert "node 'job'" in result.explanation and "of its 450 tokens limit left" in result.explanation
     assert 0 < len(result.outputs) < 3
     assert_within_limits(result.ledger)
     assert described.close_time is not None
@@ -185,11 +183,11 @@ async def test_quota_waits_for_the_next_period_and_completes(
     """A per-hour token quota that fits one call makes the job wait (status waiting) and then finish."""
     spec = chain({"tokens": 50_000, "quota": {"tokens": 350, "period": "1h"}})
     async with make_worker(ts_env.client, gateway) as worker:
-        handle = await start(ts_env.client, worker.task_queue, spec)
+        handle = await start_job(ts_env.client, worker.task_queue, spec)
         waiting = await until_waiting(handle)
         assert "quota used up; next period in" in waiting.detail
         result = await handle.result()
-        turns = await handle.query("transcript", result_type=list[TurnRecord])
+        turns = await transcript_of(handle)
     assert result.stop_reason is StopReason.completed
     assert len(turns) == 3
     gaps = [b.started_at - a.started_at for a, b in itertools.pairwise(turns)]
@@ -202,14 +200,12 @@ async def test_budget_examples_run_out_of_money_under_their_policy(
     ts_env: WorkflowEnvironment, gateway: ModelCallActivities, name: str
 ) -> None:
     """Each shipped budget example runs out of money and ends (or degrades) as its policy says."""
-    from pathlib import Path
-
     from harness.specfile import load_spec
 
-    path = Path(__file__).parent.parent / "examples" / f"{name}.yaml"
+    path = ROOT / "examples" / f"{name}.yaml"
     spec = load_spec(path).model_copy(update={"id": f"{name}-{uuid.uuid4().hex[:8]}"})
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await (await start(ts_env.client, worker.task_queue, spec)).result()
+        result = await run_job(ts_env.client, worker.task_queue, spec)
     assert_within_limits(result.ledger)
     if name == "budget-degrade":
         assert result.ledger.degraded
@@ -235,9 +231,7 @@ async def test_parallel_calls_racing_for_the_last_dollars_never_overspend(
         }
     )
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await ts_env.client.execute_workflow(
-            "DagJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.stop_reason is StopReason.budget_exhausted
     assert 0 < result.ledger.calls < 6
     assert_within_limits(result.ledger)
@@ -320,20 +314,20 @@ async def test_jobs_lease_from_an_account_give_back_and_topup_makes_room(
         account = await start_account(dev_env.client, worker.task_queue, usd=Decimal("0.01"))
         name = (await show(account)).state.name
         first = chain({"usd": "0.006"}).model_copy(update={"account": name})
-        done = await (await start(dev_env.client, worker.task_queue, first)).result()
+        done = await run_job(dev_env.client, worker.task_queue, first)
         assert done.stop_reason is StopReason.completed
         after = await show(account)
         assert not after.state.leases and after.state.spent_usd == done.ledger.cost_usd > 0
         assert after.remaining_usd == Decimal("0.01") - done.ledger.cost_usd
 
         greedy = chain({"usd": "0.0099"}).model_copy(update={"account": name})
-        refused = await (await start(dev_env.client, worker.task_queue, greedy)).result()
+        refused = await run_job(dev_env.client, worker.task_queue, greedy)
         assert refused.stop_reason is StopReason.budget_exhausted and refused.turns == 0
         assert "refused the lease" in refused.explanation
 
         await account_update(account, "topup", TopupRequest(usd=Decimal("0.005")), AccountView)
         again = greedy.model_copy(update={"id": f"budget-{uuid.uuid4().hex[:8]}"})
-        assert (await (await start(dev_env.client, worker.task_queue, again)).result()).turns == 3
+        assert (await run_job(dev_env.client, worker.task_queue, again)).turns == 3
         await account.terminate()
 
 
@@ -411,48 +405,39 @@ async def test_budget_cli_and_the_account_example(
 ) -> None:
     """`harness budget create/show/topup` drive an account a worker serves, and the shipped account
     example draws on it: leased at start, given back at the end, refused once the account is spent."""
-    import os
     import subprocess
-    import sys
-    from pathlib import Path
 
     from harness.specfile import load_spec
 
-    root = Path(__file__).parent.parent
     name = f"team-{uuid.uuid4().hex[:6]}"
     queue = f"test-{uuid.uuid4().hex[:12]}"
     env = {
-        **os.environ,
-        "COLUMNS": "200",
         "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "HARNESS_TASK_QUEUE": queue,
     }
 
-    def harness(*args: str) -> subprocess.CompletedProcess[str]:
-        binary = str(Path(sys.executable).parent / "harness")
-        return subprocess.run(
-            [binary, "budget", *args], capture_output=True, text=True, env=env, timeout=60, check=False
-        )
+    def budget(*args: str) -> subprocess.CompletedProcess[str]:
+        return harness("budget", *args, env=env, timeout=60)
 
     activities = account_activities(dev_env.client, gateway)
     async with make_worker(dev_env.client, gateway, activities=activities, queue=queue):
-        created = await asyncio.to_thread(harness, "create", name, "--usd", "0.0021", "--period", "day")
+        created = await asyncio.to_thread(budget, "create", name, "--usd", "0.0021", "--period", "day")
         assert created.returncode == 0, created.stderr
-        again = await asyncio.to_thread(harness, "create", name, "--usd", "1")
+        again = await asyncio.to_thread(budget, "create", name, "--usd", "1")
         assert again.returncode == 1 and "already exists" in again.stderr
-        spec = load_spec(root / "examples" / "budget-account.yaml")
+        spec = load_spec(ROOT / "examples" / "budget-account.yaml")
         outcomes = []
         for _ in range(2):
             job = spec.model_copy(update={"id": f"acct-{uuid.uuid4().hex[:8]}", "account": name})
-            outcomes.append(await (await start(dev_env.client, queue, job)).result())
+            outcomes.append(await run_job(dev_env.client, queue, job))
         assert outcomes[0].stop_reason is StopReason.completed
         assert outcomes[1].stop_reason is StopReason.budget_exhausted and outcomes[1].turns == 0
-        shown = await asyncio.to_thread(harness, "show", name)
+        shown = await asyncio.to_thread(budget, "show", name)
         assert shown.returncode == 0 and f"account {name}" in shown.stdout and "usd" in shown.stdout
-        topped = await asyncio.to_thread(harness, "topup", name, "--usd", "0.002")
+        topped = await asyncio.to_thread(budget, "topup", name, "--usd", "0.002")
         assert topped.returncode == 0, topped.stderr
         job = spec.model_copy(update={"id": f"acct-{uuid.uuid4().hex[:8]}", "account": name})
-        third = await (await start(dev_env.client, queue, job)).result()
+        third = await run_job(dev_env.client, queue, job)
         assert third.stop_reason is StopReason.completed
         view = await show(dev_env.client.get_workflow_handle(account_workflow_id(name)))
         await dev_env.client.get_workflow_handle(account_workflow_id(name)).terminate()
@@ -475,10 +460,10 @@ async def test_account_lease_is_given_back_when_the_job_is_aborted_or_fails(
             sim_call(sim, "/_sim/faults", {"kind": fault, "model": "editor", "count": 1})
             spec = chain({"usd": "0.01"}, agents=two).model_copy(update={"account": name})
             spec.steps[1].agent = "editor"
-            handle = await start(dev_env.client, worker.task_queue, spec)
+            handle = await start_job(dev_env.client, worker.task_queue, spec)
             if reason is StopReason.aborted:
                 for _ in range(200):
-                    if "editor" in ((await progress(handle)).in_flight or ""):
+                    if "editor" in ((await status_of(handle)).in_flight or ""):
                         break
                     await asyncio.sleep(0.05)
                 await handle.signal("abort", AbortRequest(reason="enough"))
@@ -506,9 +491,9 @@ async def test_a_job_that_ends_without_giving_back_is_charged_its_whole_lease(
         name = (await show(account)).state.name
         sim_call(sim, "/_sim/faults", {"kind": "timeout", "model": "writer", "count": 1})
         spec = chain({"usd": "0.01"}).model_copy(update={"account": name})
-        handle = await start(dev_env.client, worker.task_queue, spec)
+        handle = await start_job(dev_env.client, worker.task_queue, spec)
         for _ in range(200):
-            if (await progress(handle)).in_flight:
+            if (await status_of(handle)).in_flight:
                 break
             await asyncio.sleep(0.05)
         assert spec.id in (await show(account)).state.leases
@@ -530,7 +515,7 @@ async def test_degrade_without_a_cheaper_tier_cuts_output_tokens(
     output tokens (halved), and the change is listed in the ledger."""
     spec = chain({"tokens": 450, "on_exhausted": "degrade"})
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await (await start(ts_env.client, worker.task_queue, spec)).result()
+        result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.ledger.degraded and "200 -> 100 output tokens" in result.ledger.degraded[0]
     assert result.stop_reason is StopReason.completed and result.ledger.usage.total_tokens <= 450
     assert_within_limits(result.ledger)
@@ -544,10 +529,10 @@ async def test_a_quota_wait_survives_a_worker_restart(
     spec = chain({"tokens": 50_000, "quota": {"tokens": 350, "period": "3s"}})
     queue = f"test-{uuid.uuid4().hex[:12]}"
     async with make_worker(dev_env.client, gateway, queue=queue):
-        handle = await start(dev_env.client, queue, spec)
+        handle = await start_job(dev_env.client, queue, spec)
         await until_waiting(handle)
     async with make_worker(dev_env.client, gateway, queue=queue):
-        assert (await progress(handle)).status is JobStatus.waiting
+        assert (await status_of(handle)).status is JobStatus.waiting
         result = await handle.result()
     assert result.stop_reason is StopReason.completed and result.turns == 3
     assert_within_limits(result.ledger)

@@ -8,10 +8,10 @@ from typing import Any
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
-from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.jobs import StopReason, TurnRecord
 from contracts.spec import parse_spec
 from harness.specfile import load_spec
-from tests.conftest import ROOT, make_worker
+from tests.helpers import ROOT, make_worker, run_job, start_job, transcript_of
 
 
 def dag_spec(max_concurrency: int) -> Any:
@@ -52,11 +52,9 @@ async def test_steps_wait_for_dependencies_and_parallelism_is_bounded(
     """No step starts before all it depends on has finished, and at most max_concurrency run at once."""
     spec = dag_spec(max_concurrency=2)
     async with make_worker(dev_env.client, gateway) as worker:
-        handle = await dev_env.client.start_workflow(
-            "DagJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        handle = await start_job(dev_env.client, worker.task_queue, spec)
         result = await handle.result()
-        turns = await handle.query("transcript", result_type=list[TurnRecord])
+        turns = await transcript_of(handle)
     assert result.stop_reason is StopReason.completed
     by_step = {turn.step: turn for turn in turns}
     join = by_step["join"]
@@ -70,9 +68,7 @@ async def test_example_dag_runs(ts_env: WorkflowEnvironment, gateway: ModelCallA
     """The shipped DAG example completes with every step run."""
     spec = load_spec(ROOT / "examples" / "dag.yaml").model_copy(update={"id": f"dagx-{uuid.uuid4().hex[:8]}"})
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await ts_env.client.execute_workflow(
-            "DagJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.stop_reason is StopReason.completed
     assert set(result.outputs) == {step.id for step in spec.steps}
 
@@ -85,8 +81,6 @@ async def test_example_groupchat_ends_with_goal_met(
         update={"id": f"gc-{uuid.uuid4().hex[:8]}"}
     )
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await ts_env.client.execute_workflow(
-            "GroupChatJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.stop_reason is StopReason.goal_met
     assert result.output.startswith("Draft v3")

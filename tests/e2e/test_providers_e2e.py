@@ -5,24 +5,50 @@ from __future__ import annotations
 
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.catalog import load_catalog, resolve
 from activities.config import ProviderSettings
 from activities.model_call import ModelCallActivities
-from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.jobs import JobResult, StopReason
 from contracts.models import Usage
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
 from harness.specfile import load_spec
-from tests.conftest import ROOT, make_worker, sim_call
-from tests.test_cli import harness
+from tests.helpers import ROOT, harness, make_worker, run_job, sim_call, start_job, transcript_of
 from worker import build_worker
 
 CATALOG = ROOT / "examples" / "catalog.yaml"
+
+
+def three_provider_spec(prefix: str) -> JobSpec:
+    """examples/providers.yaml under a fresh job id."""
+    return load_spec(ROOT / "examples" / "providers.yaml").model_copy(
+        update={"id": f"{prefix}-{uuid.uuid4().hex[:8]}"}
+    )
+
+
+async def run_with_a_fault(
+    env: WorkflowEnvironment, sim: SimServer, prefix: str, fault: dict[str, Any]
+) -> tuple[JobResult, WorkflowHistory]:
+    """The three-provider job at catalog prices, with ``fault`` queued on a freshly reset simulator;
+    its result and history."""
+    catalog = load_catalog(CATALOG)
+    gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url, catalog_path=CATALOG), catalog)
+    spec = three_provider_spec(prefix)
+    sim_call(sim, "/_sim/reset", {})
+    sim_call(sim, "/_sim/faults", fault)
+    try:
+        async with make_worker(env.client, gateway=gateway) as worker:
+            handle = await start_job(env.client, worker.task_queue, spec)
+            return await handle.result(), await handle.fetch_history()
+    finally:
+        await gateway.aclose()
 
 
 @pytest.mark.parametrize("explicit_compatible_url", [False, True], ids=["default-routes", "explicit-url"])
@@ -40,18 +66,12 @@ async def test_three_providers_in_one_job_match_the_simulator(
     gateway = ModelCallActivities(settings, catalog)
     # The explicit URL is a real openai-compatible route (not the simulator fallback), with its options.
     assert settings.endpoint("openai-compatible").simulated is not explicit_compatible_url
-    spec = load_spec(ROOT / "examples" / "providers.yaml").model_copy(
-        update={"id": f"providers-{uuid.uuid4().hex[:8]}"}
-    )
+    spec = three_provider_spec("providers")
     sim_call(sim, "/_sim/reset", {})
     try:
         async with make_worker(ts_env.client, gateway=gateway) as worker:
-            result = await ts_env.client.execute_workflow(
-                "SequentialJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-            )
-            turns = await ts_env.client.get_workflow_handle(spec.id or "").query(
-                "transcript", result_type=list[TurnRecord]
-            )
+            result = await run_job(ts_env.client, worker.task_queue, spec)
+            turns = await transcript_of(ts_env.client.get_workflow_handle(spec.id or ""))
     finally:
         await gateway.aclose()
     assert result.stop_reason is StopReason.completed
@@ -102,33 +122,14 @@ def test_cli_runs_the_three_provider_job_with_the_catalog(
     assert f"({total['input_tokens']} in, {total['output_tokens']} out) in 3 calls" in done.stdout
 
 
-def three_provider_spec(prefix: str) -> JobSpec:
-    """examples/providers.yaml under a fresh job id."""
-    return load_spec(ROOT / "examples" / "providers.yaml").model_copy(
-        update={"id": f"{prefix}-{uuid.uuid4().hex[:8]}"}
-    )
-
-
 @pytest.mark.e2e
 async def test_rate_limit_is_retried_by_temporal_once_and_charged_once(
     dev_env: WorkflowEnvironment, sim: SimServer
 ) -> None:
     """A 429 with retry-after on the anthropic: step is retried by Temporal alone, after the server's
     delay (longer than the policy's first interval); the job completes and charges one call per step."""
-    catalog = load_catalog(CATALOG)
-    gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url, catalog_path=CATALOG), catalog)
-    spec = three_provider_spec("rate-limited")
-    sim_call(sim, "/_sim/reset", {})
-    sim_call(sim, "/_sim/faults", {"kind": "429", "model": "claude-haiku-4-5", "retry_after": 2})
-    try:
-        async with make_worker(dev_env.client, gateway=gateway) as worker:
-            handle = await dev_env.client.start_workflow(
-                "SequentialJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-            )
-            result = await handle.result()
-            history = await handle.fetch_history()
-    finally:
-        await gateway.aclose()
+    fault = {"kind": "429", "model": "claude-haiku-4-5", "retry_after": 2}
+    result, history = await run_with_a_fault(dev_env, sim, "rate-limited", fault)
     assert result.stop_reason is StopReason.completed
     tally = sim_call(sim, "/_sim/tally")
     haiku = tally["models"]["claude-haiku-4-5"]
@@ -162,20 +163,8 @@ async def test_bad_request_ends_the_job_failed_naming_the_cause(
 ) -> None:
     """A 400 on the anthropic: step is not retried: the job ends with stop reason failed, naming the
     agent, the model and BadRequest, and keeps the draft that finished before it."""
-    catalog = load_catalog(CATALOG)
-    gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url, catalog_path=CATALOG), catalog)
-    spec = three_provider_spec("bad-request")
-    sim_call(sim, "/_sim/reset", {})
-    sim_call(sim, "/_sim/faults", {"kind": "400", "model": "claude-haiku-4-5"})
-    try:
-        async with make_worker(dev_env.client, gateway=gateway) as worker:
-            handle = await dev_env.client.start_workflow(
-                "SequentialJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-            )
-            result = await handle.result()
-            history = await handle.fetch_history()
-    finally:
-        await gateway.aclose()
+    fault = {"kind": "400", "model": "claude-haiku-4-5"}
+    result, history = await run_with_a_fault(dev_env, sim, "bad-request", fault)
     assert result.stop_reason is StopReason.failed
     assert "critic" in result.explanation and "reviewer" in result.explanation
     assert "BadRequest" in result.explanation and "HTTP 400" in result.explanation
@@ -217,6 +206,6 @@ async def test_a_default_worker_closes_its_provider_clients(
         fn.__self__ for fn in worker.config()["activities"] if isinstance(fn.__self__, ModelCallActivities)
     }
     async with worker:
-        await ts_env.client.execute_workflow("SequentialJob", spec, id=spec.id or "", task_queue=queue)
+        await run_job(ts_env.client, queue, spec)
         clients = list(gateway._clients.values())
     assert clients and all(client.is_closed() for client in clients)

@@ -7,7 +7,6 @@ import uuid
 from collections import Counter
 from typing import Any
 
-from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -15,11 +14,11 @@ from temporalio.worker import Replayer
 from activities.model_call import ModelCallActivities
 from activities.team_board import TeamBoardActivities
 from contracts.controls import AbortRequest
-from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.jobs import JobResult, StopReason
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
 from harness.specfile import load_spec
-from tests.conftest import ROOT, make_worker, sim_call
+from tests.helpers import ROOT, make_worker, run_job, sim_call, start_job, transcript_of
 from worker import workflow_runner
 from workflows import ALL_WORKFLOWS
 from workflows.team import follow_ups
@@ -59,22 +58,15 @@ def team(tasks: list[str], **overrides: Any) -> JobSpec:
     return parse_spec(data)
 
 
-async def execute(client: Client, queue: str, spec: JobSpec, workflow: str) -> JobResult:
-    """Run a job to its end."""
-    return await client.execute_workflow(
-        workflow, spec, id=spec.id or "", task_queue=queue, result_type=JobResult
-    )
-
-
 async def test_delegation_plans_delegates_to_children_reviews_and_answers(
     ts_env: WorkflowEnvironment, gateway: ModelCallActivities
 ) -> None:
     """Plan, a child workflow per subtask, review, final answer; the ledger holds the children's spend."""
     spec = delegation()
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await execute(ts_env.client, worker.task_queue, spec, "DelegationJob")
+        result = await run_job(ts_env.client, worker.task_queue, spec)
         parent = ts_env.client.get_workflow_handle(spec.id or "")
-        turns = await parent.query("transcript", result_type=list[TurnRecord])
+        turns = await transcript_of(parent)
         children = [
             await ts_env.client.get_workflow_handle(f"{spec.id}/t{i}-r1", result_type=JobResult).result()
             for i in (1, 2, 3)
@@ -100,10 +92,8 @@ async def test_failed_child_is_reported_to_the_primary_and_the_job_completes(
     sim_call(sim, "/_sim/faults", {"kind": "400", "model": "writer", "count": 1})
     spec = delegation(delegation={"primary": "lead", "max_concurrency": 1})
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await execute(ts_env.client, worker.task_queue, spec, "DelegationJob")
-        turns = await ts_env.client.get_workflow_handle(spec.id or "").query(
-            "transcript", result_type=list[TurnRecord]
-        )
+        result = await run_job(ts_env.client, worker.task_queue, spec)
+        turns = await transcript_of(ts_env.client.get_workflow_handle(spec.id or ""))
     assert result.stop_reason is StopReason.completed, result.explanation
     assert len(result.evidence["failed_runs"]) == 1
     review = next(turn for turn in turns if turn.step == "plan-r2")
@@ -128,7 +118,7 @@ async def test_team_claims_each_task_once_runs_follow_ups_and_ends_when_the_boar
     board = TeamBoardActivities(dev_env.client)
     activities = [gateway.model_call, gateway.resolve_models, board.team_board]
     async with make_worker(dev_env.client, gateway, activities=activities) as worker:
-        result = await execute(dev_env.client, worker.task_queue, spec, "TeamJob")
+        result = await run_job(dev_env.client, worker.task_queue, spec)
         members = [
             await dev_env.client.get_workflow_handle(f"{spec.id}--{name}", result_type=JobResult).result()
             for name in ("writer", "echo")
@@ -148,7 +138,7 @@ async def test_example_team_runs(dev_env: WorkflowEnvironment, gateway: ModelCal
     board = TeamBoardActivities(dev_env.client)
     activities = [gateway.model_call, gateway.resolve_models, board.team_board]
     async with make_worker(dev_env.client, gateway, activities=activities) as worker:
-        result = await execute(dev_env.client, worker.task_queue, spec, "TeamJob")
+        result = await run_job(dev_env.client, worker.task_queue, spec)
     assert result.stop_reason is StopReason.completed, result.explanation
     assert len(result.outputs) == 4
 
@@ -161,9 +151,7 @@ async def test_aborting_a_team_stops_its_members_and_charges_their_spend(
     board = TeamBoardActivities(dev_env.client)
     activities = [gateway.model_call, gateway.resolve_models, board.team_board]
     async with make_worker(dev_env.client, gateway, activities=activities) as worker:
-        handle = await dev_env.client.start_workflow(
-            "TeamJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        handle = await start_job(dev_env.client, worker.task_queue, spec)
         await asyncio.sleep(2)
         await handle.signal("abort", AbortRequest(reason="enough"))
         result = await asyncio.wait_for(handle.result(), timeout=20)
@@ -180,7 +168,7 @@ async def test_team_histories_replay_deterministically(
     board = TeamBoardActivities(dev_env.client)
     activities = [gateway.model_call, gateway.resolve_models, board.team_board]
     async with make_worker(dev_env.client, gateway, activities=activities) as worker:
-        await execute(dev_env.client, worker.task_queue, spec, "TeamJob")
+        await run_job(dev_env.client, worker.task_queue, spec)
     replayer = Replayer(
         workflows=ALL_WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=workflow_runner()
     )
@@ -199,9 +187,7 @@ async def test_team_resumes_on_a_new_worker_without_repeating_finished_tasks(
     activities = [gateway.model_call, gateway.resolve_models, board.team_board]
     queue = f"test-{uuid.uuid4().hex[:12]}"
     async with make_worker(dev_env.client, gateway, activities=activities, queue=queue):
-        handle = await dev_env.client.start_workflow(
-            "TeamJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
-        )
+        handle = await start_job(dev_env.client, queue, spec)
         await asyncio.sleep(1.5)
     async with make_worker(dev_env.client, gateway, activities=activities, queue=queue):
         result = await asyncio.wait_for(handle.result(), timeout=40)

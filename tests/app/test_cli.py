@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from harness.sim import SimServer
-from tests.conftest import ROOT
-
-HARNESS = str(Path(sys.executable).parent / "harness")
-
-
-def harness(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run the ``harness`` command and capture what it prints."""
-    return subprocess.run(
-        [HARNESS, *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
-        timeout=timeout,
-        check=False,
-    )
+from tests.helpers import harness
 
 
 def test_bad_spec_is_refused_with_the_field(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from contracts.jobs import JobResult, StopReason
 from contracts.models import Message, ModelCallRequest, ModelPrice
 from contracts.spec import parse_spec
 from harness.sim import SimServer
-from tests.conftest import make_worker, sim_call
+from tests.helpers import make_worker, sim_call, start_job
 
 PRICE = ModelPrice(input_per_mtok=Decimal("0.05"), output_per_mtok=Decimal("0.10"))
 LOGGERS = ("temporalio", "harness", "activities", "openai", "anthropic", "httpx", "httpcore")
@@ -75,9 +75,7 @@ async def run_with_canaries(
         caplog.set_level(logging.DEBUG, logger=name)
     try:
         async with make_worker(env.client, gateway) as worker:
-            handle = await env.client.start_workflow(
-                "SequentialJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-            )
+            handle = await start_job(env.client, worker.task_queue, spec)
             result = await handle.result()
             history = await handle.fetch_history()
             description = await handle.describe()

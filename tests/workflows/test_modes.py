@@ -7,15 +7,24 @@ import uuid
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
-from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts.jobs import JobResult, StopReason
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
 from harness.specfile import load_spec
-from tests.conftest import ROOT, make_worker, sim_call
+from tests.helpers import (
+    ROOT,
+    make_worker,
+    run_job,
+    run_through_a_crash,
+    sim_call,
+    start_job,
+    status_of,
+    transcript_of,
+)
 
 
 def delegation_spec(**overrides: Any) -> JobSpec:
@@ -36,12 +45,6 @@ def delegation_spec(**overrides: Any) -> JobSpec:
     return parse_spec(data)
 
 
-async def run(client: Client, queue: str, spec: JobSpec, workflow: str) -> JobResult:
-    return await client.execute_workflow(
-        workflow, spec, id=spec.id or "", task_queue=queue, result_type=JobResult
-    )
-
-
 async def test_delegation_plans_runs_children_reviews_and_answers(
     ts_env: WorkflowEnvironment, gateway: ModelCallActivities
 ) -> None:
@@ -49,10 +52,8 @@ async def test_delegation_plans_runs_children_reviews_and_answers(
     reviews (plan of finished ids only) and writes the final answer; children's spend is in the ledger."""
     spec = delegation_spec()
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await run(ts_env.client, worker.task_queue, spec, "DelegationJob")
-        turns = await ts_env.client.get_workflow_handle(spec.id or "").query(
-            "transcript", result_type=list[TurnRecord]
-        )
+        result = await run_job(ts_env.client, worker.task_queue, spec)
+        turns = await transcript_of(ts_env.client.get_workflow_handle(spec.id or ""))
         child = await ts_env.client.get_workflow_handle(f"{spec.id}/t1-r1", result_type=JobResult).result()
     assert result.stop_reason is StopReason.completed, result.explanation
     assert sorted(result.outputs) == ["t1", "t2", "t3"]
@@ -79,16 +80,15 @@ async def test_failed_child_is_reported_to_the_primary_and_retried(
         delegation={"primary": "lead", "workers": ["writer", "helper"], "max_concurrency": 1}
     )
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await run(ts_env.client, worker.task_queue, spec, "DelegationJob")
-        turns = await ts_env.client.get_workflow_handle(spec.id or "").query(
-            "transcript", result_type=list[TurnRecord]
-        )
+        result = await run_job(ts_env.client, worker.task_queue, spec)
+        turns = await transcript_of(ts_env.client.get_workflow_handle(spec.id or ""))
     assert result.stop_reason is StopReason.completed, result.explanation
     failed = result.evidence["failed_runs"]
     assert len(failed) == 1 and failed[0].endswith("-r1")
     review = next(turn for turn in turns if turn.step == "plan-r2")
     assert review.prompt_preview.startswith("Failed subtasks:")
-    assert "BadRequest" in review.prompt_preview or "failed" in review.prompt_preview
+    subtask = failed[0].rsplit("/", 1)[1].removesuffix("-r1")
+    assert f"- {subtask}: failed: " in review.prompt_preview and "BadRequest" in review.prompt_preview
     assert sorted(result.outputs) == ["t1", "t2", "t3"]
     assert result.evidence["given_up"] == []
 
@@ -99,7 +99,7 @@ async def test_example_delegation_runs(ts_env: WorkflowEnvironment, gateway: Mod
         update={"id": f"delx-{uuid.uuid4().hex[:8]}"}
     )
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await run(ts_env.client, worker.task_queue, spec, "DelegationJob")
+        result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.stop_reason is StopReason.completed
     assert len(result.outputs) == 3
 
@@ -128,10 +128,8 @@ async def test_groupchat_round_robin_keeps_a_fixed_rotation(
     """Under round robin every round is one turn per agent, always in roster order."""
     spec = chat_spec("round_robin", rounds=3)
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await run(ts_env.client, worker.task_queue, spec, "GroupChatJob")
-        turns = await ts_env.client.get_workflow_handle(spec.id or "").query(
-            "transcript", result_type=list[TurnRecord]
-        )
+        result = await run_job(ts_env.client, worker.task_queue, spec)
+        turns = await transcript_of(ts_env.client.get_workflow_handle(spec.id or ""))
     assert result.stop_reason is StopReason.max_rounds
     assert [turn.agent for turn in turns] == ["writer", "editor", "echo"] * 3
 
@@ -144,10 +142,8 @@ async def test_groupchat_fair_share_gives_the_turn_to_the_most_owed_agent(
     spec = chat_spec("fair_share", rounds=4)
     names = [agent.name for agent in spec.agents]
     async with make_worker(ts_env.client, gateway) as worker:
-        result = await run(ts_env.client, worker.task_queue, spec, "GroupChatJob")
-        turns = await ts_env.client.get_workflow_handle(spec.id or "").query(
-            "transcript", result_type=list[TurnRecord]
-        )
+        result = await run_job(ts_env.client, worker.task_queue, spec)
+        turns = await transcript_of(ts_env.client.get_workflow_handle(spec.id or ""))
     assert result.stop_reason is StopReason.max_rounds
     spent = dict.fromkeys(names, 0)
     for turn in turns:
@@ -165,20 +161,14 @@ async def test_delegation_resumes_after_sigkill_without_rerunning_finished_child
 ) -> None:
     """A delegation whose worker is SIGKILLed while a child streams finishes on a new worker: every
     subtask runs to the end once (one completed reply per call in the ledger), none is planned twice."""
-    from tests.test_crash import kill_and_replace, start_worker, stop
-
     sim_call(sim, "/_sim/reset", {})
     queue = f"crash-del-{uuid.uuid4().hex[:8]}"
     spec = delegation_spec(
         task="Write a guide to durable agents. [[sim latency=0 tps=20 tokens=40]]",
         delegation={"primary": "lead", "workers": ["helper"], "max_concurrency": 1},
     )
-    first = start_worker(dev_env, sim, queue)
-    second = None
-    try:
-        handle = await dev_env.client.start_workflow(
-            "DelegationJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
-        )
+
+    async def kill_when(handle: WorkflowHandle[Any, JobResult]) -> None:
         child = dev_env.client.get_workflow_handle(f"{spec.id}/t1-r1")
         for _ in range(300):  # wait until the first child is done and the next one streams
             try:
@@ -186,14 +176,8 @@ async def test_delegation_resumes_after_sigkill_without_rerunning_finished_child
                 break
             except Exception:  # not started yet
                 await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)
-        second = kill_and_replace(first, dev_env, sim, queue)
-        result = await asyncio.wait_for(handle.result(), timeout=90)
-        turns = await handle.query("transcript", result_type=list[TurnRecord])
-    finally:
-        stop(first)
-        if second is not None:
-            stop(second)
+
+    result, turns = await run_through_a_crash(dev_env, sim, queue, spec, kill_when, settle=1.0, within=90)
     assert result.stop_reason is StopReason.completed, result.explanation
     assert sorted(result.outputs) == ["t1", "t2", "t3"]
     assert [turn.step for turn in turns] == ["plan-r1", "plan-r2", "final"]
@@ -207,16 +191,13 @@ async def test_aborting_a_delegation_aborts_its_running_children(
     """An abort of the parent reaches every running child as an abort: each ends 'aborted', the
     parent ends 'aborted' too, and the children's partial spend is on the parent's ledger."""
     from contracts.controls import AbortRequest
-    from contracts.jobs import JobProgress
 
     spec = delegation_spec(task="Write a guide. [[sim latency=2 tps=0]]")
     async with make_worker(ts_env.client, gateway) as worker:
-        handle = await ts_env.client.start_workflow(
-            "DelegationJob", spec, id=spec.id or "", task_queue=worker.task_queue, result_type=JobResult
-        )
+        handle = await start_job(ts_env.client, worker.task_queue, spec)
         running = ""
         for _ in range(200):
-            progress = await handle.query("status", result_type=JobProgress)
+            progress = await status_of(handle)
             if "running" in (progress.step or ""):
                 running = (progress.step or "").split("running ")[1].split(",")[0].split(";")[0]
                 break

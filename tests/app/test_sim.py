@@ -7,7 +7,6 @@ import json
 import re
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from harness.sim import SIM_PRICES, SIM_TIERS, SimConfig, SimServer, count_tokens
 from harness.sim._tokens import split_tokens
+from tests.helpers import sim_call
 
 TOPIC = "Write a short post about durable execution for AI agent workflows"
 
@@ -31,7 +31,7 @@ def server() -> Iterator[SimServer]:
 @pytest.fixture(autouse=True)
 def _clean(server: SimServer) -> None:
     """Every test starts with an empty tally and no queued faults."""
-    _post(server, "/_sim/reset", {})
+    sim_call(server, "/_sim/reset", {})
 
 
 @pytest.fixture
@@ -46,21 +46,8 @@ def ant(server: SimServer) -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key="sim", base_url=server.url, max_retries=0, timeout=10)
 
 
-def _get(server: SimServer, path: str) -> Any:
-    with urllib.request.urlopen(server.url + path, timeout=5) as response:
-        return json.load(response)
-
-
-def _post(server: SimServer, path: str, body: dict[str, Any]) -> Any:
-    request = urllib.request.Request(
-        server.url + path, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return json.load(response)
-
-
 def _fault(server: SimServer, **fault: Any) -> None:
-    _post(server, "/_sim/faults", fault)
+    sim_call(server, "/_sim/faults", fault)
 
 
 def _prompt(system: str, *contents: str) -> int:
@@ -80,7 +67,7 @@ def _wait_tally(server: SimServer, model: str, key: str, value: int) -> dict[str
     """The tally of ``model`` once ``key`` reaches ``value`` (handler threads finish a bit later)."""
     deadline = time.monotonic() + 3
     while True:
-        counts: dict[str, int] = _get(server, "/_sim/tally")["models"].get(model, {})
+        counts: dict[str, int] = sim_call(server, "/_sim/tally")["models"].get(model, {})
         if counts.get(key) == value or time.monotonic() > deadline:
             return counts
         time.sleep(0.02)
@@ -108,7 +95,7 @@ def test_prices_and_models_are_served(server: SimServer, oai: openai.OpenAI) -> 
     """The price table is non-zero, served as decimal strings, and every priced model is listed."""
     assert all(p.input_per_mtok > 0 and p.output_per_mtok > 0 for p in SIM_PRICES.values())
     assert SIM_TIERS["tier-small"] < SIM_TIERS["tier-medium"] < SIM_TIERS["tier-large"]
-    prices = _get(server, "/_sim/prices")
+    prices = sim_call(server, "/_sim/prices")
     assert prices["tier-large"] == {"input_per_mtok": "5.00", "output_per_mtok": "15.00"}
     assert {m.id for m in oai.models.list().data} == set(SIM_PRICES)
 

@@ -10,11 +10,10 @@ import pytest
 
 from contracts.spec import SpecError, parse_spec
 from harness.specfile import load_spec
+from tests.helpers import PLAN_SCHEMA, ROOT
 
-# examples/catalog.yaml is a model catalog, not a spec (tests/test_providers_e2e.py runs with it).
-EXAMPLES = sorted(
-    p for p in (Path(__file__).parent.parent / "examples").glob("*.yaml") if p.name != "catalog.yaml"
-)
+# examples/catalog.yaml is a model catalog, not a spec (tests/e2e/test_providers_e2e.py runs with it).
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.name != "catalog.yaml")
 
 
 def base(**overrides: Any) -> dict[str, Any]:
@@ -83,3 +82,27 @@ def test_spec_survives_a_json_round_trip() -> None:
     """A spec written as JSON (as Temporal stores it) reads back equal, durations included."""
     spec = parse_spec(base(deadline="10m", termination={"max_round_time": "30s"}))
     assert parse_spec(spec.model_dump(mode="json")) == spec
+
+
+def test_spec_refuses_bad_schemas_naming_the_field() -> None:
+    """An invalid schema, a schema on a non-json check, or a non-mapping json value fail at load."""
+
+    def spec(check: dict[str, Any]) -> None:
+        parse_spec(
+            {
+                "mode": "groupchat",
+                "task": "t",
+                "agents": [{"name": "a", "model": "sim:planner"}],
+                "goal": {"checks": [check]},
+            }
+        )
+
+    with pytest.raises(SpecError, match=r"goal\.checks\.0.*not a valid JSON Schema.*minItems"):
+        spec({"kind": "json", "value": {"type": "array", "minItems": -1}})
+    with pytest.raises(SpecError, match="takes no schema"):
+        spec({"kind": "judge", "model": "sim:judge", "value": {"type": "object"}})
+    with pytest.raises(SpecError, match="needs a string"):
+        spec({"kind": "contains", "value": {"type": "object"}})
+    with pytest.raises(SpecError, match="is a JSON Schema"):
+        spec({"kind": "json", "value": "object"})
+    spec({"kind": "json", "value": PLAN_SCHEMA})  # a valid one loads

@@ -7,12 +7,7 @@ kill is a real crash, not a cancelled task.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,53 +15,18 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from contracts.controls import InjectRequest
-from contracts.jobs import JobProgress, JobResult, StopReason, TurnRecord
+from contracts.jobs import JobResult, StopReason, TurnRecord
 from contracts.spec import parse_spec
 from harness.sim import SimServer
-from tests.conftest import sim_call
+from tests.helpers import run_through_a_crash, sim_call, status_of, transcript_of
 
-ROOT = Path(__file__).parent.parent
 pytestmark = pytest.mark.e2e
-
-
-def start_worker(env: WorkflowEnvironment, sim: SimServer, queue: str) -> subprocess.Popen[bytes]:
-    """A worker in its own process, as a user would run it."""
-    config = env.client.service_client.config
-    child_env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": config.target_host,
-        "TEMPORAL_NAMESPACE": env.client.namespace,
-        "HARNESS_TASK_QUEUE": queue,
-        "HARNESS_SIM_URL": sim.url,
-    }
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "worker.py")],
-        env=child_env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-    process.wait(timeout=10)
-
-
-def kill_and_replace(
-    first: subprocess.Popen[bytes], env: WorkflowEnvironment, sim: SimServer, queue: str
-) -> subprocess.Popen[bytes]:
-    """SIGKILL the worker process and start a new one on the same queue."""
-    first.send_signal(signal.SIGKILL)
-    first.wait(timeout=10)
-    return start_worker(env, sim, queue)
 
 
 async def until_calling(handle: WorkflowHandle[Any, Any], step: str) -> None:
     """Wait until the job's current step is ``step`` with a model call in flight."""
     for _ in range(300):
-        progress = await handle.query("status", result_type=JobProgress)
+        progress = await status_of(handle)
         if progress.step == step and progress.in_flight:
             return
         await asyncio.sleep(0.1)
@@ -111,22 +71,11 @@ async def test_sigkill_mid_job_resumes_and_charges_each_call_once(
             ],
         }
     )
-    client = dev_env.client
-    first = start_worker(dev_env, sim, queue)
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        handle = await client.start_workflow(
-            "SequentialJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
-        )
+
+    async def kill_when(handle: WorkflowHandle[Any, JobResult]) -> None:
         await until_calling(handle, "three")  # step three's stream is flowing
-        await asyncio.sleep(1.5)
-        second = kill_and_replace(first, dev_env, sim, queue)
-        result = await asyncio.wait_for(handle.result(), timeout=90)
-        turns = await handle.query("transcript", result_type=list[TurnRecord])
-    finally:
-        stop(first)
-        if second is not None:
-            stop(second)
+
+    result, turns = await run_through_a_crash(dev_env, sim, queue, spec, kill_when, settle=1.5, within=90)
 
     assert result.stop_reason is StopReason.completed
     assert [turn.step for turn in turns] == ["one", "two", "three", "four"]
@@ -157,26 +106,15 @@ async def test_groupchat_resumes_after_sigkill_without_repeating_turns(
             "termination": {"max_rounds": 3},
         }
     )
-    client = dev_env.client
-    first = start_worker(dev_env, sim, queue)
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        handle = await client.start_workflow(
-            "GroupChatJob", spec, id=job_id, task_queue=queue, result_type=JobResult
-        )
+
+    async def kill_when(handle: WorkflowHandle[Any, JobResult]) -> None:
         await until_calling(handle, "round 1: editor")
         # Delivered before round 2: its directive makes both round-2 turns stream for about 4 s.
         slow = "Take your time. [[sim latency=0 tps=15 tokens=60]]"
         await handle.signal("inject", InjectRequest(message=slow))
         await until_calling(handle, "round 2: writer")
-        await asyncio.sleep(1.5)
-        second = kill_and_replace(first, dev_env, sim, queue)
-        result = await asyncio.wait_for(handle.result(), timeout=120)
-        turns = await handle.query("transcript", result_type=list[TurnRecord])
-    finally:
-        stop(first)
-        if second is not None:
-            stop(second)
+
+    result, turns = await run_through_a_crash(dev_env, sim, queue, spec, kill_when, settle=1.5, within=120)
 
     assert result.stop_reason is StopReason.max_rounds, result.explanation
     assert [turn.agent for turn in turns] == ["writer", "editor"] * 3
@@ -208,25 +146,14 @@ async def test_dag_resumes_after_sigkill_without_rerunning_finished_steps(
             ],
         }
     )
-    first = start_worker(dev_env, sim, queue)
-    second: subprocess.Popen[bytes] | None = None
-    try:
-        handle = await dev_env.client.start_workflow(
-            "DagJob", spec, id=spec.id or "", task_queue=queue, result_type=JobResult
-        )
+
+    async def kill_when(handle: WorkflowHandle[Any, JobResult]) -> None:
         for _ in range(300):
-            turns = await handle.query("transcript", result_type=list[TurnRecord])
-            if any(turn.step == "fast" for turn in turns):
+            if any(turn.step == "fast" for turn in await transcript_of(handle)):
                 break
             await asyncio.sleep(0.1)
-        await asyncio.sleep(1.0)
-        second = kill_and_replace(first, dev_env, sim, queue)
-        result = await asyncio.wait_for(handle.result(), timeout=90)
-        turns = await handle.query("transcript", result_type=list[TurnRecord])
-    finally:
-        stop(first)
-        if second is not None:
-            stop(second)
+
+    result, turns = await run_through_a_crash(dev_env, sim, queue, spec, kill_when, settle=1.0, within=90)
     assert result.stop_reason is StopReason.completed
     assert sorted(turn.step or "" for turn in turns) == ["fast", "join", "slow"]
     tally = sim_call(sim, "/_sim/tally")["total"]
