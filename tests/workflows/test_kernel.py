@@ -13,7 +13,7 @@ from activities.routing_stats import RoutingStatsActivities
 from contracts.jobs import JobResult, StopReason, TurnRecord
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from tests.conftest import make_worker, sim_call
+from tests.helpers import make_worker, sim_call
 
 MEDIUM_PASSES = "Solve puzzle 3: difficulty=0.7."  # tier-small FAIL, tier-medium PASS, tier-large PASS
 TIERS = ["sim:tier-small", "sim:tier-medium", "sim:tier-large"]
