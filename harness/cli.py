@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
+import os
+import sys
+import threading
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -333,8 +337,53 @@ app.add_typer(budget_app, name="budget")
 
 
 def main() -> None:
-    """Entry point of the ``harness`` script."""
-    app()
+    """Entry point of the ``harness`` script: run the command, then end the process without finalizing.
+
+    The Temporal SDK's Rust core keeps Tokio threads that Python cannot stop (the SDK has no close or
+    shutdown for a client or runtime). One of them hands each RPC's result to asyncio and may still
+    be inside Python when the command returns; if it asks for the GIL again while the interpreter
+    finalizes, the process dies with SIGSEGV or SIGABRT after its output was printed
+    (temporalio/sdk-python#300). So the command's own clean-up runs as usual (``harness run`` stops
+    the worker, simulator and dev server it started in ``finally`` blocks, inside the command), then
+    what a normal exit does before finalizing (join non-daemon threads, atexit handlers, flush
+    stdout and stderr), then ``os._exit`` ends the process with the command's exit code.
+    """
+    try:
+        app()  # standalone mode: ends in SystemExit with the command's code
+        code = 0
+    except SystemExit as done:
+        code = _exit_code(done.code)
+    except BaseException:  # not a click error: report it as the interpreter would have
+        sys.excepthook(*sys.exc_info())
+        code = 130 if isinstance(sys.exc_info()[1], KeyboardInterrupt) else 1
+    _exit_without_finalizing(code)
+
+
+def _exit_code(code: object) -> int:
+    """The process exit code for ``SystemExit(code)``, printing a message code as Python does."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _exit_without_finalizing(code: int) -> NoReturn:
+    """Do what interpreter shutdown does before finalizing, then ``os._exit(code)``."""
+    try:
+        main_thread = threading.main_thread()
+        for thread in threading.enumerate():
+            if thread is not main_thread and not thread.daemon:
+                thread.join()
+        atexit._run_exitfuncs()  # e.g. DevServer.stop registered as a safety net
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe (`harness ledger ID | head`) or stream
+                code = code or 120  # what Python exits with when it cannot flush stdout
+        os._exit(code)
 
 
 if __name__ == "__main__":
