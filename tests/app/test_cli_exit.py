@@ -22,7 +22,7 @@ from activities.model_call import ModelCallActivities
 from harness.client import start_job
 from harness.sim import SimServer
 from harness.specfile import load_spec
-from tests.conftest import ROOT, make_worker
+from tests.helpers import ROOT, make_worker
 
 HARNESS = str(Path(sys.executable).parent / "harness")
 RPC_LAST_RUNS = 16
