@@ -30,9 +30,9 @@ from temporalio.exceptions import ChildWorkflowError
 with workflow.unsafe.imports_passed_through():
     from contracts.controls import AbortRequest
     from contracts.jobs import JobResult, LedgerTotals, StopReason
-    from contracts.models import Message, ModelCallResult
+    from contracts.models import Message
     from contracts.outputs import Plan, Subtask
-    from contracts.spec import AgentSpec, DelegationSpec, JobSpec
+    from contracts.spec import DelegationSpec, JobSpec
     from policies.scheduling import AgingPriorityQueue
 
 from workflows._children import child_spec, close_child, end_children, open_child
@@ -112,7 +112,7 @@ class DelegationJob(JobWorkflow):
             for round_no in range(1, settings.max_rounds + 1):
                 self.round = round_no
                 self.step = f"round {round_no}: plan"
-                reply = await self._primary_turn(primary, messages, f"plan-r{round_no}", "plan")
+                reply = await self.turn(primary, messages, step=f"plan-r{round_no}", output_type="plan")
                 plan = Plan.model_validate(reply.parsed)
                 todo = list({s.id: s for s in plan.subtasks if s.id not in self.results}.values())
                 if not todo:
@@ -125,7 +125,7 @@ class DelegationJob(JobWorkflow):
                     ]
             self.step = "final answer"
             prompt = self._render(FINAL_PROMPT, spec.task)
-            answer = await self._primary_turn(primary, [Message(role="user", content=prompt)], "final", None)
+            answer = await self.turn(primary, [Message(role="user", content=prompt)], step="final")
             final = answer.text
         except StopJob as stop:
             await self._stop_children(stop.explanation)
@@ -136,13 +136,6 @@ class DelegationJob(JobWorkflow):
             f"; gave up on {', '.join(given_up)}" if given_up else ""
         )
         return await self.conclude(StopReason.completed, explanation, final, self.results)
-
-    async def _primary_turn(
-        self, primary: AgentSpec, messages: list[Message], step: str, output_type: str | None
-    ) -> ModelCallResult:
-        """A turn of the primary; its conversation keeps the messages delivered to it."""
-        reply = await self.turn(primary, messages, step=step, output_type=output_type)
-        return reply
 
     async def _delegate(
         self, spec: JobSpec, settings: DelegationSpec, todo: list[Subtask], round_no: int
