@@ -6,10 +6,10 @@ it matters, is counted in scheduling ticks that the caller advances.
 
 Two kinds of structure live here:
 
-- Item queues (``FifoQueue``, ``StrictPriorityQueue``, ``AgingPriorityQueue``) hold work items, each
-  named by a unique string id and carrying a small JSON payload. They share ``push``/``pop``/
-  ``peek``/``remove``/``len``/``in``; the priority queues add ``set_priority`` (the target of the
-  workflows' ``set_priority`` update). ``pop`` on an empty queue raises ``IndexError``; ``peek``
+- Item queues (``StrictPriorityQueue`` and the one the workflows use, ``AgingPriorityQueue``) hold
+  work items, each named by a unique string id and carrying a small JSON payload, with ``push``/
+  ``pop``/``peek``/``remove``/``len``/``in`` and ``set_priority`` (the target of the workflows'
+  ``set_priority`` update). ``pop`` on an empty queue raises ``IndexError``; ``peek``
   returns ``None``.
 - Agent selectors (``RoundRobin``, ``FairShare``) choose which agent of a fixed roster speaks next.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -29,13 +29,10 @@ __all__ = [
     "AgingPriorityQueue",
     "FairShare",
     "FairShareAgent",
-    "FifoQueue",
-    "PrioritizedQueue",
     "PriorityItem",
     "QueueItem",
     "RoundRobin",
     "StrictPriorityQueue",
-    "TaskQueue",
     "jain_index",
 ]
 
@@ -53,23 +50,6 @@ class PriorityItem(QueueItem):
     priority: int = Field(ge=0, description="0 is the most urgent; larger numbers wait.")
     seq: int = Field(ge=0, description="Arrival number in the queue; breaks ties first come, first served.")
     enqueued_tick: int = Field(default=0, ge=0, description="Queue tick at arrival (aging only).")
-
-
-class TaskQueue(Protocol):
-    """What every item queue offers, whatever its discipline."""
-
-    def pop(self) -> QueueItem: ...
-    def peek(self) -> QueueItem | None: ...
-    def remove(self, item_id: str) -> QueueItem: ...
-    def __len__(self) -> int: ...
-    def __contains__(self, item_id: object) -> bool: ...
-
-
-class PrioritizedQueue(TaskQueue, Protocol):
-    """An item queue ordered by priority: strict, or with aging."""
-
-    def push(self, item_id: str, priority: int, payload: Mapping[str, Any] | None = None) -> None: ...
-    def set_priority(self, item_id: str, priority: int) -> None: ...
 
 
 def _index_of(items: Sequence[QueueItem], item_id: str) -> int:
@@ -93,37 +73,6 @@ def _check_weight(weight: float) -> float:
 def _check_priority(priority: int) -> None:
     if isinstance(priority, bool) or not isinstance(priority, int) or priority < 0:
         raise ValueError(f"priority must be a non-negative int (0 = most urgent), got {priority!r}")
-
-
-class FifoQueue(BaseModel):
-    """First come, first served: the batch discipline of a sequential chain."""
-
-    items: list[QueueItem] = Field(default_factory=list, description="Waiting items, oldest first.")
-
-    def push(self, item_id: str, payload: Mapping[str, Any] | None = None) -> None:
-        """Append an item; its id must not already be queued."""
-        _check_new(self.items, item_id)
-        self.items.append(QueueItem(id=item_id, payload=dict(payload or {})))
-
-    def pop(self) -> QueueItem:
-        """Remove and return the oldest item; ``IndexError`` when empty."""
-        if not self.items:
-            raise IndexError("pop from an empty queue")
-        return self.items.pop(0)
-
-    def peek(self) -> QueueItem | None:
-        """The item ``pop`` would return, or ``None`` when empty."""
-        return self.items[0] if self.items else None
-
-    def remove(self, item_id: str) -> QueueItem:
-        """Take an item out wherever it waits; ``KeyError`` when absent."""
-        return self.items.pop(_index_of(self.items, item_id))
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __contains__(self, item_id: object) -> bool:
-        return any(item.id == item_id for item in self.items)
 
 
 class StrictPriorityQueue(BaseModel):

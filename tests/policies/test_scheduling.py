@@ -12,15 +12,13 @@ from pydantic import BaseModel
 from policies.scheduling import (
     AgingPriorityQueue,
     FairShare,
-    FifoQueue,
-    PrioritizedQueue,
     RoundRobin,
     StrictPriorityQueue,
     jain_index,
 )
 
 
-def drain(queue: FifoQueue | StrictPriorityQueue) -> list[str]:
+def drain(queue: StrictPriorityQueue) -> list[str]:
     return [queue.pop().id for _ in range(len(queue))]
 
 
@@ -33,14 +31,14 @@ def run_fair_share(scheduler: FairShare, turns: int, rng: random.Random, low: in
     return picked
 
 
-# --- FIFO and round robin -------------------------------------------------------------------------
+# --- queues and round robin -------------------------------------------------------------------------
 
 
-def test_fifo_pops_in_arrival_order() -> None:
-    """A FIFO queue pops items in the order they were pushed, and peek shows the head without taking it."""
-    queue = FifoQueue()
+def test_priority_queue_peek_and_remove() -> None:
+    """peek shows the head without taking it; remove takes an item out wherever it waits."""
+    queue = AgingPriorityQueue()
     for name in "abcd":
-        queue.push(name, {"n": name})
+        queue.push(name, 1, {"n": name})
     head = queue.peek()
     assert head is not None and head.id == "a"
     queue.remove("c")
@@ -53,15 +51,10 @@ def test_fifo_pops_in_arrival_order() -> None:
 
 def test_queues_refuse_duplicate_ids() -> None:
     """Pushing an id that is already waiting is refused, so ids stay unique handles for updates."""
-    for queue in (FifoQueue(), StrictPriorityQueue(), AgingPriorityQueue()):
-        if isinstance(queue, FifoQueue):
-            queue.push("x")
-            with pytest.raises(ValueError):
-                queue.push("x")
-        else:
-            queue.push("x", 1)
-            with pytest.raises(ValueError):
-                queue.push("x", 2)
+    for queue in (StrictPriorityQueue(), AgingPriorityQueue()):
+        queue.push("x", 1)
+        with pytest.raises(ValueError):
+            queue.push("x", 2)
 
 
 def test_round_robin_order_is_exact() -> None:
@@ -110,7 +103,7 @@ def test_strict_priority_order_with_fifo_ties(priorities: list[int]) -> None:
 
 def test_set_priority_reorders_waiting_items() -> None:
     """set_priority moves a waiting item, which keeps its arrival rank among equals."""
-    queue: PrioritizedQueue = StrictPriorityQueue()
+    queue = StrictPriorityQueue()
     for name, priority in [("a", 2), ("b", 2), ("c", 1)]:
         queue.push(name, priority)
     queue.set_priority("b", 0)
@@ -258,14 +251,11 @@ def test_jain_index_extremes() -> None:
 
 
 def _used_states() -> list[BaseModel]:
-    fifo = FifoQueue()
     strict = StrictPriorityQueue()
     aging = AgingPriorityQueue(age_every=3)
     for index in range(6):
-        fifo.push(f"f{index}", {"step": index, "tags": ["x", None], "ratio": 0.1 * index})
-        strict.push(f"s{index}", index % 3, {"agent": "writer"})
+        strict.push(f"s{index}", index % 3, {"agent": "writer", "tags": ["x", None], "ratio": 0.1 * index})
         aging.push(f"a{index}", 5 - index, {"nested": {"k": [1, 2]}})
-    fifo.pop()
     strict.pop()
     aging.pop()
     aging.advance(4)
@@ -274,7 +264,7 @@ def _used_states() -> list[BaseModel]:
     fair = FairShare.of({"a": 1.0, "b": 2.5, "c": 0.3})
     run_fair_share(fair, 50, random.Random(11), 1, 997)
     fair.leave("b")
-    return [fifo, strict, aging, rotation, fair]
+    return [strict, aging, rotation, fair]
 
 
 @pytest.mark.parametrize("state", _used_states(), ids=lambda s: type(s).__name__)
@@ -282,7 +272,7 @@ def test_every_scheduler_state_round_trips_through_json(state: BaseModel) -> Non
     """Each queue's and selector's state survives JSON (continue-as-new) and then behaves identically."""
     restored = type(state).model_validate_json(state.model_dump_json())
     assert restored == state
-    if isinstance(state, FifoQueue | StrictPriorityQueue):
+    if isinstance(state, StrictPriorityQueue):
         assert drain(restored) == drain(state)
     elif isinstance(state, RoundRobin | FairShare):
         for _ in range(10):
