@@ -1,4 +1,12 @@
-"""What continue-as-new carries: the state of a job between two turns."""
+"""A job's whole state, as one model: what the workflow keeps and what continue-as-new carries.
+
+A job workflow takes one input, ``JobInput``: its spec and, for a run started by continue-as-new,
+the ``JobState`` the previous run left. The workflow keeps its state *in* that ``JobState`` (the
+budget's ledger, the gates met, the inbox, the turns, a chat's conversation and turn policies), so
+continuing as new hands the same object on: there is no separate snapshot to keep in step with it.
+What is not in it is transient by construction: the call in flight and a pending gate, neither of
+which exists at the turn boundary where a job continues as new.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +14,41 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-from contracts.jobs import GateRecord, LedgerTotals, TurnRecord
+from contracts.jobs import GateRecord, JobStatus, LedgerTotals, StopReason, TurnRecord
 from contracts.models import ModelInfo
+from contracts.spec import JobSpec
 from policies.convergence import ConvergenceMonitor
 from policies.goals import GoalVerdict
 from policies.ledger import Ledger
 from policies.scheduling import AgingPriorityQueue, FairShare, RoundRobin
 
 
-class BudgetCarry(BaseModel):
-    """A ``BudgetKeeper`` between calls: the ledger, the totals and the account lease."""
+class BudgetState(BaseModel):
+    """The budget of a job: its ledger (limits, spend, quota periods), the totals view, the lease.
+
+    ``totals`` is the ledger seen per agent with the input/output split the ledger does not keep;
+    ``BudgetKeeper`` changes both together.
+    """
 
     ledger: Ledger
     totals: LedgerTotals
-    extra_seq: int = Field(ge=0, description="Ids already used for charges without a reservation.")
+    extra_seq: int = Field(default=0, ge=0, description="Ids already used for charges without a reservation.")
     lease: Literal["none", "held", "returned"] = Field(
-        description="The spec's budget account lease: a held lease is not taken again, only given back."
+        default="none",
+        description="The spec's budget account lease: a held lease is not taken again, only given back.",
     )
 
 
-class GatesCarry(BaseModel):
-    """The approval gates met so far (none pending: a job never continues as new at a gate)."""
+class GatesState(BaseModel):
+    """The approval gates met so far (a pending gate is not state: no job continues as new at one)."""
 
     records: list[GateRecord] = Field(default_factory=list)
-    withheld: bool = False
+    withheld: bool = Field(default=False, description="A rejected final gate withheld the output.")
 
 
-class TerminationCarry(BaseModel):
+class TerminationState(BaseModel):
     """Goal and convergence bookkeeping of a looping mode, including the best output so far."""
 
     latest: dict[str, str] = Field(default_factory=dict, description="Each agent's latest output.")
@@ -46,40 +60,69 @@ class TerminationCarry(BaseModel):
     monitor: ConvergenceMonitor | None = None
 
 
-class ChatCarry(BaseModel):
-    """A group chat between two turns: the conversation, who speaks next, where the round stands."""
+class ChatState(BaseModel):
+    """A group chat: the conversation, who speaks next, where the round stands."""
 
     conversation: list[tuple[str, str]] = Field(description="(speaker, text), the opening first.")
     rotation: RoundRobin
     fair: FairShare
-    termination: TerminationCarry
-    round: int = Field(ge=1, description="The round in progress.")
-    turns_in_round: int = Field(ge=0, description="Turns of that round already taken.")
+    termination: TerminationState = Field(default_factory=TerminationState)
+    round: int = Field(default=1, ge=1, description="The round in progress.")
+    turns_in_round: int = Field(default=0, ge=0, description="Turns of that round already taken.")
 
 
-class JobCarry(BaseModel):
-    """Everything a job's next run needs after ``continue_as_new``, so that nothing is lost.
+class JobState(BaseModel):
+    """Everything a job is, between two turns, in every mode (a chat's own part in ``chat``).
 
-    Taken between two turns (no call in flight, no gate pending, not paused): the base state of
-    ``JobWorkflow`` plus the mode's own (``chat`` for a group chat). The next run restores it instead
-    of starting over: models are not resolved again, no budget is leased again, call ids go on from
-    ``call_seq`` and the deadline still counts from ``started_at``, the job's first start.
+    A new job starts from ``JobState()``; a run started by continue-as-new starts from the state the
+    previous run left, so nothing is resolved or leased again, call ids go on from ``call_seq`` and
+    the deadline still counts from ``started_at``, the job's first start. A parent may start a child
+    with ``models`` already filled in, so the child resolves nothing.
     """
 
-    started_at: datetime = Field(description="When the job's first run started (the deadline's origin).")
-    models: dict[str, ModelInfo] = Field(description="Models resolved by the first run, by spec reference.")
+    started_at: datetime | None = Field(
+        default=None, description="When the job's first run started (the deadline's origin)."
+    )
+    models: dict[str, ModelInfo] = Field(
+        default_factory=dict, description="Resolved models by spec reference; empty until resolved."
+    )
     turns: list[TurnRecord] = Field(default_factory=list)
-    call_seq: int = Field(ge=0, description="Model calls numbered so far (call ids are job_id/N).")
-    budget: BudgetCarry
-    gates: GatesCarry
-    inbox: AgingPriorityQueue = Field(description="Interrupt and inject messages not yet delivered.")
+    call_seq: int = Field(default=0, ge=0, description="Model calls numbered so far (call ids are job_id/N).")
+    budget: BudgetState | None = Field(default=None, description="None until the job's budget is set up.")
+    gates: GatesState = Field(default_factory=GatesState)
+    inbox: AgingPriorityQueue = Field(
+        default_factory=AgingPriorityQueue, description="Interrupt and inject messages not yet delivered."
+    )
     interrupts_received: int = 0
-    priority: int | None = None
+    priority: int | None = Field(default=None, description="set_priority on task 'job'; None: the spec's.")
     paused: bool = False
     abort_reason: str | None = None
+    status: JobStatus = JobStatus.starting
+    stop_reason: StopReason | None = None
     step: str | None = None
     steps_done: int = 0
+    steps_total: int | None = None
     round: int = 0
-    detail: str = ""
+    detail: str = Field(default="", description="The one-line note 'status' shows.")
     evidence: dict[str, Any] = Field(default_factory=dict)
-    chat: ChatCarry | None = None
+    chat: ChatState | None = None
+
+
+class JobInput(BaseModel):
+    """The one input of every job workflow: the spec and, after continue-as-new, the state so far.
+
+    A bare spec is accepted too (``harness run``, ``temporal workflow start --input spec.json`` and
+    the histories recorded before this input existed all send one): it means a new job.
+    """
+
+    spec: JobSpec
+    state: JobState | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_spec(cls, data: Any) -> Any:
+        if isinstance(data, JobSpec):
+            return {"spec": data}
+        if isinstance(data, dict) and "spec" not in data:
+            return {"spec": data}
+        return data

@@ -19,6 +19,7 @@ KERNEL = {
     "_children",
     "_port",
     "_job_errors",
+    "_activities",
 }
 
 

@@ -24,32 +24,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from typing import Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from contracts.accounts import AccountCall, GiveBackRequest, LeaseReply, LeaseRequest
+    from contracts.accounts import AccountCall, GiveBackRequest, LeaseRequest
     from contracts.controls import AddBudgetRequest
     from contracts.jobs import JobStatus, LedgerTotals, StopReason
     from contracts.models import ModelCallResult, ModelInfo, Usage
-    from contracts.names import BUDGET_ACCOUNT_ACTIVITY
     from contracts.spec import AgentSpec, BudgetSpec, JobSpec
-    from contracts.state import BudgetCarry
+    from contracts.state import BudgetState
     from policies.ledger import Ledger, Limits, Quota, Refusal
 
+from workflows._activities import BUDGET_ACCOUNT
 from workflows._job_errors import StopJob
 from workflows._port import Job
 
 JOB = "job"
-ACCOUNT_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=10,
-    non_retryable_error_types=["AccountNotFound", "BadRequest"],
-)
 MIN_OUTPUT_TOKENS = 64  # below this a reply is rarely worth having: degrading stops here
 
 
@@ -83,29 +75,39 @@ class _Pending:
 class BudgetKeeper:
     """The job's ledger, its exhaustion policy, and the ``LedgerTotals`` view of both."""
 
-    def __init__(self, job: Job, spec: JobSpec) -> None:
+    def __init__(self, job: Job, spec: JobSpec, state: BudgetState | None = None) -> None:
+        """Keep ``state`` (a run after continue-as-new), or set up the spec's limits and quota."""
         self.job = job
         self.spec = spec
-        self.ledger = Ledger()
-        self.totals = LedgerTotals()
         self._pending: dict[str, _Pending] = {}
-        self._extra_seq = 0  # ids for charges that had no reservation (lost attempts, absorbed spend)
-        self.lease: Literal["none", "held", "returned"] = "none"  # of the spec's budget account
-        budget = spec.budget
-        quota = None
-        if budget is not None and budget.quota is not None:
-            q = budget.quota
-            quota = Quota(tokens=q.tokens, usd=q.usd, calls=q.calls, period=q.period)
-        self.ledger.add_node(
-            JOB,
-            None,
-            Limits(tokens=budget.tokens, usd=budget.usd, calls=budget.calls) if budget else None,
-            quota=quota,
-            period_anchor=workflow.info().start_time if quota is not None else None,
-        )
+        if state is None:
+            state = BudgetState(ledger=Ledger(), totals=LedgerTotals())
+            budget = spec.budget
+            quota = None
+            if budget is not None and budget.quota is not None:
+                q = budget.quota
+                quota = Quota(tokens=q.tokens, usd=q.usd, calls=q.calls, period=q.period)
+            state.ledger.add_node(
+                JOB,
+                None,
+                Limits(tokens=budget.tokens, usd=budget.usd, calls=budget.calls) if budget else None,
+                quota=quota,
+                period_anchor=workflow.info().start_time if quota is not None else None,
+            )
+        self.state = state  # part of the job's state: continue-as-new carries spend, limits, lease
         for agent in spec.agents:
             self._agent(agent.name)
         self._refresh()
+
+    @property
+    def ledger(self) -> Ledger:
+        """The job's ledger: limits, spend and reservations per node."""
+        return self.state.ledger
+
+    @property
+    def totals(self) -> LedgerTotals:
+        """The ledger as queries and results show it, per agent with the input/output split."""
+        return self.state.totals
 
     # ----- the hooks turn() calls --------------------------------------------------------------
 
@@ -113,7 +115,7 @@ class BudgetKeeper:
         self, call_id: str, agent: AgentSpec, model: ModelInfo, input_estimate: int, max_output_tokens: int
     ) -> Grant:
         """Reserve the worst case, waiting or degrading as the policy says; ``StopJob`` if it cannot."""
-        if self.spec.account is not None and self.lease == "none":
+        if self.spec.account is not None and self.state.lease == "none":
             await self.lease_from_account()
         grant = Grant(model=model, max_output_tokens=max_output_tokens)
         node = self._agent(agent.name)
@@ -242,30 +244,25 @@ class BudgetKeeper:
         """
         account = self.spec.account
         budget = self.spec.budget
-        if account is None or budget is None or self.lease != "none":
+        if account is None or budget is None or self.state.lease != "none":
             return
         request = LeaseRequest(job_id=self.job.job_id, tokens=budget.tokens, usd=budget.usd)
-        self.job.detail = f"leasing from account {account!r}"
+        self.job.state.detail = f"leasing from account {account!r}"
         try:
-            reply: LeaseReply = await workflow.execute_activity(
-                BUDGET_ACCOUNT_ACTIVITY,
-                AccountCall(account=account, lease=request),
-                result_type=LeaseReply,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=ACCOUNT_RETRY,
-                summary=f"lease from account {account}",
+            reply = await BUDGET_ACCOUNT.run(
+                AccountCall(account=account, lease=request), summary=f"lease from account {account}"
             )
         except ActivityError as error:
             cause = error.cause
             message = cause.message if isinstance(cause, ApplicationError) else str(cause)
             raise StopJob(StopReason.failed, f"account {account!r}: {message}") from None
-        self.job.detail = ""
+        self.job.state.detail = ""
         if not reply.granted:
-            self.lease = "returned"  # nothing is held: nothing to give back
+            self.state.lease = "returned"  # nothing is held: nothing to give back
             raise StopJob(
                 StopReason.budget_exhausted, f"account {account!r} refused the lease: {reply.reason}"
             )
-        self.lease = "held"
+        self.state.lease = "held"
 
     async def give_back(self) -> None:
         """Return the unused part of the account lease, charging what the job spent (once).
@@ -274,45 +271,24 @@ class BudgetKeeper:
         in ``detail`` and does not fail the job (the lease stays visible in ``harness budget show``).
         """
         account = self.spec.account
-        if account is None or self.lease != "held":
+        if account is None or self.state.lease != "held":
             return
-        self.lease = "returned"
+        self.state.lease = "returned"
         job = self.ledger.view().node(JOB)
         used_tokens = job.spent.tokens + job.reserved.tokens
         used_usd = job.spent.usd + job.reserved.usd
         request = GiveBackRequest(job_id=self.job.job_id, tokens_spent=used_tokens, usd_spent=used_usd)
         try:
-            await workflow.execute_activity(
-                BUDGET_ACCOUNT_ACTIVITY,
-                AccountCall(account=account, give_back=request),
-                result_type=LeaseReply,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=ACCOUNT_RETRY,
-                summary=f"give back to account {account}",
+            await BUDGET_ACCOUNT.run(
+                AccountCall(account=account, give_back=request), summary=f"give back to account {account}"
             )
         except ActivityError as error:
             workflow.logger.warning("could not give back to account %s: %s", account, error)
 
-    # ----- continue-as-new ---------------------------------------------------------------------
-
-    def snapshot(self) -> BudgetCarry:
-        """The keeper's state between calls, for the job's next run (no reservation may be open)."""
+    def check_settled(self) -> None:
+        """Refuse (``RuntimeError``) to hand the state on with a call still reserved."""
         if self._pending:
-            raise RuntimeError(f"budget snapshot with calls in flight: {sorted(self._pending)}")
-        return BudgetCarry(
-            ledger=self.ledger.model_copy(deep=True),
-            totals=self.totals.model_copy(deep=True),
-            extra_seq=self._extra_seq,
-            lease=self.lease,
-        )
-
-    def restore(self, carry: BudgetCarry) -> None:
-        """Take over a previous run's state: its spend, limits, quota periods and account lease."""
-        self.ledger = carry.ledger
-        self.totals = carry.totals
-        self._extra_seq = carry.extra_seq
-        self.lease = carry.lease
-        self._refresh()
+            raise RuntimeError(f"budget state handed on with calls in flight: {sorted(self._pending)}")
 
     # ----- internals ---------------------------------------------------------------------------
 
@@ -358,22 +334,22 @@ class BudgetKeeper:
 
     async def _wait_for_quota(self, refusal: Refusal) -> None:
         assert refusal.retry_after is not None
-        self.job.detail = f"quota used up; next period in {refusal.retry_after} ({refusal.message()})"
+        self.job.state.detail = f"quota used up; next period in {refusal.retry_after} ({refusal.message()})"
         self.job.set_status(JobStatus.waiting)
         # A durable timer: a worker restart while waiting resumes the same wait.
         await self.job.wait_for(lambda: False, within=refusal.retry_after)
-        self.job.detail = ""
+        self.job.state.detail = ""
         self.job.set_status(JobStatus.running)
 
     async def _ask(
         self, agent: str, node: str, grant: Grant, input_estimate: int, refusal: Refusal, within: timedelta
     ) -> bool:
-        self.job.detail = (
+        self.job.state.detail = (
             f"waiting for add_budget (up to {within}): the next call of {agent}: {refusal.message()}"
         )
         self.job.set_status(JobStatus.waiting)
         raised = await self.job.wait_for(lambda: self._fits(node, grant, input_estimate), within=within)
-        self.job.detail = "" if raised else f"nobody raised the budget within {within}"
+        self.job.state.detail = "" if raised else f"nobody raised the budget within {within}"
         self.job.set_status(JobStatus.running)
         return raised
 
@@ -387,7 +363,7 @@ class BudgetKeeper:
             return model.price.cost(Usage(input_tokens=input_estimate, output_tokens=out))
 
         cheaper = sorted(
-            (m for m in self.job.models.values() if m.tier < current.tier),
+            (m for m in self.job.state.models.values() if m.tier < current.tier),
             key=lambda m: (worst(m, grant.max_output_tokens), m.ref),
         )
         options = [Grant(m, min(grant.max_output_tokens, m.max_output_tokens)) for m in cheaper]
@@ -406,15 +382,15 @@ class BudgetKeeper:
                     f"degraded {agent}: {model}{grant.max_output_tokens} -> {option.max_output_tokens} "
                     f"output tokens ({refusal.message()})"
                 )
-                self.job.detail = note
+                self.job.state.detail = note
                 self.totals.degraded.append(note)
                 return option
         return None
 
     def _charge_unreserved(self, node: str, tokens: int, usd: Decimal, estimated: bool) -> None:
-        self._extra_seq += 1
+        self.state.extra_seq += 1
         self.ledger.charge(
-            f"{node}#extra-{self._extra_seq}", node, tokens, usd, now=workflow.now(), estimated=estimated
+            f"{node}#extra-{self.state.extra_seq}", node, tokens, usd, now=workflow.now(), estimated=estimated
         )
 
     def _add_to_totals(self, agent: str, usage: Usage, cost: Decimal | None) -> None:

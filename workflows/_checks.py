@@ -7,7 +7,6 @@ registered Python ``function`` (run by the ``harness.run_check`` activity on the
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -15,9 +14,9 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from contracts.models import Message
-    from contracts.names import RUN_CHECK_ACTIVITY
     from contracts.spec import AgentSpec, GoalCheck
     from policies.goals import DETERMINISTIC, CheckOutcome, RunCheckRequest, deterministic_check
+from workflows._activities import RUN_CHECK
 from workflows._port import Job
 
 JUDGE_PROMPT = (
@@ -27,7 +26,6 @@ JUDGE_PROMPT = (
 )
 JUDGE_INSTRUCTIONS = "You are a strict, fair judge."
 JUDGE_MAX_OUTPUT = 200
-CHECK_TIMEOUT = timedelta(minutes=2)
 
 
 def judge_agent(check: GoalCheck) -> AgentSpec:
@@ -82,11 +80,5 @@ async def run_check(
             detail=str(parsed.get("reason", ""))[:200],
         )
         return outcome, reply.cost_usd or Decimal(0)
-    result: CheckOutcome = await workflow.execute_activity(
-        RUN_CHECK_ACTIVITY,
-        RunCheckRequest(name=str(check.value), text=text),
-        result_type=CheckOutcome,
-        start_to_close_timeout=CHECK_TIMEOUT,
-        summary=summary,
-    )
+    result = await RUN_CHECK.run(RunCheckRequest(name=str(check.value), text=text), summary=summary)
     return result.model_copy(update={"weight": check.weight}), Decimal(0)

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, LedgerTotals
     from contracts.models import ModelCallResult, Usage
     from contracts.spec import AgentSpec, BudgetSpec, JobSpec
+    from contracts.state import JobInput, JobState
 
 from workflows._budget import child_node
 from workflows._job import JobWorkflow
@@ -73,7 +74,6 @@ def child_spec(
     id, given at its start, is its job id.
     """
     spec = job.spec
-    assert spec is not None
     budget = carve_budget(job, share)
     return JobSpec.model_validate(
         {
@@ -89,14 +89,20 @@ def child_spec(
     )
 
 
+def child_input(job: JobWorkflow, spec: JobSpec) -> JobInput:
+    """A child's input: its spec, and the models the parent resolved, so the child resolves none
+    (one activity less per child, and the whole job prices a model the same way)."""
+    models = {ref: job.state.models[ref] for ref in spec.model_refs() if ref in job.state.models}
+    return JobInput(spec=spec, state=JobState(models=models))
+
+
 def absorb(
     job: JobWorkflow, call_id: str, agent: str, usage: Usage, cost: Decimal | None, node: str | None = None
 ) -> None:
     """Charge a child's reported spend to ``job``'s ledger under ``agent`` (on ``node`` if given)."""
     if usage.requests == 0 and usage.total_tokens == 0 and not cost:
         return
-    assert job.budget is not None and job.spec is not None
-    model = job.models[job.spec.agent(agent).model]
+    model = job.state.models[job.spec.agent(agent).model]
     result = ModelCallResult(
         call_id=call_id, text="", usage=usage, cost_usd=cost, model=model.model, provider=model.provider
     )
@@ -112,15 +118,13 @@ def absorb_ledger(job: JobWorkflow, child_id: str, ledger: LedgerTotals, node: s
 
 def open_child(job: JobWorkflow, child_id: str, budget: BudgetSpec | None) -> str | None:
     """Set ``budget`` aside on the parent's ledger for ``child_id``: None if done, else why not."""
-    if budget is None or job.budget is None:
+    if budget is None:
         return None
     return job.budget.carve_child(child_id, budget.tokens, budget.usd)
 
 
 def close_child(job: JobWorkflow, child_id: str, ledger: LedgerTotals) -> None:
     """Charge a returned child's spend on its node and give the rest of its carve back."""
-    if job.budget is None:
-        return
     node = child_node(child_id)
     carved = node in job.budget.ledger.nodes  # no node: nothing was set aside, charge the agents'
     absorb_ledger(job, child_id, ledger, node=node if carved else None)

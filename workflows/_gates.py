@@ -26,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.controls import GateDecision
     from contracts.jobs import GateKind, GateOutcome, GateRecord, JobStatus, StopReason
     from contracts.spec import GateSpec, JobSpec
-    from contracts.state import GatesCarry
+    from contracts.state import GatesState
 
 from workflows._job_errors import StopJob
 from workflows._port import Job
@@ -37,12 +37,22 @@ _OUTCOME: dict[str, GateOutcome] = {"approve": "approved", "reject": "rejected",
 class Gates:
     """The job's approval gates and their decisions."""
 
-    def __init__(self, job: Job, spec: JobSpec) -> None:
+    def __init__(self, job: Job, spec: JobSpec, state: GatesState) -> None:
         self.job = job
         self.spec = spec
-        self.records: list[GateRecord] = []
-        self.withheld = False
+        self.state = state  # part of the job's state: a gate met before continue-as-new stays met
+        if state.records:
+            self._show()
+
+    @property
+    def records(self) -> list[GateRecord]:
+        """Every gate reached so far, pending ones included."""
+        return self.state.records
+
+    @property
+    def withheld(self) -> bool:
         """True once a final-answer gate was rejected: the job releases no output."""
+        return self.state.withheld
 
     # ----- hook points -------------------------------------------------------------------------
 
@@ -80,7 +90,7 @@ class Gates:
             if not gate.before_final or self._met(gate.name):
                 continue
             if await self._wait(gate, "before_final", "final") == "rejected":
-                self.withheld = True
+                self.state.withheld = True
                 raise StopJob(
                     StopReason.aborted,
                     f"the final answer was rejected at gate {gate.name!r} by {self.records[-1].by}; "
@@ -100,7 +110,7 @@ class Gates:
 
     def validate(self, decision: GateDecision) -> None:
         """Refuse a decision on a gate that is not pending; nothing is written to history."""
-        if self.job.stop_reason is not None:
+        if self.job.state.stop_reason is not None:
             raise ValueError("the job has already ended")
         if self._pending_record(decision.gate) is not None:
             return
@@ -115,23 +125,6 @@ class Gates:
     def pending(self) -> list[str]:
         """Names of gates waiting for a decision."""
         return [record.gate for record in self.records if record.outcome is None]
-
-    # ----- continue-as-new ---------------------------------------------------------------------
-
-    def snapshot(self) -> GatesCarry:
-        """The decisions so far, for the job's next run (no gate may be pending)."""
-        if self.pending():
-            raise RuntimeError(f"gates snapshot with gates pending: {self.pending()}")
-        return GatesCarry(records=[r.model_copy() for r in self.records], withheld=self.withheld)
-
-    def restore(self, carry: GatesCarry) -> None:
-        """Take over a previous run's decisions (a gate met there is not asked again)."""
-        self.records = carry.records
-        self.withheld = carry.withheld
-        if self.records:
-            self._show()
-
-    # ----- the wait ----------------------------------------------------------------------------
 
     def _met(self, name: str) -> bool:
         # A gate is met once: a step re-run after an interrupt does not ask again.

@@ -7,8 +7,9 @@ A mode subclasses ``JobWorkflow``, decorates its own ``run`` with ``@workflow.ru
   interrupt, an abort or the deadline), the charge, the transcript record, the search attributes;
 - the controls every mode answers: signals ``interrupt``, ``pause``, ``resume``, ``inject``,
   ``abort``; update ``add_budget``; queries ``status``, ``ledger``, ``transcript``;
-- continue-as-new for long runs: ``snapshot`` takes the whole state between two turns as a
-  ``JobCarry``, ``continue_as_new`` starts the next run with it, and ``start_job`` restores it.
+- one state: every job workflow takes one ``JobInput`` (spec, and the state so far after
+  continue-as-new) and keeps everything it is in ``self.state``, a ``JobState``, so
+  ``continue_as_new`` hands that object on as it is, with no snapshot to keep in step with it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any, NoReturn
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -39,15 +40,14 @@ with workflow.unsafe.imports_passed_through():
         ModelCallResult,
         ModelInfo,
         ResolveModelsRequest,
-        ResolveModelsResult,
         Usage,
     )
-    from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
     from contracts.outputs import estimate_request_tokens
     from contracts.spec import AgentSpec, JobSpec
-    from contracts.state import ChatCarry, JobCarry
-    from policies.scheduling import AgingPriorityQueue, PriorityItem
+    from contracts.state import JobInput, JobState
+    from policies.scheduling import PriorityItem
 
+from workflows._activities import MODEL_CALL, RESOLVE_MODELS
 from workflows._budget import BudgetKeeper
 from workflows._gates import Gates
 from workflows._job_errors import StopJob
@@ -63,30 +63,6 @@ class _CallCut(Exception):
         self.result = result
 
 
-# Errors that are the input's fault, not the world's: retrying cannot help.
-NON_RETRYABLE_ERRORS = [
-    "BadRequest",
-    "AuthenticationFailed",
-    "PermissionDenied",
-    "ModelNotFound",
-    "UnprocessableRequest",
-    "UnknownPrice",
-    "UnknownModel",
-    "StructuredOutputInvalid",
-]
-
-MODEL_CALL_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=30),
-    maximum_attempts=8,
-    non_retryable_error_types=NON_RETRYABLE_ERRORS,
-)
-# The activity heartbeats every ~0.3 s; the worker forwards a heartbeat at least every 0.5 s
-# (max_heartbeat_throttle_interval in worker.py), so a cancel lands well inside a second while a
-# 2 s timeout still tolerates a busy machine.
-HEARTBEAT_TIMEOUT = timedelta(seconds=2)
-CALL_TIMEOUT = timedelta(minutes=10)
 PREVIEW_CHARS = 120
 
 
@@ -95,117 +71,42 @@ class JobWorkflow:
 
     mode: str = "base"
 
-    def __init__(self) -> None:
-        self.spec: JobSpec | None = None
-        self.job_id = ""
-        self.models: dict[str, ModelInfo] = {}
-        self.turns: list[TurnRecord] = []
-        self.budget: BudgetKeeper | None = None
-        self.gates: Gates | None = None
-        self.status = JobStatus.starting
-        self.step: str | None = None
-        self.steps_done = 0
-        self.steps_total: int | None = None
-        self.round = 0
+    @workflow.init
+    def __init__(self, job_input: JobInput) -> None:
+        self.spec: JobSpec = job_input.spec
+        # The job's whole state: what a run keeps, and what continue-as-new hands to the next run.
+        self.state: JobState = job_input.state if job_input.state is not None else JobState()
+        self.job_id = workflow.info().workflow_id
+        self.budget = BudgetKeeper(self, self.spec, self.state.budget)
+        self.state.budget = self.budget.state
+        self.gates = Gates(self, self.spec, self.state.gates)
         self.in_flight: str | None = None
-        self.paused = False
-        self.abort_reason: str | None = None
-        # Interrupt and inject messages not yet delivered, most urgent first, aging per turn boundary.
-        self.inbox = AgingPriorityQueue()
-        self.interrupts_received = 0
-        self.priority: int | None = None  # set_priority on task "job"; None means the spec's
-        self.stop_reason: StopReason | None = None
-        self.detail = ""
-        self.evidence: dict[str, Any] = {}
         self._interrupt_pending = False
-        self._started_at: datetime | None = None
-        self._call_seq = 0
 
     # ----- setup -------------------------------------------------------------------------------
 
-    async def start_job(self, spec: JobSpec, carry: JobCarry | None = None) -> None:
-        """Record the spec, resolve every model once (refusing unknown prices) and go running.
+    async def start_job(self) -> None:
+        """Resolve every model the spec names (refusing unknown prices) and go running.
 
-        With ``carry`` (a run started by ``continue_as_new``) the previous run's state is restored
-        instead: nothing is resolved or leased again.
+        Models already in the state are not resolved again: after continue-as-new none are, and a
+        parent hands its children the models it resolved.
         """
-        self.spec = spec
-        self.job_id = workflow.info().workflow_id
-        self._started_at = workflow.info().start_time
-        self.budget = BudgetKeeper(self, spec)
-        self.gates = Gates(self, spec)
-        if carry is not None:
-            self.restore(carry)
-            self.set_status(JobStatus.running)
-            return
-        refs = spec.model_refs()
-        resolved: ResolveModelsResult = await workflow.execute_activity(
-            RESOLVE_MODELS_ACTIVITY,
-            ResolveModelsRequest(refs=refs),
-            result_type=ResolveModelsResult,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=MODEL_CALL_RETRY,
-            summary="resolve models: " + ", ".join(refs),
-        )
-        self.models = resolved.models
+        if self.state.started_at is None:
+            self.state.started_at = workflow.info().start_time
+        refs = [ref for ref in self.spec.model_refs() if ref not in self.state.models]
+        if refs:
+            resolved = await RESOLVE_MODELS.run(
+                ResolveModelsRequest(refs=refs), summary="resolve models: " + ", ".join(refs)
+            )
+            self.state.models.update(resolved.models)
         self.set_status(JobStatus.running)
 
     @property
     def totals(self) -> LedgerTotals:
         """Spend and limits so far."""
-        return self.budget.totals if self.budget is not None else LedgerTotals()
-
-    def _budget(self) -> BudgetKeeper:
-        assert self.budget is not None, "start_job() must run first"
-        return self.budget
-
-    def _gates(self) -> Gates:
-        assert self.gates is not None, "start_job() must run first"
-        return self.gates
+        return self.budget.totals
 
     # ----- continue-as-new ---------------------------------------------------------------------
-
-    def snapshot(self, chat: ChatCarry | None = None) -> JobCarry:
-        """The job's whole state between two turns, with the mode's own (``chat``), for the next run."""
-        assert self._started_at is not None, "start_job() must run first"
-        return JobCarry(
-            started_at=self._started_at,
-            models=dict(self.models),
-            turns=list(self.turns),
-            call_seq=self._call_seq,
-            budget=self._budget().snapshot(),
-            gates=self._gates().snapshot(),
-            inbox=self.inbox.model_copy(deep=True),
-            interrupts_received=self.interrupts_received,
-            priority=self.priority,
-            paused=self.paused,
-            abort_reason=self.abort_reason,
-            step=self.step,
-            steps_done=self.steps_done,
-            round=self.round,
-            detail=self.detail,
-            evidence=dict(self.evidence),
-            chat=chat,
-        )
-
-    def restore(self, carry: JobCarry) -> None:
-        """Take over the state a previous run of this job carried (see ``snapshot``)."""
-        self._started_at = carry.started_at
-        self.models = dict(carry.models)
-        self.turns = list(carry.turns)
-        self._call_seq = carry.call_seq
-        self._budget().restore(carry.budget)
-        self._gates().restore(carry.gates)
-        self.inbox = carry.inbox
-        self.interrupts_received = carry.interrupts_received
-        self.priority = carry.priority
-        self.paused = carry.paused
-        self.abort_reason = carry.abort_reason
-        self.step = carry.step
-        self.steps_done = carry.steps_done
-        self.round = carry.round
-        self.detail = carry.detail
-        self.evidence = dict(carry.evidence)
 
     def should_continue_as_new(self, turns_this_run: int, turns_per_run: int | None) -> bool:
         """Whether to continue as new at this turn boundary (no call in flight).
@@ -214,19 +115,20 @@ class JobWorkflow:
         ``turns_per_run`` turns; never before this run's first turn, while paused, at a pending
         gate or once aborted. Reading the suggestion issues no command.
         """
-        if turns_this_run == 0 or self.paused or self.abort_reason is not None:
+        if turns_this_run == 0 or self.state.paused or self.state.abort_reason is not None:
             return False
-        if self._gates().pending():
+        if self.gates.pending():
             return False
         if turns_per_run is not None and turns_this_run >= turns_per_run:
             return True
         return workflow.info().is_continue_as_new_suggested()
 
-    async def continue_as_new(self, chat: ChatCarry | None = None) -> NoReturn:
+    async def continue_as_new(self) -> NoReturn:
         """End this run and go on in a new one with the whole state: once every handler has finished,
-        so the snapshot includes every signal and update received so far."""
+        so the state includes every signal and update received so far."""
         await workflow.wait_condition(workflow.all_handlers_finished)
-        workflow.continue_as_new(args=[self.spec, self.snapshot(chat)])
+        self.budget.check_settled()
+        workflow.continue_as_new(args=[JobInput(spec=self.spec, state=self.state)])
 
     # ----- the turn ----------------------------------------------------------------------------
 
@@ -281,12 +183,12 @@ class JobWorkflow:
         """One model call: checked against the budget, cancellable, charged, recorded."""
         await self._wait_while_paused()
         self._raise_if_aborted()
-        model = self.models[agent.model]
+        model = self.state.models[agent.model]
         max_out = min(max_output_tokens or agent.max_output_tokens, model.max_output_tokens)
-        self._call_seq += 1
-        call_id = f"{self.job_id}/{self._call_seq}"
+        self.state.call_seq += 1
+        call_id = f"{self.job_id}/{self.state.call_seq}"
         estimate = estimate_request_tokens(agent.instructions, [m.content for m in messages], output_type)
-        grant = await self._budget().reserve(call_id, agent, model, estimate, max_out)
+        grant = await self.budget.reserve(call_id, agent, model, estimate, max_out)
         model, max_out = grant.model, grant.max_output_tokens
         request = ModelCallRequest(
             call_id=call_id,
@@ -312,7 +214,7 @@ class JobWorkflow:
             self._record(call_id, agent, model, step, messages, cut.result, started, note)
             raise asyncio.CancelledError from None
         except ActivityError as error:
-            self._budget().fail(call_id)
+            self.budget.fail(call_id)
             cause = error.cause
             if isinstance(cause, CancelledError):
                 raise
@@ -324,12 +226,12 @@ class JobWorkflow:
                 StopReason.failed, f"{agent.name}'s call to {model.ref} failed: {kind}: {message}"
             ) from None
         except BaseException:
-            self._budget().fail(call_id)
+            self.budget.fail(call_id)
             raise
         finally:
             self.in_flight = None
         self._record(call_id, agent, model, step, messages, result, started, note)
-        await self._gates().after_charge()
+        await self.gates.after_charge()
         self._raise_if_aborted()
         return result
 
@@ -345,10 +247,10 @@ class JobWorkflow:
         note: dict[str, Any] | None = None,
     ) -> None:
         """Charge a finished (or cut) call to the budget and add it to the turn record."""
-        self._budget().settle(call_id, agent.name, model, result)
-        self.turns.append(
+        self.budget.settle(call_id, agent.name, model, result)
+        self.state.turns.append(
             TurnRecord(
-                index=len(self.turns),
+                index=len(self.state.turns),
                 call_id=call_id,
                 agent=agent.name,
                 step=step,
@@ -367,20 +269,11 @@ class JobWorkflow:
         self._publish()
 
     async def _call(self, request: ModelCallRequest, summary: str) -> ModelCallResult:
-        handle = workflow.start_activity(
-            MODEL_CALL_ACTIVITY,
-            request,
-            result_type=ModelCallResult,
-            start_to_close_timeout=CALL_TIMEOUT,
-            heartbeat_timeout=HEARTBEAT_TIMEOUT,
-            retry_policy=MODEL_CALL_RETRY,
-            cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            summary=summary,
-        )
+        handle = MODEL_CALL.start(request, summary=summary)
         remaining = self.deadline_left()
         try:
             await workflow.wait_condition(
-                lambda: handle.done() or self._interrupt_pending or self.abort_reason is not None,
+                lambda: handle.done() or self._interrupt_pending or self.state.abort_reason is not None,
                 timeout=remaining,
             )
         except TimeoutError:
@@ -435,9 +328,9 @@ class JobWorkflow:
 
         ``StopJob`` with ``deadline`` once it has passed.
         """
-        if self.spec is None or self.spec.deadline is None or self._started_at is None:
+        if self.spec.deadline is None or self.state.started_at is None:
             return None
-        remaining = self._started_at + self.spec.deadline - workflow.now()
+        remaining = self.state.started_at + self.spec.deadline - workflow.now()
         if remaining <= timedelta(0):
             raise StopJob(StopReason.deadline, f"the deadline of {self.spec.deadline} has passed")
         return remaining
@@ -454,64 +347,67 @@ class JobWorkflow:
         remaining = self.deadline_left()
         limit = within if remaining is None or (within is not None and within < remaining) else remaining
         try:
-            await workflow.wait_condition(lambda: condition() or self.abort_reason is not None, timeout=limit)
+            await workflow.wait_condition(
+                lambda: condition() or self.state.abort_reason is not None, timeout=limit
+            )
         except TimeoutError:
             if limit is remaining and remaining is not None:
-                deadline = self.spec.deadline if self.spec is not None else None
-                raise StopJob(StopReason.deadline, f"the deadline of {deadline} passed {where}") from None
+                raise StopJob(
+                    StopReason.deadline, f"the deadline of {self.spec.deadline} passed {where}"
+                ) from None
             return False
         self._raise_if_aborted()
         return True
 
     async def _wait_while_paused(self) -> None:
-        if not self.paused:
+        if not self.state.paused:
             return
         self.set_status(JobStatus.paused)
-        await self.wait_for(lambda: not self.paused)
+        await self.wait_for(lambda: not self.state.paused)
         self.set_status(JobStatus.running)
 
     def _raise_if_aborted(self) -> None:
-        if self.abort_reason is not None:
-            raise StopJob(StopReason.aborted, f"aborted: {self.abort_reason}")
+        if self.state.abort_reason is not None:
+            raise StopJob(StopReason.aborted, f"aborted: {self.state.abort_reason}")
 
     # ----- visibility --------------------------------------------------------------------------
 
     def set_status(self, status: JobStatus) -> None:
-        self.status = status
+        self.state.status = status
         self._publish()
 
     def _publish(self) -> None:
         updates: list[SearchAttributeUpdate[Any]] = [
             sa.MODE.value_set(self.mode),
-            sa.STATUS.value_set(self.status.value),
+            sa.STATUS.value_set(self.state.status.value),
             sa.TOKENS.value_set(self.totals.usage.total_tokens),
             sa.COST_USD.value_set(float(self.totals.cost_usd)),
         ]
-        if self.stop_reason is not None:
-            updates.append(sa.STOP_REASON.value_set(self.stop_reason.value))
+        if self.state.stop_reason is not None:
+            updates.append(sa.STOP_REASON.value_set(self.state.stop_reason.value))
         workflow.upsert_search_attributes(updates)
 
     def finish(self, reason: StopReason, explanation: str, output: str, outputs: dict[str, str]) -> JobResult:
         """Build the result, and leave the stop reason where the UI and queries can see it."""
-        self.stop_reason = reason
-        self.detail = explanation
-        self.status = JobStatus.finished
+        self.state.stop_reason = reason
+        self.state.detail = explanation
+        self.state.status = JobStatus.finished
         self._publish()
         # Explanations and evidence hold names and numbers, never prompt text (the memo is not encrypted).
         workflow.upsert_memo(
-            {"stop_reason": reason.value, "explanation": explanation, "evidence": self.evidence}
+            {"stop_reason": reason.value, "explanation": explanation, "evidence": self.state.evidence}
         )
         return JobResult(
             job_id=self.job_id,
             mode=self.mode,
             stop_reason=reason,
             explanation=explanation,
-            evidence=self.evidence,
+            evidence=self.state.evidence,
             output=output,
             outputs=outputs,
             ledger=self.totals,
-            turns=len(self.turns),
-            gates=self.gates.records if self.gates is not None else [],
+            turns=len(self.state.turns),
+            gates=self.gates.records,
         )
 
     # ----- controls ----------------------------------------------------------------------------
@@ -523,9 +419,9 @@ class JobWorkflow:
     @property
     def job_priority(self) -> int:
         """The running work's priority (0 is most urgent): ``set_priority job N``, else the spec's."""
-        if self.priority is not None:
-            return self.priority
-        return self.spec.priority if self.spec is not None else 3
+        if self.state.priority is not None:
+            return self.state.priority
+        return self.spec.priority
 
     async def conclude(
         self, reason: StopReason, explanation: str, output: str, outputs: dict[str, str]
@@ -536,7 +432,7 @@ class JobWorkflow:
         ``gates.before_final`` itself; a gate is met only once). A rejected final gate withholds the
         output.
         """
-        gates = self._gates()
+        gates = self.gates
         if reason not in (StopReason.aborted, StopReason.failed):
             try:
                 await gates.before_final(output)
@@ -544,7 +440,7 @@ class JobWorkflow:
                 reason, explanation = stop.reason, stop.explanation
         if gates.withheld:
             output, outputs = "", {}
-        await self._budget().give_back()  # the unused part of an account lease, if the spec names one
+        await self.budget.give_back()  # the unused part of an account lease, if the spec names one
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.finish(reason, explanation, output, outputs)
 
@@ -554,23 +450,23 @@ class JobWorkflow:
         return JobProgress(
             job_id=self.job_id,
             mode=self.mode,
-            status=self.status,
-            step=self.step,
-            steps_done=self.steps_done,
-            steps_total=self.steps_total,
-            round=self.round,
+            status=self.state.status,
+            step=self.state.step,
+            steps_done=self.state.steps_done,
+            steps_total=self.state.steps_total,
+            round=self.state.round,
             in_flight=self.in_flight,
             tokens=self.totals.usage.total_tokens,
             cost_usd=self.totals.cost_usd,
-            stop_reason=self.stop_reason,
-            detail=self.detail,
-            paused=self.paused,
-            pending_gates=self.gates.pending() if self.gates is not None else [],
-            evidence=self.evidence,
-            gates=self.gates.records if self.gates is not None else [],
+            stop_reason=self.state.stop_reason,
+            detail=self.state.detail,
+            paused=self.state.paused,
+            pending_gates=self.gates.pending(),
+            evidence=self.state.evidence,
+            gates=self.gates.records,
             priority=self.job_priority,
-            interrupts=self.interrupts_received,
-            queued_messages=len(self.inbox),
+            interrupts=self.state.interrupts_received,
+            queued_messages=len(self.state.inbox),
         )
 
     @workflow.query(name="ledger")
@@ -581,12 +477,12 @@ class JobWorkflow:
     @workflow.query(name="transcript")
     def query_transcript(self) -> list[TurnRecord]:
         """Every turn so far, in order."""
-        return self.turns
+        return self.state.turns
 
     @workflow.signal(name="interrupt")
     def on_interrupt(self, request: InterruptRequest) -> None:
         """Queue the message; if it is more urgent than the running work, cancel the in-flight call."""
-        self.interrupts_received += 1
+        self.state.interrupts_received += 1
         self._enqueue(request.message, request.agent, request.priority)
         running = self.in_flight
         for_running = request.agent is None or running is None or running.startswith(f"{request.agent} on ")
@@ -596,12 +492,12 @@ class JobWorkflow:
     @workflow.signal(name="pause")
     def on_pause(self) -> None:
         """Start no new call until resumed (the running call finishes; nothing new is reserved)."""
-        self.paused = True
+        self.state.paused = True
 
     @workflow.signal(name="resume")
     def on_resume(self) -> None:
         """Undo a pause."""
-        self.paused = False
+        self.state.paused = False
 
     @workflow.signal(name="inject")
     def on_inject(self, request: InjectRequest) -> None:
@@ -611,46 +507,46 @@ class JobWorkflow:
     @workflow.signal(name="abort")
     def on_abort(self, request: AbortRequest) -> None:
         """End the job with its best result so far, stop reason ``aborted``; cancels a running call."""
-        if self.abort_reason is None:
-            self.abort_reason = request.reason or "no reason given"
+        if self.state.abort_reason is None:
+            self.state.abort_reason = request.reason or "no reason given"
 
     @workflow.update(name="add_budget")
     def on_add_budget(self, request: AddBudgetRequest) -> LedgerTotals:
         """Raise the job's limits; returns the ledger after the change."""
-        return self._budget().add(request)
+        return self.budget.add(request)
 
     @on_add_budget.validator
     def validate_add_budget(self, request: AddBudgetRequest) -> None:
         """Refuse negative or empty amounts and finished jobs; nothing is written to history."""
-        if self.stop_reason is not None:
+        if self.state.stop_reason is not None:
             raise ValueError("the job has already ended")
-        self._budget().validate_add(request)
+        self.budget.validate_add(request)
 
     @workflow.update(name="approve")
     def on_approve(self, decision: GateDecision) -> str:
         """Approve a pending gate; returns what happens next."""
-        return self._gates().decide(decision, approved=True)
+        return self.gates.decide(decision, approved=True)
 
     @on_approve.validator
     def validate_approve(self, decision: GateDecision) -> None:
         """Refuse a decision on a gate that is not pending."""
-        self._gates().validate(decision)
+        self.gates.validate(decision)
 
     @workflow.update(name="reject")
     def on_reject(self, decision: GateDecision) -> str:
         """Reject a pending gate; returns what happens next."""
-        return self._gates().decide(decision, approved=False)
+        return self.gates.decide(decision, approved=False)
 
     @on_reject.validator
     def validate_reject(self, decision: GateDecision) -> None:
         """Refuse a decision on a gate that is not pending."""
-        self._gates().validate(decision)
+        self.gates.validate(decision)
 
     @workflow.update(name="set_priority")
     def on_set_priority(self, request: SetPriorityRequest) -> str:
         """Change a task's priority; task ``job`` is the running work (the bar interrupts must beat)."""
         if request.task == "job":
-            self.priority = request.priority
+            self.state.priority = request.priority
         else:
             self.set_task_priority(request.task, request.priority)
         return f"{request.task} now at priority {request.priority}"
@@ -658,7 +554,7 @@ class JobWorkflow:
     @on_set_priority.validator
     def validate_set_priority(self, request: SetPriorityRequest) -> None:
         """Refuse priorities outside 0-9, unknown tasks and finished jobs."""
-        if self.stop_reason is not None:
+        if self.state.stop_reason is not None:
             raise ValueError("the job has already ended")
         if not 0 <= request.priority <= 9:
             raise ValueError(f"priority must be 0 (most urgent) to 9, not {request.priority}")
@@ -679,7 +575,7 @@ class JobWorkflow:
     # ----- pending messages --------------------------------------------------------------------
 
     def _enqueue(self, message: str, agent: str | None, priority: int) -> None:
-        self.inbox.push_next(max(priority, 0), {"message": message, "agent": agent})
+        self.state.inbox.push_next(max(priority, 0), {"message": message, "agent": agent})
 
     def pending_messages(self, agent: str | None = None) -> list[InjectRequest]:
         """Interrupt and inject messages not yet delivered, most urgent first (with aging); clears them.
@@ -694,5 +590,5 @@ class JobWorkflow:
 
         return [
             InjectRequest(message=str(item.payload["message"]), agent=item.payload.get("agent"))
-            for item in self.inbox.drain(for_agent)
+            for item in self.state.inbox.drain(for_agent)
         ]

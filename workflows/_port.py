@@ -14,22 +14,18 @@ from typing import Any, Protocol
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from contracts.jobs import JobStatus, LedgerTotals, StopReason
-    from contracts.models import Message, ModelCallResult, ModelInfo
+    from contracts.jobs import JobStatus, LedgerTotals
+    from contracts.models import Message, ModelCallResult
     from contracts.spec import AgentSpec
+    from contracts.state import JobState
 
 
 class Job(Protocol):
     """A running job, as its collaborators see it."""
 
     job_id: str
-    models: dict[str, ModelInfo]
-    """Every model the spec names, resolved once at the start, by reference."""
-    detail: str
-    """The one-line note ``status`` shows."""
-    evidence: dict[str, Any]
-    round: int
-    stop_reason: StopReason | None
+    state: JobState
+    """The job's whole state (models, detail, evidence, round, stop reason...): read and noted here."""
 
     @property
     def totals(self) -> LedgerTotals:

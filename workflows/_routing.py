@@ -24,18 +24,15 @@ workflow's current details in the Temporal UI.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from decimal import Decimal
 from typing import Literal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message, ModelCallResult, ModelInfo, Usage
-    from contracts.names import ROUTING_STATS_ACTIVITY
     from contracts.outputs import estimate_request_tokens
     from contracts.routing import RoutingAttempt, RoutingOutcome, RoutingOutcomes, RoutingRecord
     from contracts.spec import AgentSpec, CascadeSpec, GoalCheck, JobSpec, RouteSpec, StepSpec
@@ -54,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         route,
     )
 
+from workflows._activities import ROUTING_STATS
 from workflows._checks import JUDGE_INSTRUCTIONS, JUDGE_MAX_OUTPUT, judge_prompt, run_check
 from workflows._job_errors import StopJob
 from workflows._port import Job
@@ -66,7 +64,6 @@ EXPECTED_OUTPUT_SHARE = 2
 # characters per token (the reservation, made on the real text, is what actually binds).
 CHARS_PER_TOKEN = 4
 FLOOR = 0.05  # as policies.routing.cascade's default: models below it are not worth a call
-STATS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 
 Outcome = Literal["passed", "failed", "unchecked", "refused"]
 
@@ -187,7 +184,7 @@ class StepRouter:
     # ----- the pieces --------------------------------------------------------------------------
 
     def _candidate(self, ref: str, priors: dict[str, float]) -> Candidate:
-        model: ModelInfo = self.job.models[ref]
+        model: ModelInfo = self.job.state.models[ref]
         prior = priors.get(ref, TIER_PRIOR.get(model.tier, TOP_PRIOR))
         return Candidate(
             name=ref,
@@ -221,7 +218,7 @@ class StepRouter:
         cost = Decimal(0)
         for check in checks:
             if check.kind == "judge" and check.model:
-                cost += self.job.models[check.model].price.cost(self._judge_worst(check, max_out))
+                cost += self.job.state.models[check.model].price.cost(self._judge_worst(check, max_out))
         return cost
 
     def _check_tokens(self, checks: list[GoalCheck], max_out: int) -> int:
@@ -262,7 +259,7 @@ class StepRouter:
         nxt = moved.choice
         tokens_left = self._tokens_left()
         if nxt is not None and tokens_left is not None:
-            model = self.job.models[nxt]
+            model = self.job.state.models[nxt]
             at = moved.plan.index(nxt)
             checked = at + 1 < len(moved.plan) or moved.check_final
             tokens = call.input_tokens + min(call.max_output_tokens, model.max_output_tokens)
@@ -327,14 +324,7 @@ class StepRouter:
     async def _exchange(self, batch: RoutingOutcomes) -> RoutingStats | None:
         what = f"record {len(batch.outcomes)} routing outcome(s)" if batch.outcomes else "read routing stats"
         try:
-            stats: RoutingStats = await workflow.execute_activity(
-                ROUTING_STATS_ACTIVITY,
-                batch,
-                result_type=RoutingStats,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=STATS_RETRY,
-                summary=what,
-            )
+            stats = await ROUTING_STATS.run(batch, summary=what)
         except ActivityError as error:
             # Learning is an optimisation: a job routes on priors rather than fail for want of it.
             workflow.logger.warning("could not %s: %s; going on without", what, error.cause or error)
@@ -343,7 +333,7 @@ class StepRouter:
 
     def _show(self, step: StepSpec, decision: RoutingDecision) -> None:
         line = f"step {step.id}: {decision.summary()}"
-        self.job.detail = line
+        self.job.state.detail = line
         workflow.set_current_details(line)
 
     def _record(

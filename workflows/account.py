@@ -19,11 +19,10 @@ ends; a lease that does not fit is refused and the job stops with ``budget_exhau
 from __future__ import annotations
 
 import contextlib
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
@@ -34,11 +33,12 @@ with workflow.unsafe.imports_passed_through():
         GiveBackRequest,
         LeaseReply,
         LeaseRequest,
-        ReapReply,
         ReapRequest,
         TopupRequest,
     )
-    from contracts.names import ACCOUNT_REAP_ACTIVITY, ACCOUNT_WORKFLOW
+    from contracts.names import ACCOUNT_WORKFLOW
+
+from workflows._activities import ACCOUNT_REAP
 
 __all__ = ["BudgetAccountWorkflow", "account_view"]
 
@@ -215,12 +215,8 @@ class BudgetAccountWorkflow:
     async def _reap(self) -> None:
         """Charge the whole lease of each job that ended without giving back (spend unknown: never zero)."""
         try:
-            reply: ReapReply = await workflow.execute_activity(
-                ACCOUNT_REAP_ACTIVITY,
+            reply = await ACCOUNT_REAP.run(
                 ReapRequest(job_ids=sorted(self.state.leases)),
-                result_type=ReapReply,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=5),
                 summary=f"check {len(self.state.leases)} leases",
             )
         except ActivityError as error:  # the account must outlive a failed check: try again next time

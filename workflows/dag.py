@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message, ModelCallResult
     from contracts.spec import JobSpec, StepSpec
+    from contracts.state import JobInput
 
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import StepRouter
@@ -29,11 +30,12 @@ class DagJob(JobWorkflow):
     mode = "dag"
 
     @workflow.run
-    async def run(self, spec: JobSpec) -> JobResult:
+    async def run(self, job_input: JobInput) -> JobResult:
         """Start every ready step, up to the concurrency limit, until all have run."""
-        await self.start_job(spec)
+        spec = self.spec
+        await self.start_job()
         self.router = StepRouter(self, spec)  # routes only the steps with 'route' or 'cascade'
-        self.steps_total = len(spec.steps)
+        self.state.steps_total = len(spec.steps)
         outputs: dict[str, str] = {}
         pending = list(spec.steps)
         running: dict[str, asyncio.Task[ModelCallResult]] = {}
@@ -42,12 +44,12 @@ class DagJob(JobWorkflow):
                 ready = [step for step in pending if all(dep in outputs for dep in step.depends_on)]
                 for step in ready[: spec.max_concurrency - len(running)]:
                     pending.remove(step)
-                    if not await self._gates().before_step(step.id):
+                    if not await self.gates.before_step(step.id):
                         outputs[step.id] = ""  # rejected at its gate: skipped, dependants still run
-                        self.steps_done += 1
+                        self.state.steps_done += 1
                         continue
                     running[step.id] = asyncio.ensure_future(self._run_step(spec, step, outputs))
-                self.step = ", ".join(running) or None
+                self.state.step = ", ".join(running) or None
                 if not running:
                     continue
                 done, _ = await workflow.wait(list(running.values()), return_when=asyncio.FIRST_COMPLETED)
@@ -55,7 +57,7 @@ class DagJob(JobWorkflow):
                     if task in done:
                         del running[step_id]
                         outputs[step_id] = task.result().text  # re-raises a StopJob from the step
-                        self.steps_done += 1
+                        self.state.steps_done += 1
             final = outputs[spec.steps[-1].id] if spec.steps else ""
         except StopJob as stop:
             for task in running.values():

@@ -33,9 +33,10 @@ with workflow.unsafe.imports_passed_through():
     from contracts.models import Message
     from contracts.outputs import Plan, Subtask
     from contracts.spec import DelegationSpec, JobSpec
+    from contracts.state import JobInput
     from policies.scheduling import AgingPriorityQueue
 
-from workflows._children import child_spec, close_child, end_children, open_child
+from workflows._children import child_input, child_spec, close_child, end_children, open_child
 from workflows._job import JobWorkflow, StopJob
 
 PLAN_PROMPT = (
@@ -66,17 +67,18 @@ class SubtaskJob(JobWorkflow):
     mode = "subtask"
 
     @workflow.run
-    async def run(self, spec: JobSpec) -> JobResult:
+    async def run(self, job_input: JobInput) -> JobResult:
         """Run the spec's single step; an interrupt re-runs it with the message."""
-        await self.start_job(spec)
+        spec = self.spec
+        await self.start_job()
         step = spec.steps[0]
         agent = spec.agent(step.agent)
-        self.steps_total, self.step = 1, step.id
+        self.state.steps_total, self.state.step = 1, step.id
         try:
             result = await self.turn(agent, [Message(role="user", content=step.prompt)], step=step.id)
         except StopJob as stop:
             return await self.conclude(stop.reason, stop.explanation, "", {})
-        self.steps_done = 1
+        self.state.steps_done = 1
         return await self.conclude(
             StopReason.completed, "the subtask ran", result.text, {step.id: result.text}
         )
@@ -88,8 +90,9 @@ class DelegationJob(JobWorkflow):
 
     mode = "delegation"
 
-    def __init__(self) -> None:
-        super().__init__()
+    @workflow.init
+    def __init__(self, job_input: JobInput) -> None:
+        super().__init__(job_input)
         self.queue = AgingPriorityQueue()
         self.children: dict[str, workflow.ChildWorkflowHandle[SubtaskJob, JobResult]] = {}
         self.results: dict[str, str] = {}  # subtask id -> output of its successful run
@@ -100,9 +103,10 @@ class DelegationJob(JobWorkflow):
         self.failed_runs: list[str] = []
 
     @workflow.run
-    async def run(self, spec: JobSpec) -> JobResult:
+    async def run(self, job_input: JobInput) -> JobResult:
         """Plan, delegate, review, repeat up to ``max_rounds``; then the primary's final answer."""
-        await self.start_job(spec)
+        spec = self.spec
+        await self.start_job()
         settings = spec.delegation
         assert settings is not None, "the spec validator requires a delegation section"
         primary = spec.agent(settings.primary)
@@ -110,8 +114,8 @@ class DelegationJob(JobWorkflow):
         final = ""
         try:
             for round_no in range(1, settings.max_rounds + 1):
-                self.round = round_no
-                self.step = f"round {round_no}: plan"
+                self.state.round = round_no
+                self.state.step = f"round {round_no}: plan"
                 reply = await self.turn(primary, messages, step=f"plan-r{round_no}", output_type="plan")
                 plan = Plan.model_validate(reply.parsed)
                 todo = list({s.id: s for s in plan.subtasks if s.id not in self.results}.values())
@@ -123,16 +127,16 @@ class DelegationJob(JobWorkflow):
                         Message(role="assistant", content=reply.text),
                         Message(role="user", content=self._render(REVIEW_PROMPT, spec.task)),
                     ]
-            self.step = "final answer"
+            self.state.step = "final answer"
             prompt = self._render(FINAL_PROMPT, spec.task)
             answer = await self.turn(primary, [Message(role="user", content=prompt)], step="final")
             final = answer.text
         except StopJob as stop:
             await self._stop_children(stop.explanation)
             return await self.conclude(stop.reason, stop.explanation, final or self._summary(), self.results)
-        self.evidence = self._evidence()
+        self.state.evidence = self._evidence()
         given_up = sorted(self.failures)
-        explanation = f"{len(self.results)} subtasks done in {self.round} rounds" + (
+        explanation = f"{len(self.results)} subtasks done in {self.state.round} rounds" + (
             f"; gave up on {', '.join(given_up)}" if given_up else ""
         )
         return await self.conclude(StopReason.completed, explanation, final, self.results)
@@ -150,7 +154,7 @@ class DelegationJob(JobWorkflow):
         for subtask in todo:
             self.titles[subtask.id] = subtask.title
             self.queue.push(subtask.id, subtask.priority - 1, {"title": subtask.title})
-        self.steps_total = (self.steps_total or 0) + len(todo)
+        self.state.steps_total = (self.state.steps_total or 0) + len(todo)
         running: dict[str, str] = {}  # child workflow id -> subtask id
         while len(self.queue) or running:
             starting: list[tuple[str, str, JobSpec]] = []
@@ -160,7 +164,7 @@ class DelegationJob(JobWorkflow):
                 child_id = f"{self.job_id}/{item.id}-r{round_no}"
                 refused = open_child(self, child_id, carved[item.id].budget)
                 if refused is not None:  # the parent cannot set the budget aside: reported, not run
-                    self.steps_done += 1
+                    self.state.steps_done += 1
                     self._failed(child_id, item.id, f"not started: {refused}")
                     continue
                 starting.append((item.id, child_id, carved[item.id]))
@@ -169,7 +173,7 @@ class DelegationJob(JobWorkflow):
                 *(
                     workflow.start_child_workflow(
                         SubtaskJob.run,
-                        child,
+                        child_input(self, child),
                         id=child_id,
                         parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
                         static_summary=f"subtask {subtask_id} (round {round_no})",
@@ -180,7 +184,9 @@ class DelegationJob(JobWorkflow):
             for (subtask_id, child_id, _), handle in zip(starting, handles, strict=True):
                 self.children[child_id] = handle
                 running[child_id] = subtask_id
-            self.step = f"round {round_no}: running {', '.join(running.values())}; {len(self.queue)} queued"
+            self.state.step = (
+                f"round {round_no}: running {', '.join(running.values())}; {len(self.queue)} queued"
+            )
             self._publish()
             await self.wait_for(lambda: any(self.children[cid].done() for cid in running))
             for child_id in [cid for cid in running if self.children[cid].done()]:
@@ -188,7 +194,7 @@ class DelegationJob(JobWorkflow):
 
     def _collect(self, child_id: str, subtask_id: str) -> None:
         handle = self.children.pop(child_id)
-        self.steps_done += 1
+        self.state.steps_done += 1
         try:
             result = handle.result()
         except ChildWorkflowError as error:
@@ -229,7 +235,7 @@ class DelegationJob(JobWorkflow):
 
     def _evidence(self) -> dict[str, object]:
         return {
-            "rounds": self.round,
+            "rounds": self.state.round,
             "subtasks_done": sorted(self.results),
             "failed_runs": self.failed_runs,
             "given_up": sorted(self.failures),

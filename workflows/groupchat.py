@@ -7,12 +7,10 @@ goal is checked and the convergence monitor watches for plateaus and livelock.
 
 A long chat keeps its history small: between two turns, once the server suggests it (or after
 ``chat.turns_per_run`` turns of one run), the job continues as new, carrying the conversation, the
-turn policies' state, termination and everything ``JobWorkflow`` keeps (``ChatCarry``/``JobCarry``).
+turn policies' state and termination in ``JobState.chat``, with everything else the job keeps.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 from temporalio import workflow
 
@@ -20,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message
     from contracts.spec import AgentSpec, JobSpec
-    from contracts.state import ChatCarry, JobCarry
+    from contracts.state import ChatState, JobInput
     from policies.scheduling import FairShare, RoundRobin
 
 from workflows._job import JobWorkflow, StopJob
@@ -57,61 +55,47 @@ class GroupChatJob(JobWorkflow):
     mode = "groupchat"
 
     @workflow.run
-    async def run(self, spec: JobSpec | dict[str, Any], carry: JobCarry | None = None) -> JobResult:
+    async def run(self, job_input: JobInput) -> JobResult:
         """Run rounds of turns; check the goal and convergence after each round.
 
-        Clients start a chat with the spec alone. ``carry`` is given only to a run started by
-        ``continue_as_new``: it goes on where the previous run stopped, between two turns. (Temporal
-        decodes arguments by their type hints only when as many arrive as ``run`` declares, so a
-        spec started alone arrives as JSON and is validated here.)
+        A run started by continue-as-new finds the chat in its state and goes on where the previous
+        run stopped, between two turns.
         """
-        spec = JobSpec.model_validate(spec)
-        await self.start_job(spec, carry)
+        spec = self.spec
+        await self.start_job()
         names = [agent.name for agent in spec.agents]
-        termination = Termination(self, spec)
-        chat = carry.chat if carry is not None else None
-        if chat is None:
-            rotation = RoundRobin(agents=names)
-            fair = FairShare.of({agent.name: agent.weight for agent in spec.agents})
-            conversation = [(HUMAN, render(spec.chat.opening, {"task": spec.task}))]
-            first_round, taken = 1, 0
-        else:
-            rotation, fair, conversation = chat.rotation, chat.fair, chat.conversation
-            termination.restore(chat.termination)
-            first_round, taken = chat.round, chat.turns_in_round
-        self.steps_total = spec.termination.max_rounds
+        if self.state.chat is None:
+            self.state.chat = ChatState(
+                conversation=[(HUMAN, render(spec.chat.opening, {"task": spec.task}))],
+                rotation=RoundRobin(agents=names),
+                fair=FairShare.of({agent.name: agent.weight for agent in spec.agents}),
+            )
+        chat = self.state.chat
+        termination = Termination(self, spec, chat.termination)
+        self.state.steps_total = spec.termination.max_rounds
         turns_this_run = 0
         try:
-            for round_no in range(first_round, spec.termination.max_rounds + 1):
-                self.round = round_no
-                while taken < len(names):
+            while chat.round <= spec.termination.max_rounds:
+                self.state.round = chat.round
+                while chat.turns_in_round < len(names):
                     if self.should_continue_as_new(turns_this_run, spec.chat.turns_per_run):
-                        await self.continue_as_new(
-                            ChatCarry(
-                                conversation=conversation,
-                                rotation=rotation,
-                                fair=fair,
-                                termination=termination.snapshot(),
-                                round=round_no,
-                                turns_in_round=taken,
-                            )
-                        )
+                        await self.continue_as_new()
                     await self._wait_while_paused()  # so messages sent during a pause reach this turn
                     for pending in self.pending_messages():
-                        conversation.append((HUMAN, pending.message))
-                    speaker = await self._next_speaker(spec, rotation, fair, conversation)
-                    self.step = f"round {round_no}: {speaker}"
+                        chat.conversation.append((HUMAN, pending.message))
+                    speaker = await self._next_speaker(spec, chat.rotation, chat.fair, chat.conversation)
+                    self.state.step = f"round {chat.round}: {speaker}"
                     # The conversation is shared: messages join it (above); a cut turn stays in it as it is.
-                    view = view_for(speaker, conversation)
+                    view = view_for(speaker, chat.conversation)
                     result = await self.turn(spec.agent(speaker), view, deliver=False, resume=False)
-                    conversation.append((speaker, result.text))
-                    fair.charge(speaker, result.usage.total_tokens)
+                    chat.conversation.append((speaker, result.text))
+                    chat.fair.charge(speaker, result.usage.total_tokens)
                     termination.record_output(speaker, result.text)
-                    taken += 1
+                    chat.turns_in_round += 1
                     turns_this_run += 1
-                taken = 0
-                self.steps_done = round_no
+                self.state.steps_done = chat.round
                 await termination.after_round()
+                chat.round, chat.turns_in_round = chat.round + 1, 0
         except StopJob as stop:
             return await self.conclude(
                 stop.reason, stop.explanation, termination.best_output(), termination.outputs()
@@ -149,5 +133,5 @@ class GroupChatJob(JobWorkflow):
             choice = reply.text.strip().strip(".").strip()
             if choice in names:
                 return choice
-            self.detail = f"selector answered {choice[:40]!r}; fell back to round robin"
+            self.state.detail = f"selector answered {choice[:40]!r}; fell back to round robin"
         return rotation.next()

@@ -13,7 +13,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message
-    from contracts.spec import JobSpec
+    from contracts.state import JobInput
 
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import StepRouter
@@ -33,26 +33,28 @@ class SequentialJob(JobWorkflow):
     mode = "sequential"
 
     @workflow.run
-    async def run(self, spec: JobSpec) -> JobResult:
+    async def run(self, job_input: JobInput) -> JobResult:
         """Run every step in order; stop early on budget, deadline or abort."""
-        await self.start_job(spec)
-        self.steps_total = len(spec.steps)
+        spec = self.spec
+        await self.start_job()
+        self.state.steps_total = len(spec.steps)
         outputs: dict[str, str] = {}
         previous = spec.task
         router = StepRouter(self, spec)  # routes only the steps with 'route' or 'cascade'
         try:
             for step in spec.steps:
-                self.step = step.id
-                self.round = self.steps_done + 1
-                if not await self._gates().before_step(step.id):
-                    self.steps_done += 1  # rejected at its gate: skipped, the next step gets {input} as is
+                self.state.step = step.id
+                self.state.round = self.state.steps_done + 1
+                if not await self.gates.before_step(step.id):
+                    # Rejected at its gate: skipped, the next step gets {input} as is.
+                    self.state.steps_done += 1
                     continue
                 prompt = render(step.prompt, {"task": spec.task, "input": previous, **outputs})
                 result = await router.step_turn(step, [Message(role="user", content=prompt)])
                 outputs[step.id] = result.text
                 previous = result.text
-                self.steps_done += 1
-            await self._gates().before_final(previous)
+                self.state.steps_done += 1
+            await self.gates.before_final(previous)
         except StopJob as stop:
             return router.annotate(await self.conclude(stop.reason, stop.explanation, previous, outputs))
         ran = f"all {len(spec.steps)} steps ran"

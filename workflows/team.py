@@ -16,25 +16,21 @@ is charged to the coordinator when it returns. Outputs map task id to result.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts.board import BoardReply, BoardRequest, BoardTask
     from contracts.controls import AbortRequest
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message
-    from contracts.names import TEAM_BOARD_ACTIVITY
-    from contracts.spec import JobSpec
+    from contracts.state import JobInput
 
-from workflows._children import absorb_ledger, child_spec, end_children
+from workflows._activities import TEAM_BOARD
+from workflows._children import absorb_ledger, child_input, child_spec, end_children
 from workflows._job import JobWorkflow, StopJob
 
 FOLLOW_UP = "FOLLOW-UP:"
 TASK_PROMPT = "{text}\n\nThis task is part of a team's work on: {task}"
-BOARD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
 
 
 def follow_ups(text: str) -> list[str]:
@@ -49,15 +45,17 @@ class TeamMemberJob(JobWorkflow):
 
     mode = "team-member"
 
-    def __init__(self) -> None:
-        super().__init__()
+    @workflow.init
+    def __init__(self, job_input: JobInput) -> None:
+        super().__init__(job_input)
         self.woken = False
         self.closed = False
 
     @workflow.run
-    async def run(self, spec: JobSpec) -> JobResult:
+    async def run(self, job_input: JobInput) -> JobResult:
         """Claim, work, post; sleep when nothing is open; leave when the coordinator closes the board."""
-        await self.start_job(spec)
+        spec = self.spec
+        await self.start_job()
         parent = workflow.info().parent
         assert parent is not None, "a team member runs as a child of its TeamJob"
         agent = spec.agents[0]
@@ -73,11 +71,11 @@ class TeamMemberJob(JobWorkflow):
                     )
                 )
                 if reply.status != "task" or reply.task is None:
-                    self.step = "waiting for work"
+                    self.state.step = "waiting for work"
                     await self.wait_for(lambda: self.woken or self.closed)
                     continue
                 task = reply.task
-                self.step = task.id
+                self.state.step = task.id
                 prompt = TASK_PROMPT.format(text=task.text, task=spec.task)
                 try:
                     result = await self.turn(agent, [Message(role="user", content=prompt)], step=task.id)
@@ -85,7 +83,7 @@ class TeamMemberJob(JobWorkflow):
                     await self._post(parent.workflow_id, agent.name, task.id, stop.explanation, failed=True)
                     raise
                 outputs[task.id] = result.text
-                self.steps_done += 1
+                self.state.steps_done += 1
                 await self._post(parent.workflow_id, agent.name, task.id, result.text, failed=False)
         except StopJob as stop:
             return await self.conclude(stop.reason, stop.explanation, "", outputs)
@@ -94,7 +92,11 @@ class TeamMemberJob(JobWorkflow):
         )
 
     async def _post(self, coordinator: str, agent: str, task_id: str, text: str, *, failed: bool) -> None:
-        record = self.turns[-1] if self.turns and self.turns[-1].step == task_id and not failed else None
+        record = (
+            self.state.turns[-1]
+            if self.state.turns and self.state.turns[-1].step == task_id and not failed
+            else None
+        )
         await self._board(
             BoardRequest(
                 op="post_result",
@@ -111,15 +113,7 @@ class TeamMemberJob(JobWorkflow):
     async def _board(self, request: BoardRequest) -> BoardReply:
         # The key is unique per member run, so the board can answer a retried request once.
         request = request.model_copy(update={"key": f"{workflow.info().workflow_id}/{request.key}"})
-        reply: BoardReply = await workflow.execute_activity(
-            TEAM_BOARD_ACTIVITY,
-            request,
-            result_type=BoardReply,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=BOARD_RETRY,
-            summary=f"{request.op} {request.task_id or ''}".strip(),
-        )
-        return reply
+        return await TEAM_BOARD.run(request, summary=f"{request.op} {request.task_id or ''}".strip())
 
     @workflow.signal(name="wake")
     def on_wake(self) -> None:
@@ -138,8 +132,9 @@ class TeamJob(JobWorkflow):
 
     mode = "team"
 
-    def __init__(self) -> None:
-        super().__init__()
+    @workflow.init
+    def __init__(self, job_input: JobInput) -> None:
+        super().__init__(job_input)
         self.board: dict[str, BoardTask] = {}
         self.answers: dict[str, BoardReply] = {}  # request key -> first answer
         self.claims: list[str] = []  # "task id:agent", in order
@@ -148,9 +143,10 @@ class TeamJob(JobWorkflow):
         self.max_tasks = 20
 
     @workflow.run
-    async def run(self, spec: JobSpec) -> JobResult:
+    async def run(self, job_input: JobInput) -> JobResult:
         """Post the initial tasks, run one member per agent, wait until no work is left."""
-        await self.start_job(spec)
+        spec = self.spec
+        await self.start_job()
         self.max_tasks = spec.team.max_tasks
         for text in spec.team.tasks or [spec.task]:
             self._add(text, posted_by=None)
@@ -158,13 +154,16 @@ class TeamJob(JobWorkflow):
         members = {
             agent.name: await workflow.start_child_workflow(
                 TeamMemberJob.run,
-                child_spec(
+                child_input(
                     self,
-                    child_id=f"{self.job_id}--{agent.name}",
-                    agent=agent,
-                    mode="team",
-                    task=spec.task,
-                    share=share,
+                    child_spec(
+                        self,
+                        child_id=f"{self.job_id}--{agent.name}",
+                        agent=agent,
+                        mode="team",
+                        task=spec.task,
+                        share=share,
+                    ),
                 ),
                 id=f"{self.job_id}--{agent.name}",
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
@@ -197,7 +196,7 @@ class TeamJob(JobWorkflow):
             reason, explanation = stop.reason, stop.explanation
         self.closed = True
         await self._close(members, abort=reason is not StopReason.completed, why=explanation)
-        self.evidence = {"tasks": len(self.board), "claims": self.claims}
+        self.state.evidence = {"tasks": len(self.board), "claims": self.claims}
         outputs = {t.id: t.result for t in self.board.values() if t.state == "done"}
         return await self.conclude(reason, explanation, "\n\n".join(outputs.values()), outputs)
 
@@ -241,7 +240,7 @@ class TeamJob(JobWorkflow):
             id=task_id, text=text.strip(), for_agent=for_agent, posted_by=posted_by, context=context
         )
         self.wake_pending = True
-        self.steps_total = len(self.board)
+        self.state.steps_total = len(self.board)
         return True
 
     def _claimable(self, agent: str, task_id: str | None) -> BoardTask | None:
@@ -273,7 +272,7 @@ class TeamJob(JobWorkflow):
         """Refuse when the board is closed or nothing is open for this agent."""
         if request.key in self.answers:
             return
-        if self.closed or self.stop_reason is not None:
+        if self.closed or self.state.stop_reason is not None:
             raise ValueError("closed: the board is finished")
         if self._claimable(request.agent, request.task_id) is None:
             raise ValueError("nothing open")
@@ -286,8 +285,8 @@ class TeamJob(JobWorkflow):
         task = self.board[request.task_id or ""]
         task.state, task.result = ("failed" if request.failed else "done"), request.text
         if request.record is not None:
-            self.turns.append(request.record.model_copy(update={"index": len(self.turns)}))
-        self.steps_done = sum(t.state in ("done", "failed") for t in self.board.values())
+            self.state.turns.append(request.record.model_copy(update={"index": len(self.state.turns)}))
+        self.state.steps_done = sum(t.state in ("done", "failed") for t in self.board.values())
         posted = 0 if request.failed else sum(self._add(t, request.agent) for t in follow_ups(request.text))
         reply = BoardReply(status="recorded", reason=f"{posted} follow-up tasks posted")
         self.answers[request.key] = reply
@@ -318,7 +317,7 @@ class TeamJob(JobWorkflow):
         """Refuse empty tasks, tasks past ``team.max_tasks`` and a closed board."""
         if request.key and request.key in self.answers:
             return
-        if self.closed or self.stop_reason is not None:
+        if self.closed or self.state.stop_reason is not None:
             raise ValueError("closed: the board is finished")
         if not request.text.strip():
             raise ValueError("a task needs text")

@@ -29,6 +29,7 @@ from contracts.jobs import JobProgress, JobStatus, LedgerTotals, StopReason
 from contracts.models import ModelCallResult, Usage
 from contracts.names import account_workflow_id
 from contracts.spec import JobSpec, parse_spec
+from contracts.state import JobInput
 from harness.sim import SimServer
 from tests.helpers import (
     ROOT,
@@ -252,15 +253,15 @@ class CarveProbe(JobWorkflow):
     mode = "probe"
 
     @workflow.run
-    async def run(self, spec: JobSpec) -> LedgerTotals:
+    async def run(self, job_input: JobInput) -> LedgerTotals:
         """Carve, charge and close, as the delegation modes do, then report the ledger."""
-        await self.start_job(spec)
-        budget = self._budget()
+        await self.start_job()
+        budget = self.budget
         refusals = [budget.carve_child(c, 300, None) for c in ("ok", "failed", "cancelled")]
         assert refusals == [None, None, None], refusals
         too_much = budget.carve_child("greedy", 200, None)
         assert too_much is not None and "tokens" in too_much, too_much
-        model = self.models["sim:writer"]
+        model = self.state.models["sim:writer"]
         # The failed child reported 120 tokens before failing; the cancelled one had a call cut
         # mid-flight, charged as estimated: both on the child's own node, as they report.
         for child, tokens in (("failed", 120), ("cancelled", 80)):

@@ -7,6 +7,7 @@ import uuid
 from collections import Counter
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
@@ -15,6 +16,7 @@ from activities.model_call import ModelCallActivities
 from activities.team_board import TeamBoardActivities
 from contracts.controls import AbortRequest
 from contracts.jobs import JobResult, StopReason
+from contracts.names import MODEL_CALL_ACTIVITY
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
 from harness.specfile import load_spec
@@ -71,11 +73,20 @@ async def test_delegation_plans_delegates_to_children_reviews_and_answers(
             await ts_env.client.get_workflow_handle(f"{spec.id}/t{i}-r1", result_type=JobResult).result()
             for i in (1, 2, 3)
         ]
-        described = await ts_env.client.get_workflow_handle(f"{spec.id}/t1-r1").describe()
+        first = ts_env.client.get_workflow_handle(f"{spec.id}/t1-r1")
+        described = await first.describe()
+        history = await first.fetch_history()
     assert result.stop_reason is StopReason.completed, result.explanation
     assert sorted(result.outputs) == ["t1", "t2", "t3"]
     assert [turn.step for turn in turns] == ["plan-r1", "plan-r2", "final"]
     assert described.workflow_type == "SubtaskJob"
+    # The child was handed the models its parent resolved: its one activity is its model call.
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+    assert scheduled == [MODEL_CALL_ACTIVITY]
     assert described.raw_description.workflow_execution_info.parent_execution.workflow_id == spec.id
     own = sum(turn.usage.total_tokens for turn in turns)
     spent_by_children = sum(child.ledger.usage.total_tokens for child in children)

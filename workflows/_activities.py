@@ -1,0 +1,149 @@
+"""Every activity a workflow calls, as a typed stub that carries its options: defined once, here.
+
+A stub names the activity (``contracts.names``), its request and result types, and how it is
+called: timeouts, heartbeat, retry policy. Workflows call ``STUB.run(request, summary=...)`` (or
+``start`` for a handle they may cancel), so the type checker sees the request and the result, and a
+timeout or retry rule is changed in one place for every caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Generic, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from contracts.accounts import AccountCall, LeaseReply, ReapReply, ReapRequest
+    from contracts.board import BoardReply, BoardRequest
+    from contracts.models import ModelCallRequest, ModelCallResult, ResolveModelsRequest, ResolveModelsResult
+    from contracts.names import (
+        ACCOUNT_REAP_ACTIVITY,
+        BUDGET_ACCOUNT_ACTIVITY,
+        MODEL_CALL_ACTIVITY,
+        RESOLVE_MODELS_ACTIVITY,
+        ROUTING_STATS_ACTIVITY,
+        RUN_CHECK_ACTIVITY,
+        TEAM_BOARD_ACTIVITY,
+    )
+    from contracts.routing import RoutingOutcomes
+    from policies.goals import CheckOutcome, RunCheckRequest
+    from policies.routing import RoutingStats
+
+__all__ = [
+    "ACCOUNT_REAP",
+    "BUDGET_ACCOUNT",
+    "MODEL_CALL",
+    "NON_RETRYABLE_ERRORS",
+    "RESOLVE_MODELS",
+    "ROUTING_STATS",
+    "RUN_CHECK",
+    "TEAM_BOARD",
+    "ActivityStub",
+]
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+
+@dataclass(frozen=True)
+class ActivityStub(Generic[Req, Res]):
+    """One activity as workflows call it: its name, its result type and its call options."""
+
+    name: str
+    result_type: type[Res]
+    start_to_close_timeout: timedelta
+    retry_policy: RetryPolicy | None = None
+    heartbeat_timeout: timedelta | None = None
+    cancellation_type: workflow.ActivityCancellationType = workflow.ActivityCancellationType.TRY_CANCEL
+
+    def start(self, request: Req, *, summary: str) -> workflow.ActivityHandle[Res]:
+        """Schedule the activity and return its handle (cancel it to cancel the activity)."""
+        return workflow.start_activity(
+            self.name,
+            request,
+            result_type=self.result_type,
+            start_to_close_timeout=self.start_to_close_timeout,
+            heartbeat_timeout=self.heartbeat_timeout,
+            retry_policy=self.retry_policy,
+            cancellation_type=self.cancellation_type,
+            summary=summary,
+        )
+
+    async def run(self, request: Req, *, summary: str) -> Res:
+        """Run the activity to its result (``ActivityError`` once its retries are spent)."""
+        return await self.start(request, summary=summary)
+
+
+# Errors that are the input's fault, not the world's: retrying cannot help.
+NON_RETRYABLE_ERRORS = [
+    "BadRequest",
+    "AuthenticationFailed",
+    "PermissionDenied",
+    "ModelNotFound",
+    "UnprocessableRequest",
+    "UnknownPrice",
+    "UnknownModel",
+    "StructuredOutputInvalid",
+]
+_PROVIDER_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=8,
+    non_retryable_error_types=NON_RETRYABLE_ERRORS,
+)
+_ACCOUNT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=10,
+    non_retryable_error_types=["AccountNotFound", "BadRequest"],
+)
+
+MODEL_CALL: ActivityStub[ModelCallRequest, ModelCallResult] = ActivityStub(
+    MODEL_CALL_ACTIVITY,
+    ModelCallResult,
+    start_to_close_timeout=timedelta(minutes=10),
+    retry_policy=_PROVIDER_RETRY,
+    # The activity heartbeats every ~0.3 s; the worker forwards a heartbeat at least every 0.5 s
+    # (max_heartbeat_throttle_interval in worker.py), so a cancel lands well inside a second while
+    # a 2 s timeout still tolerates a busy machine.
+    heartbeat_timeout=timedelta(seconds=2),
+    # A cancelled call reports what it served (partial text, usage) before the workflow goes on.
+    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+)
+RESOLVE_MODELS: ActivityStub[ResolveModelsRequest, ResolveModelsResult] = ActivityStub(
+    RESOLVE_MODELS_ACTIVITY,
+    ResolveModelsResult,
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=_PROVIDER_RETRY,
+)
+RUN_CHECK: ActivityStub[RunCheckRequest, CheckOutcome] = ActivityStub(
+    RUN_CHECK_ACTIVITY, CheckOutcome, start_to_close_timeout=timedelta(minutes=2)
+)
+BUDGET_ACCOUNT: ActivityStub[AccountCall, LeaseReply] = ActivityStub(
+    BUDGET_ACCOUNT_ACTIVITY,
+    LeaseReply,
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=_ACCOUNT_RETRY,
+)
+ACCOUNT_REAP: ActivityStub[ReapRequest, ReapReply] = ActivityStub(
+    ACCOUNT_REAP_ACTIVITY,
+    ReapReply,
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=5),
+)
+ROUTING_STATS: ActivityStub[RoutingOutcomes, RoutingStats] = ActivityStub(
+    ROUTING_STATS_ACTIVITY,
+    RoutingStats,
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
+)
+TEAM_BOARD: ActivityStub[BoardRequest, BoardReply] = ActivityStub(
+    TEAM_BOARD_ACTIVITY,
+    BoardReply,
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10),
+)
