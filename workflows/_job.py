@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows._activities import MODEL_CALL, RESOLVE_MODELS
 from workflows._budget import BudgetKeeper
 from workflows._gates import Gates
-from workflows._job_errors import StopJob
+from workflows._job_errors import StopJob, refusal
 
 __all__ = ["JobWorkflow", "StopJob"]
 
@@ -516,6 +516,7 @@ class JobWorkflow:
         return self.budget.add(request)
 
     @on_add_budget.validator
+    @refusal
     def validate_add_budget(self, request: AddBudgetRequest) -> None:
         """Refuse negative or empty amounts and finished jobs; nothing is written to history."""
         if self.state.stop_reason is not None:
@@ -528,6 +529,7 @@ class JobWorkflow:
         return self.gates.decide(decision, approved=True)
 
     @on_approve.validator
+    @refusal
     def validate_approve(self, decision: GateDecision) -> None:
         """Refuse a decision on a gate that is not pending."""
         self.gates.validate(decision)
@@ -538,6 +540,7 @@ class JobWorkflow:
         return self.gates.decide(decision, approved=False)
 
     @on_reject.validator
+    @refusal
     def validate_reject(self, decision: GateDecision) -> None:
         """Refuse a decision on a gate that is not pending."""
         self.gates.validate(decision)
@@ -552,6 +555,7 @@ class JobWorkflow:
         return f"{request.task} now at priority {request.priority}"
 
     @on_set_priority.validator
+    @refusal
     def validate_set_priority(self, request: SetPriorityRequest) -> None:
         """Refuse priorities outside 0-9, unknown tasks and finished jobs."""
         if self.state.stop_reason is not None:

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.names import ACCOUNT_WORKFLOW
 
 from workflows._activities import ACCOUNT_REAP
+from workflows._job_errors import refusal
 
 __all__ = ["BudgetAccountWorkflow", "account_view"]
 
@@ -150,6 +151,7 @@ class BudgetAccountWorkflow:
         return LeaseReply(granted=True, view=self._view())
 
     @lease.validator
+    @refusal
     def validate_lease(self, request: LeaseRequest) -> None:
         """Refuse a lease without a job id or with negative amounts."""
         self._refuse_while_closing()
@@ -177,6 +179,7 @@ class BudgetAccountWorkflow:
         return self._view()
 
     @give_back.validator
+    @refusal
     def validate_give_back(self, request: GiveBackRequest) -> None:
         """Refuse negative spend."""
         self._refuse_while_closing()
@@ -193,6 +196,7 @@ class BudgetAccountWorkflow:
         return self._view()
 
     @topup.validator
+    @refusal
     def validate_topup(self, request: TopupRequest) -> None:
         """Refuse negative or empty top-ups, and top-ups of a dimension the account does not cap."""
         self._refuse_while_closing()

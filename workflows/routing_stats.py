@@ -19,6 +19,8 @@ with workflow.unsafe.imports_passed_through():
     from contracts.routing import RoutingOutcomes, RoutingStatsState
     from policies.routing import RoutingStats
 
+from workflows._job_errors import refusal
+
 __all__ = ["ROUTING_STATS_WORKFLOW_ID", "STATS_WORKFLOW", "RoutingStatsWorkflow"]
 
 STATS_WORKFLOW = "RoutingStats"
@@ -55,6 +57,7 @@ class RoutingStatsWorkflow:
         return self.state.stats
 
     @record.validator
+    @refusal
     def validate_record(self, batch: RoutingOutcomes) -> None:
         """Refuse outcomes without a kind or model; nothing is written to history."""
         for outcome in batch.outcomes:

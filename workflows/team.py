@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows._activities import TEAM_BOARD
 from workflows._children import absorb_ledger, child_input, child_spec, end_children
 from workflows._job import JobWorkflow, StopJob
+from workflows._job_errors import refusal
 
 FOLLOW_UP = "FOLLOW-UP:"
 TASK_PROMPT = "{text}\n\nThis task is part of a team's work on: {task}"
@@ -268,6 +269,7 @@ class TeamJob(JobWorkflow):
         return reply
 
     @on_claim.validator
+    @refusal
     def validate_claim(self, request: BoardRequest) -> None:
         """Refuse when the board is closed or nothing is open for this agent."""
         if request.key in self.answers:
@@ -293,6 +295,7 @@ class TeamJob(JobWorkflow):
         return reply
 
     @on_post_result.validator
+    @refusal
     def validate_post_result(self, request: BoardRequest) -> None:
         """Refuse a result for a task the agent does not hold."""
         if request.key in self.answers:
@@ -313,6 +316,7 @@ class TeamJob(JobWorkflow):
         return reply
 
     @on_post_task.validator
+    @refusal
     def validate_post_task(self, request: BoardRequest) -> None:
         """Refuse empty tasks, tasks past ``team.max_tasks`` and a closed board."""
         if request.key and request.key in self.answers:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
@@ -239,8 +240,9 @@ async def _pending(handle: WorkflowHandle[Any, Any]) -> JobProgress | None:
 async def test_invalid_updates_are_refused_and_leave_state_and_history_unchanged(
     dev_env: WorkflowEnvironment, gateway: ModelCallActivities
 ) -> None:
-    """Each invalid update is refused by its validator with a clear message, changes nothing and adds
-    no event to history (the dev server runs validators in speculative tasks); a valid one is accepted."""
+    """Each invalid update is refused by its validator with a clear, non-retryable message, changes
+    nothing and adds no event to history (the dev server runs validators in speculative tasks); a
+    valid one is accepted."""
     spec = job(TWO_STEPS, gates=[{"name": "ship", "before_final": True}], budget={"tokens": 5000})
     bad: list[tuple[str, Any, str]] = [
         ("approve", GateDecision(gate="nope"), "unknown gate 'nope'"),
@@ -259,6 +261,9 @@ async def test_invalid_updates_are_refused_and_leave_state_and_history_unchanged
             with pytest.raises(WorkflowUpdateFailedError) as refused:
                 await handle.execute_update(name, payload)
             assert message in str(refused.value.cause), (name, refused.value.cause)
+            cause = refused.value.cause
+            assert isinstance(cause, ApplicationError) and cause.non_retryable, (name, cause)
+            assert cause.type == "InvalidRequest", (name, cause.type)
         after = (await history_length(handle), await status_of(handle), await handle.query("ledger"))
         assert after == before
         said = await handle.execute_update("set_priority", SetPriorityRequest(task="job", priority=2))
