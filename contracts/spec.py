@@ -75,6 +75,12 @@ class AgentSpec(_Model):
     budget: BudgetLimits | None = Field(
         default=None, description="This agent's own caps, inside the job's (a node under 'job')."
     )
+    route: RouteSpec | None = Field(
+        default=None, description="Route every turn of this agent (a step's own setting wins)."
+    )
+    cascade: CascadeSpec | None = Field(
+        default=None, description="Cascade every turn of this agent (a step's own setting wins)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -89,6 +95,12 @@ class AgentSpec(_Model):
         if not value.strip():
             raise ValueError("must name a model, e.g. 'sim:writer'")
         return value.strip()
+
+    @model_validator(mode="after")
+    def _one_routing(self) -> AgentSpec:
+        if self.route is not None and self.cascade is not None:
+            raise ValueError("give either 'route' or 'cascade', not both")
+        return self
 
 
 class StepSpec(_Model):
@@ -469,6 +481,8 @@ class JobSpec(_Model):
             for who in [self.delegation.primary, *self.delegation.workers]:
                 if who not in names:
                     raise ValueError(f"delegation: unknown agent {who!r} (agents: {names})")
+        for index, agent in enumerate(self.agents):
+            _check_agent_routing(self, index, agent)
         if self.chat.turn_policy == "selector" and self.mode == "groupchat" and not self.chat.selector_model:
             raise ValueError("chat.selector_model: the 'selector' turn policy needs a model")
         if self.chat.output_agent is not None and self.chat.output_agent not in names:
@@ -486,17 +500,17 @@ class JobSpec(_Model):
         return self
 
     def model_refs(self) -> list[str]:
-        """Every model the job may call: agents', judges' and the selector's."""
+        """Every model the job may call: agents', judges', the selector's and routing candidates."""
         refs = {agent.model for agent in self.agents}
         refs |= {check.model for check in (self.goal.checks if self.goal else []) if check.model}
         if self.chat.selector_model:
             refs.add(self.chat.selector_model)
-        for step in self.steps:
-            # Routed steps may call any candidate, and judge their outputs: resolve all at start.
-            routing = step.route or step.cascade
-            refs |= set(step.route.candidates if step.route else [])
-            refs |= set(step.cascade.models if step.cascade else [])
-            refs |= {check.model for check in (routing.checks if routing else []) if check.model}
+        settings = [a.route or a.cascade for a in self.agents] + [s.route or s.cascade for s in self.steps]
+        for routing in settings:
+            # Routed turns may call any candidate, and judge their outputs: resolve all at start.
+            if routing is not None:
+                refs |= set(options_models(routing))
+                refs |= {check.model for check in routing.checks if check.model}
         return sorted(refs)
 
     def agent(self, name: str) -> AgentSpec:
@@ -507,21 +521,65 @@ class JobSpec(_Model):
         raise KeyError(name)
 
 
+ROUTED_STEP_MODES = ("sequential", "dag")
+ROUTED_AGENT_MODES = ("sequential", "dag", "groupchat", "delegation")
+
+
 def _check_routing(job: JobSpec, index: int, step: StepSpec) -> None:
-    """Refuse routing settings the job cannot carry out."""
-    routing = step.route or step.cascade
-    if routing is None:
+    """Refuse a step's routing settings the job cannot carry out."""
+    if step.route is None and step.cascade is None:
         return
-    if job.mode not in ("sequential", "dag"):
+    if job.mode not in ROUTED_STEP_MODES:
         raise ValueError(
-            f"steps.{index}: routed steps ('route', 'cascade') run in modes 'sequential' and 'dag'"
+            f"steps.{index}: routed steps ('route', 'cascade') run in modes 'sequential' and 'dag'; "
+            "in other modes put 'route' or 'cascade' on the agent"
         )
-    if step.cascade is not None and not (step.cascade.checks or (job.goal and job.goal.checks)):
-        raise ValueError(f"steps.{index}.cascade.checks: a cascade needs a check (or the goal's checks)")
-    models = step.route.candidates if step.route else step.cascade.models if step.cascade else []
-    unknown = sorted(set(routing.priors) - set(models))
+    _check_options(job, f"steps.{index}", step.route, step.cascade, own_checks=False)
+
+
+def _check_agent_routing(job: JobSpec, index: int, agent: AgentSpec) -> None:
+    """Refuse an agent's routing settings the job cannot carry out."""
+    if agent.route is None and agent.cascade is None:
+        return
+    where = f"agents.{index}.{'route' if agent.route is not None else 'cascade'}"
+    if job.mode not in ROUTED_AGENT_MODES:
+        raise ValueError(
+            f"{where}: routed agents run in modes {', '.join(map(repr, ROUTED_AGENT_MODES))}, "
+            f"not {job.mode!r}"
+        )
+    # A delegation's subtasks run as child jobs that do not carry the goal.
+    worker = job.mode == "delegation" and agent.name in _delegation_workers(job)
+    _check_options(job, f"agents.{index}", agent.route, agent.cascade, own_checks=worker)
+
+
+def _check_options(
+    job: JobSpec, where: str, route: RouteSpec | None, cascade: CascadeSpec | None, *, own_checks: bool
+) -> None:
+    if cascade is not None and not cascade.checks:
+        if own_checks:
+            raise ValueError(
+                f"{where}.cascade.checks: a worker's cascade needs its own checks "
+                "(subtasks run as child jobs, without the goal)"
+            )
+        if not (job.goal and job.goal.checks):
+            raise ValueError(f"{where}.cascade.checks: a cascade needs a check (or the goal's checks)")
+    routing = route or cascade
+    assert routing is not None
+    unknown = sorted(set(routing.priors) - set(options_models(routing)))
     if unknown:
-        raise ValueError(f"steps.{index}: priors name models that are not candidates: {unknown}")
+        raise ValueError(f"{where}: priors name models that are not candidates: {unknown}")
+
+
+def _delegation_workers(job: JobSpec) -> list[str]:
+    """The agents a delegation's subtasks may go to (as ``DelegationJob`` picks them)."""
+    assert job.delegation is not None
+    primary = job.delegation.primary
+    return job.delegation.workers or [a.name for a in job.agents if a.name != primary] or [primary]
+
+
+def options_models(options: RouteSpec | CascadeSpec) -> list[str]:
+    """The model references a routing setting chooses among."""
+    return options.candidates if isinstance(options, RouteSpec) else options.models
 
 
 def _refuse_cycles(steps: list[StepSpec]) -> None:

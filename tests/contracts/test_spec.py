@@ -106,3 +106,77 @@ def test_spec_refuses_bad_schemas_naming_the_field() -> None:
     with pytest.raises(SpecError, match="is a JSON Schema"):
         spec({"kind": "json", "value": "object"})
     spec({"kind": "json", "value": PLAN_SCHEMA})  # a valid one loads
+
+
+TIERS = ["sim:tier-small", "sim:tier-medium", "sim:tier-large"]
+PASS_CHECK = {"kind": "contains", "value": "PASS"}
+
+
+def routed_agents(mode: str, solver: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """A spec of ``mode`` whose first agent, ``solver``, has the routing settings ``solver`` adds."""
+    data: dict[str, Any] = {
+        "mode": mode,
+        "task": "t",
+        "agents": [
+            {"name": "lead", "model": "sim:planner"},
+            {"name": "solver", "model": "sim:tier-small", **solver},
+        ],
+    }
+    if mode == "delegation":
+        data["delegation"] = {"primary": "lead"}
+    if mode in ("sequential", "dag"):
+        data["steps"] = [{"id": "s1", "agent": "solver"}]
+    data.update(overrides)
+    return data
+
+
+@pytest.mark.parametrize("mode", ["sequential", "dag", "groupchat", "delegation"])
+def test_agents_may_be_routed_in_every_mode_but_team(mode: str) -> None:
+    """An agent's route or cascade loads in the four modes that carry it out, and its candidates,
+    ladder and judges are among the models resolved at start."""
+    judge = {"kind": "judge", "model": "sim:judge"}
+    spec = parse_spec(routed_agents(mode, {"cascade": {"models": TIERS[1:], "checks": [judge]}}))
+    assert set(spec.model_refs()) == {"sim:planner", *TIERS, "sim:judge"}
+    spec = parse_spec(routed_agents(mode, {"route": {"candidates": ["sim:echo", TIERS[2]]}}))
+    assert set(spec.model_refs()) == {"sim:planner", "sim:tier-small", "sim:echo", TIERS[2]}
+
+
+def test_agent_routing_is_refused_where_it_cannot_run() -> None:
+    """Team mode, both settings at once, priors off the ladder and a cascade without any check are
+    refused, naming the agent's field."""
+    with pytest.raises(SpecError, match=r"agents\.1\.route: routed agents run in modes .* not 'team'"):
+        parse_spec(routed_agents("team", {"route": {"candidates": TIERS}}))
+    with pytest.raises(SpecError, match=r"agents\.1: give either 'route' or 'cascade', not both"):
+        parse_spec(
+            routed_agents(
+                "groupchat",
+                {"route": {"candidates": TIERS}, "cascade": {"models": TIERS, "checks": [PASS_CHECK]}},
+            )
+        )
+    with pytest.raises(SpecError, match=r"agents\.1: priors name models that are not candidates"):
+        parse_spec(routed_agents("groupchat", {"route": {"candidates": TIERS, "priors": {"sim:x": 0.5}}}))
+    with pytest.raises(SpecError, match=r"agents\.1\.cascade\.checks: a cascade needs a check"):
+        parse_spec(routed_agents("groupchat", {"cascade": {"models": TIERS}}))
+    goal = {"checks": [PASS_CHECK]}
+    parse_spec(routed_agents("groupchat", {"cascade": {"models": TIERS}}, goal=goal))  # the goal's do
+
+
+def test_a_delegation_workers_cascade_needs_its_own_checks() -> None:
+    """A worker's cascade runs in a child job without the goal, so the goal's checks do not count for
+    it; the primary's cascade, in the parent, may rely on them."""
+    goal = {"checks": [PASS_CHECK]}
+    with pytest.raises(SpecError, match=r"agents\.1\.cascade\.checks: a worker's cascade needs its own"):
+        parse_spec(routed_agents("delegation", {"cascade": {"models": TIERS}}, goal=goal))
+    lead = {"name": "lead", "model": "sim:planner", "cascade": {"models": ["sim:planner"]}}
+    data = routed_agents("delegation", {}, goal=goal)
+    data["agents"][0] = lead
+    assert parse_spec(data).agents[0].cascade is not None
+
+
+def test_routed_steps_outside_step_modes_point_to_the_agent() -> None:
+    """A step's route in a mode without steps is refused with a pointer to the agent-level setting."""
+    data = routed_agents(
+        "groupchat", {}, steps=[{"id": "s1", "agent": "solver", "route": {"candidates": TIERS}}]
+    )
+    with pytest.raises(SpecError, match=r"steps\.0: routed steps .* put 'route' or 'cascade' on the agent"):
+        parse_spec(data)
