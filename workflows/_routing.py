@@ -1,9 +1,12 @@
-"""Routed steps: the cheapest model that meets the step's precision need, or a cascade of them.
+"""Routed turns: the cheapest model that meets the turn's precision need, or a cascade of them.
 
-A step with ``route`` or ``cascade`` goes through ``StepRouter.turn`` instead of ``Job.turn``;
-every other step is untouched (same commands, so old histories replay). The decisions are
-``policies.routing``'s (pure); this module feeds it the resolved models, the remaining budget and
-the learned stats, carries its choices out as ordinary charged turns, and records everything:
+A turn is routed when its step or its agent has ``route`` or ``cascade`` (the step's own setting
+wins over its agent's). Modes send their turns through ``TurnRouter``: ``step_turn`` for a step of a
+sequential chain or DAG, ``agent_turn`` for any other turn (a group chat's turns, a delegation's
+primary and its subtasks). A turn without settings goes straight to ``Job.turn`` with the same
+arguments (same commands, so old histories replay). The decisions are ``policies.routing``'s (pure);
+this module feeds it the resolved models, the remaining budget and the learned stats, carries its
+choices out as ordinary turns, and records everything:
 
 - ``route``: one call on the model with the lowest expected cost that meets the need and whose
   worst case fits the remaining budget. Checks, if any, only teach the router.
@@ -12,18 +15,26 @@ the learned stats, carries its choices out as ordinary charged turns, and record
   when a check fails. It stops at a passing output, at the top of the ladder, or when what is left
   of the budget (dollars or tokens) cannot pay the next rung's worst case and its check.
 
-Learning: before its first routed step a job reads the shared pass-rate stats (the ``RoutingStats``
-workflow, through the ``harness.routing_stats`` activity) and after each routed step it records the
-step's check outcomes there, keyed so a retry never counts twice. If the stats cannot be reached the
+Every rung's call is a ``Job.turn`` with the caller's ``deliver``/``resume`` flags and output type,
+so delivery, reservation, preemption, charge and record are the kernel's. A structured-output turn
+(a delegation primary's ``plan``) is routed like any other: its checks judge the reply's JSON text.
+A rung cut by an interrupt under ``resume=False`` (group chat keeps a cut turn as it is) ends the
+cascade unchecked: a partial reply says nothing about the model. Each rung starts from the caller's
+messages; the caller's list then grows with what the kept rung's turn added, as with a plain turn.
+
+Learning: before its first routed turn a job reads the shared pass-rate stats (the ``RoutingStats``
+workflow, through the ``harness.routing_stats`` activity) and after each routed turn it records the
+turn's check outcomes there, keyed so a retry never counts twice. If the stats cannot be reached the
 job goes on with what it has, and says so in the log.
 
-Recorded: each routed call's and check's ``TurnRecord.routing``; one ``RoutingRecord`` per step in
-``JobResult.routing``; the current decision's summary in ``status`` (``detail``) and in the
-workflow's current details in the Temporal UI.
+Recorded: each routed call's and check's ``TurnRecord.routing``; one ``RoutingRecord`` per routed
+turn in ``JobResult.routing`` (named by its step, else ``round N: <agent>``); the current decision's
+summary in ``status`` (``detail``) and in the workflow's current details in the Temporal UI.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Literal
 
@@ -35,7 +46,15 @@ with workflow.unsafe.imports_passed_through():
     from contracts.models import Message, ModelCallResult, ModelInfo, Usage
     from contracts.outputs import estimate_request_tokens
     from contracts.routing import RoutingAttempt, RoutingOutcome, RoutingOutcomes, RoutingRecord
-    from contracts.spec import AgentSpec, CascadeSpec, GoalCheck, JobSpec, RouteSpec, StepSpec
+    from contracts.spec import (
+        AgentSpec,
+        CascadeSpec,
+        GoalCheck,
+        JobSpec,
+        RouteSpec,
+        StepSpec,
+        options_models,
+    )
     from policies.goals import DETERMINISTIC, CheckOutcome, GoalVerdict, combine
     from policies.routing import (
         TIER_PRIOR,
@@ -56,7 +75,7 @@ from workflows._checks import JUDGE_INSTRUCTIONS, JUDGE_MAX_OUTPUT, judge_prompt
 from workflows._job_errors import StopJob
 from workflows._port import Job
 
-__all__ = ["StepRouter"]
+__all__ = ["TurnRouter"]
 
 # The router weighs expected cost at this share of the output cap; the budget check uses the cap.
 EXPECTED_OUTPUT_SHARE = 2
@@ -73,46 +92,106 @@ def need_of(value: str | float) -> Precision | float:
     return Precision(value) if isinstance(value, str) else float(value)
 
 
-class StepRouter:
-    """Routes the steps of one job that ask for it; holds the job's view of the learned stats."""
+@dataclass(frozen=True)
+class RoutedTurn:
+    """One routed turn: whose it is, the settings it follows, and how its calls run."""
+
+    agent: AgentSpec
+    options: RouteSpec | CascadeSpec
+    step: str | None  # as ``Job.turn`` records it
+    name: str  # what its routing record, status line and learning key call it
+    kind: str
+    need: Precision | float
+    max_output_tokens: int | None
+    output_type: str | None
+    deliver: bool
+    resume: bool
+
+
+class TurnRouter:
+    """Routes the turns of one job that ask for it; holds the job's view of the learned stats."""
 
     def __init__(self, job: Job, spec: JobSpec) -> None:
         self.job = job
         self.spec = spec
         self.stats: RoutingStats | None = None
         self.records: list[RoutingRecord] = []
-
-    def handles(self, step: StepSpec) -> bool:
-        """Whether ``step`` has routing settings (otherwise the plain turn runs it)."""
-        return step.route is not None or step.cascade is not None
+        self._lines: list[str] = []  # per record, its line in the workflow's current details
 
     async def step_turn(self, step: StepSpec, messages: list[Message]) -> ModelCallResult:
-        """Run ``step``: on the model(s) its routing settings choose, else as a plain turn of its agent."""
-        if self.handles(step):
-            return await self.turn(step, messages)
+        """Run ``step``: routed by its own settings, else its agent's, else a plain turn of its agent."""
         agent = self.spec.agent(step.agent)
-        return await self.job.turn(agent, messages, step=step.id, max_output_tokens=step.max_output_tokens)
+        return await self.agent_turn(agent, messages, step=step, max_output_tokens=step.max_output_tokens)
+
+    async def agent_turn(
+        self,
+        agent: AgentSpec,
+        messages: list[Message],
+        *,
+        step: StepSpec | str | None = None,
+        max_output_tokens: int | None = None,
+        output_type: str | None = None,
+        deliver: bool = True,
+        resume: bool = True,
+    ) -> ModelCallResult:
+        """One turn of ``agent``, routed when it (or ``step``) has routing settings.
+
+        ``step`` is a spec step (its settings, precision and task kind win over the agent's) or the
+        turn's step label; the other arguments are ``Job.turn``'s, to which an unrouted turn goes as is.
+        """
+        spec_step = step if isinstance(step, StepSpec) else None
+        step_id = step.id if isinstance(step, StepSpec) else step
+        own = (spec_step.route or spec_step.cascade) if spec_step is not None else None
+        options = own or agent.route or agent.cascade
+        if options is None:
+            return await self.job.turn(
+                agent,
+                messages,
+                step=step_id,
+                max_output_tokens=max_output_tokens,
+                output_type=output_type,
+                deliver=deliver,
+                resume=resume,
+            )
+        precision = spec_step.precision if spec_step and spec_step.precision is not None else agent.precision
+        turn = RoutedTurn(
+            agent=agent,
+            options=options,
+            step=step_id,
+            name=step_id or f"round {self.job.state.round}: {agent.name}",
+            kind=(spec_step.task_kind if spec_step else None) or agent.task_kind or "general",
+            need=need_of(precision or "standard"),
+            max_output_tokens=max_output_tokens,
+            output_type=output_type,
+            deliver=deliver,
+            resume=resume,
+        )
+        return await self.turn(turn, messages)
+
+    def adopt(self, prefix: str, records: list[RoutingRecord]) -> None:
+        """Add a child job's routing records (a delegation's subtask), named under ``prefix``."""
+        for record in records:
+            self.records.append(record.model_copy(update={"step": f"{prefix}/{record.step}"}))
+            self._lines.append(f"{prefix}/{record.step} ({record.outcome}): {record.summary}")
 
     def annotate(self, result: JobResult) -> JobResult:
-        """``result`` with the routing records of the job's routed steps."""
+        """``result`` with the routing records of the job's routed turns."""
         if not self.records:
             return result
         return result.model_copy(update={"routing": list(self.records)})
 
-    # ----- one routed step ---------------------------------------------------------------------
+    # ----- one routed turn ---------------------------------------------------------------------
 
-    async def turn(self, step: StepSpec, messages: list[Message]) -> ModelCallResult:
-        """Run ``step`` on the model(s) its routing settings choose; return the output to keep."""
-        options = step.route or step.cascade
-        assert options is not None, "handles(step) must hold"
-        agent = self.spec.agent(step.agent)
-        kind = step.task_kind or agent.task_kind or "general"
-        need = need_of(step.precision if step.precision is not None else agent.precision or "standard")
+    async def turn(self, turn: RoutedTurn, messages: list[Message]) -> ModelCallResult:
+        """Run ``turn`` on the model(s) its routing settings choose; return the output to keep."""
+        options, agent, kind, need = turn.options, turn.agent, turn.kind, turn.need
         refs = options_models(options)
-        max_out = step.max_output_tokens or agent.max_output_tokens
+        max_out = turn.max_output_tokens or agent.max_output_tokens
         call = CallEstimate(
             kind=kind,
-            input_tokens=estimate_request_tokens(agent.instructions, [m.content for m in messages], None),
+            input_tokens=estimate_request_tokens(
+                agent.instructions, [m.content for m in messages], turn.output_type
+            ),
             output_tokens=max(1, max_out // EXPECTED_OUTPUT_SHARE),
             max_output_tokens=max_out,
         )
@@ -142,27 +221,29 @@ class StepRouter:
                 on_shortfall=options.on_shortfall,
                 quantile=options.quantile,
             )
-        self._show(step, decision)
+        self._show(turn, decision)
         if decision.choice is None:
-            self._record(step, decision, [], "refused")
+            self._record(turn, decision, [], "refused")
             nothing_fits = not any(c.affordable for c in decision.candidates)
             reason = StopReason.budget_exhausted if nothing_fits else StopReason.failed
-            raise StopJob(reason, f"step {step.id}: routing refused: {decision.reason}")
+            raise StopJob(reason, f"{_title(turn)}: routing refused: {decision.reason}")
 
         attempts: list[RoutingAttempt] = []
         outcomes: list[RoutingOutcome] = []
         while True:
             model = decision.choice
             assert model is not None
-            result = await self._call(agent, model, step, messages, decision)
+            kept = list(messages)
+            result = await self._call(turn, model, kept, decision)
             attempt = RoutingAttempt(model=model, call_id=result.call_id, cost_usd=result.cost_usd)
             last = decision.plan.index(model) == len(decision.plan) - 1
             free = all(check.kind in DETERMINISTIC for check in checks)
-            checked = bool(checks)
+            # A reply cut short and kept as it is (resume=False) is not judged: it says nothing of the model.
+            checked = bool(checks) and result.finish_reason != "cancelled"
             if isinstance(options, CascadeSpec):
                 checked = checked and (not last or options.check_final or free)
             if checked:
-                verdict, check_cost = await self._check(checks, options.threshold, result, step, model)
+                verdict, check_cost = await self._check(checks, options.threshold, result, turn, model)
                 attempt.passed, attempt.check = verdict.met, verdict.summary()
                 attempt.check_cost_usd = check_cost
                 outcomes.append(RoutingOutcome(kind=kind, model=model, passed=verdict.met))
@@ -171,14 +252,15 @@ class StepRouter:
             if isinstance(options, RouteSpec) or not checked or attempt.passed:
                 break
             decision = self._escalate(decision, options, call, checks, max_out)
-            self._show(step, decision)
+            self._show(turn, decision)
             if decision.choice is None:
                 break
+        messages += kept[len(messages) :]  # what the kept rung's turn added, as a plain turn would
         passed = attempts[-1].passed
         outcome: Outcome = "unchecked" if passed is None else "passed" if passed else "failed"
-        self._record(step, decision, attempts, outcome)
+        self._record(turn, decision, attempts, outcome)
         if options.learn and outcomes:
-            await self._learn(f"{self.job.job_id}/{step.id}/{result.call_id}", outcomes)
+            await self._learn(f"{self.job.job_id}/{turn.name}/{result.call_id}", outcomes)
         return result
 
     # ----- the pieces --------------------------------------------------------------------------
@@ -270,28 +352,30 @@ class StepRouter:
         return moved
 
     async def _call(
-        self,
-        agent: AgentSpec,
-        ref: str,
-        step: StepSpec,
-        messages: list[Message],
-        decision: RoutingDecision,
+        self, turn: RoutedTurn, ref: str, messages: list[Message], decision: RoutingDecision
     ) -> ModelCallResult:
         """One rung's call, a turn like any other (preempted, it goes on on the same model)."""
         note = {
             "role": "call",
-            "step": step.id,
+            "step": turn.name,
             "rung": decision.plan.index(ref) if ref in decision.plan else 0,
             "summary": decision.summary(),
             "decision": decision.model_dump(mode="json"),
         }
-        routed = agent.model_copy(update={"model": ref})
+        routed = turn.agent.model_copy(update={"model": ref})
         return await self.job.turn(
-            routed, list(messages), step=step.id, max_output_tokens=step.max_output_tokens, note=note
+            routed,
+            messages,
+            step=turn.step,
+            max_output_tokens=turn.max_output_tokens,
+            output_type=turn.output_type,
+            deliver=turn.deliver,
+            resume=turn.resume,
+            note=note,
         )
 
     async def _check(
-        self, checks: list[GoalCheck], threshold: float, result: ModelCallResult, step: StepSpec, model: str
+        self, checks: list[GoalCheck], threshold: float, result: ModelCallResult, turn: RoutedTurn, model: str
     ) -> tuple[GoalVerdict, Decimal]:
         """Every check of ``result``'s text (rule 'all'), and what the judges cost."""
         outcomes: list[CheckOutcome] = []
@@ -304,9 +388,9 @@ class StepRouter:
                 result.text,
                 threshold=threshold,
                 rubric=check.rubric or (goal.description if goal else "") or self.spec.task,
-                step=step.id,
-                summary=f"check {check.value} of step {step.id} on {model}",
-                note={"role": "check", "step": step.id, "for_call": result.call_id, "model": model},
+                step=turn.name,
+                summary=f"check {check.value} of {_title(turn)} on {model}",
+                note={"role": "check", "step": turn.name, "for_call": result.call_id, "model": model},
             )
             outcomes.append(outcome)
             cost += spent
@@ -331,17 +415,17 @@ class StepRouter:
             return None
         return stats
 
-    def _show(self, step: StepSpec, decision: RoutingDecision) -> None:
-        line = f"step {step.id}: {decision.summary()}"
+    def _show(self, turn: RoutedTurn, decision: RoutingDecision) -> None:
+        line = f"{_title(turn)}: {decision.summary()}"
         self.job.state.detail = line
         workflow.set_current_details(line)
 
     def _record(
-        self, step: StepSpec, decision: RoutingDecision, attempts: list[RoutingAttempt], outcome: Outcome
+        self, turn: RoutedTurn, decision: RoutingDecision, attempts: list[RoutingAttempt], outcome: Outcome
     ) -> None:
         self.records.append(
             RoutingRecord(
-                step=step.id,
+                step=turn.name,
                 kind=decision.kind,
                 summary=decision.summary(),
                 decision=decision.model_dump(mode="json"),
@@ -349,14 +433,13 @@ class StepRouter:
                 outcome=outcome,
             )
         )
-        workflow.set_current_details(
-            "\n".join(f"step {r.step} ({r.outcome}): {r.summary}" for r in self.records)
-        )
+        self._lines.append(f"{_title(turn)} ({outcome}): {decision.summary()}")
+        workflow.set_current_details("\n".join(self._lines))
 
 
-def options_models(options: RouteSpec | CascadeSpec) -> list[str]:
-    """The model references a routing setting chooses among."""
-    return options.candidates if isinstance(options, RouteSpec) else options.models
+def _title(turn: RoutedTurn) -> str:
+    """How status lines and errors name a routed turn: ``step <id>``, or ``round N: <agent>``."""
+    return f"step {turn.step}" if turn.step is not None else turn.name
 
 
 def _next_rung(decision: RoutingDecision, current: str) -> str | None:

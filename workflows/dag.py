@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.state import JobInput
 
 from workflows._job import JobWorkflow, StopJob
-from workflows._routing import StepRouter
+from workflows._routing import TurnRouter
 from workflows.sequential import render
 
 
@@ -34,7 +34,7 @@ class DagJob(JobWorkflow):
         """Start every ready step, up to the concurrency limit, until all have run."""
         spec = self.spec
         await self.start_job()
-        self.router = StepRouter(self, spec)  # routes only the steps with 'route' or 'cascade'
+        self.router = TurnRouter(self, spec)  # routes the steps (or their agents) with 'route' or 'cascade'
         self.state.steps_total = len(spec.steps)
         outputs: dict[str, str] = {}
         pending = list(spec.steps)

@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.state import JobInput
 
 from workflows._job import JobWorkflow, StopJob
-from workflows._routing import StepRouter
+from workflows._routing import TurnRouter
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_-]*)\}")
 
@@ -40,7 +40,7 @@ class SequentialJob(JobWorkflow):
         self.state.steps_total = len(spec.steps)
         outputs: dict[str, str] = {}
         previous = spec.task
-        router = StepRouter(self, spec)  # routes only the steps with 'route' or 'cascade'
+        router = TurnRouter(self, spec)  # routes the steps (or their agents) with 'route' or 'cascade'
         try:
             for step in spec.steps:
                 self.state.step = step.id
