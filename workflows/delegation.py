@@ -14,6 +14,10 @@ that already succeeded are not run again, so repeating a failed id retries it (o
 in rotation: a retry is a reassignment when there are several workers), leaving it out gives up on
 it, and a plan of only finished ids ends the delegation. Then the primary writes the final answer.
 
+Routing: a primary with ``route`` or ``cascade`` has each of its turns routed (the plans too: their
+checks judge the plan's JSON text); a worker's settings travel in its child's spec, so the subtask is
+routed there, and the child's routing records join the parent's as ``<subtask>-r<round>/subtask``.
+
 An abort (or the deadline) reaches running children as an ``abort`` signal: each ends with its
 partial spend, which is charged to the parent before the parent ends. The parent closes with
 ``REQUEST_CANCEL`` for its children, so none outlives it. No continue-as-new: rounds are capped at
@@ -38,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows._children import child_input, child_spec, close_child, end_children, open_child
 from workflows._job import JobWorkflow, StopJob
+from workflows._routing import TurnRouter
 
 PLAN_PROMPT = (
     "Split this task into subtasks for your workers. Give each an id, a title, instructions and a "
@@ -72,15 +77,15 @@ class SubtaskJob(JobWorkflow):
         spec = self.spec
         await self.start_job()
         step = spec.steps[0]
-        agent = spec.agent(step.agent)
+        router = TurnRouter(self, spec)  # routes the step if its agent has 'route' or 'cascade'
         self.state.steps_total, self.state.step = 1, step.id
         try:
-            result = await self.turn(agent, [Message(role="user", content=step.prompt)], step=step.id)
+            result = await router.step_turn(step, [Message(role="user", content=step.prompt)])
         except StopJob as stop:
-            return await self.conclude(stop.reason, stop.explanation, "", {})
+            return router.annotate(await self.conclude(stop.reason, stop.explanation, "", {}))
         self.state.steps_done = 1
-        return await self.conclude(
-            StopReason.completed, "the subtask ran", result.text, {step.id: result.text}
+        return router.annotate(
+            await self.conclude(StopReason.completed, "the subtask ran", result.text, {step.id: result.text})
         )
 
 
@@ -101,6 +106,7 @@ class DelegationJob(JobWorkflow):
         self.attempts: dict[str, int] = {}
         self.order: dict[str, int] = {}  # subtask id -> first-seen position, for worker rotation
         self.failed_runs: list[str] = []
+        self.router: TurnRouter | None = None  # set at the start of run
 
     @workflow.run
     async def run(self, job_input: JobInput) -> JobResult:
@@ -110,13 +116,16 @@ class DelegationJob(JobWorkflow):
         settings = spec.delegation
         assert settings is not None, "the spec validator requires a delegation section"
         primary = spec.agent(settings.primary)
+        router = self.router = TurnRouter(self, spec)  # routes agents with "route" or "cascade"
         messages = [Message(role="user", content=PLAN_PROMPT.format(task=spec.task))]
         final = ""
         try:
             for round_no in range(1, settings.max_rounds + 1):
                 self.state.round = round_no
                 self.state.step = f"round {round_no}: plan"
-                reply = await self.turn(primary, messages, step=f"plan-r{round_no}", output_type="plan")
+                reply = await router.agent_turn(
+                    primary, messages, step=f"plan-r{round_no}", output_type="plan"
+                )
                 plan = Plan.model_validate(reply.parsed)
                 todo = list({s.id: s for s in plan.subtasks if s.id not in self.results}.values())
                 if not todo:
@@ -129,17 +138,18 @@ class DelegationJob(JobWorkflow):
                     ]
             self.state.step = "final answer"
             prompt = self._render(FINAL_PROMPT, spec.task)
-            answer = await self.turn(primary, [Message(role="user", content=prompt)], step="final")
+            answer = await router.agent_turn(primary, [Message(role="user", content=prompt)], step="final")
             final = answer.text
         except StopJob as stop:
             await self._stop_children(stop.explanation)
-            return await self.conclude(stop.reason, stop.explanation, final or self._summary(), self.results)
+            ended = await self.conclude(stop.reason, stop.explanation, final or self._summary(), self.results)
+            return router.annotate(ended)
         self.state.evidence = self._evidence()
         given_up = sorted(self.failures)
         explanation = f"{len(self.results)} subtasks done in {self.state.round} rounds" + (
             f"; gave up on {', '.join(given_up)}" if given_up else ""
         )
-        return await self.conclude(StopReason.completed, explanation, final, self.results)
+        return router.annotate(await self.conclude(StopReason.completed, explanation, final, self.results))
 
     async def _delegate(
         self, spec: JobSpec, settings: DelegationSpec, todo: list[Subtask], round_no: int
@@ -203,6 +213,8 @@ class DelegationJob(JobWorkflow):
             self._failed(child_id, subtask_id, f"the child workflow failed: {cause}")
             return
         close_child(self, child_id, result.ledger)
+        if self.router is not None:
+            self.router.adopt(child_id.rsplit("/", 1)[-1], result.routing)
         if result.stop_reason in CHILD_FAILURES:
             self._failed(child_id, subtask_id, f"{result.stop_reason.value}: {result.explanation}")
             return

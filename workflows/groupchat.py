@@ -3,7 +3,10 @@
 Who speaks next is the spec's turn policy: ``round_robin`` (fixed rotation), ``fair_share`` (the
 agent that has had the fewest tokens relative to its weight, as in CFS), or ``selector`` (a model
 picks the next speaker; charged like any call). A round is one turn per agent. After each round the
-goal is checked and the convergence monitor watches for plateaus and livelock.
+goal is checked and the convergence monitor watches for plateaus and livelock. An agent with
+``route`` or ``cascade`` speaks through ``TurnRouter`` (a turn's rungs see the same conversation;
+only the kept reply joins it); its routing records are in the result's ``routing``, for this run
+(records of earlier runs of a continued chat are in the transcript's ``routing`` fields).
 
 A long chat keeps its history small: between two turns, once the server suggests it (or after
 ``chat.turns_per_run`` turns of one run), the job continues as new, carrying the conversation, the
@@ -22,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.scheduling import FairShare, RoundRobin
 
 from workflows._job import JobWorkflow, StopJob
+from workflows._routing import TurnRouter
 from workflows._termination import Termination
 from workflows.sequential import render
 
@@ -72,6 +76,7 @@ class GroupChatJob(JobWorkflow):
             )
         chat = self.state.chat
         termination = Termination(self, spec, chat.termination)
+        router = TurnRouter(self, spec)  # routes the turns of agents with 'route' or 'cascade'
         self.state.steps_total = spec.termination.max_rounds
         turns_this_run = 0
         try:
@@ -87,7 +92,7 @@ class GroupChatJob(JobWorkflow):
                     self.state.step = f"round {chat.round}: {speaker}"
                     # The conversation is shared: messages join it (above); a cut turn stays in it as it is.
                     view = view_for(speaker, chat.conversation)
-                    result = await self.turn(spec.agent(speaker), view, deliver=False, resume=False)
+                    result = await router.agent_turn(spec.agent(speaker), view, deliver=False, resume=False)
                     chat.conversation.append((speaker, result.text))
                     chat.fair.charge(speaker, result.usage.total_tokens)
                     termination.record_output(speaker, result.text)
@@ -97,14 +102,18 @@ class GroupChatJob(JobWorkflow):
                 await termination.after_round()
                 chat.round, chat.turns_in_round = chat.round + 1, 0
         except StopJob as stop:
-            return await self.conclude(
-                stop.reason, stop.explanation, termination.best_output(), termination.outputs()
+            return router.annotate(
+                await self.conclude(
+                    stop.reason, stop.explanation, termination.best_output(), termination.outputs()
+                )
             )
-        return await self.conclude(
-            StopReason.max_rounds,
-            f"{spec.termination.max_rounds} rounds ran without the goal being met",
-            termination.best_output(),
-            termination.outputs(),
+        return router.annotate(
+            await self.conclude(
+                StopReason.max_rounds,
+                f"{spec.termination.max_rounds} rounds ran without the goal being met",
+                termination.best_output(),
+                termination.outputs(),
+            )
         )
 
     async def _next_speaker(
