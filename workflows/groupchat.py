@@ -92,9 +92,11 @@ class GroupChatJob(JobWorkflow):
                     self.state.step = f"round {chat.round}: {speaker}"
                     # The conversation is shared: messages join it (above); a cut turn stays in it as it is.
                     view = view_for(speaker, chat.conversation)
+                    before = len(self.state.turns)
                     result = await router.agent_turn(spec.agent(speaker), view, deliver=False, resume=False)
                     chat.conversation.append((speaker, result.text))
-                    chat.fair.charge(speaker, result.usage.total_tokens)
+                    # Every call of the turn counts: a routed turn's failed rungs and judges too.
+                    chat.fair.charge(speaker, sum(t.usage.total_tokens for t in self.state.turns[before:]))
                     termination.record_output(speaker, result.text)
                     chat.turns_in_round += 1
                     turns_this_run += 1
