@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from contracts.jobs import GateRecord, JobStatus, LedgerTotals, StopReason, TurnRecord
 from contracts.models import ModelInfo
+from contracts.routing import RoutingRecord
 from contracts.spec import JobSpec
 from policies.convergence import ConvergenceMonitor
 from policies.goals import GoalVerdict
@@ -105,6 +106,9 @@ class JobState(BaseModel):
     round: int = 0
     detail: str = Field(default="", description="The one-line note 'status' shows.")
     evidence: dict[str, Any] = Field(default_factory=dict)
+    routing: list[RoutingRecord] = Field(
+        default_factory=list, description="One record per routed turn (and per adopted child's)."
+    )
     chat: ChatState | None = None
 
 

@@ -115,7 +115,7 @@ class TurnRouter:
         self.job = job
         self.spec = spec
         self.stats: RoutingStats | None = None
-        self.records: list[RoutingRecord] = []
+        self.records: list[RoutingRecord] = job.state.routing  # in the state: continue-as-new keeps them
         self._lines: list[str] = []  # per record, its line in the workflow's current details
 
     async def step_turn(self, step: StepSpec, messages: list[Message]) -> ModelCallResult:

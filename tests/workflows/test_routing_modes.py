@@ -10,6 +10,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
@@ -139,3 +140,33 @@ async def test_a_routed_primary_plans_on_the_routers_choice(
     assert [(t.step, t.model) for t in turns] == [("plan-r1", "sim:planner"), ("final", "sim:planner")]
     assert [r.step for r in result.routing] == ["plan-r1", "final"]
     assert all(r.decision["choice"] == "sim:planner" for r in result.routing)
+
+
+async def test_a_chats_routing_records_survive_continue_as_new(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """The routing records are part of the job's state: a chat that continues as new every two turns
+    still reports one record per routed turn, from every run."""
+    spec = parse_spec(
+        {
+            "id": f"chat-route-can-{uuid.uuid4().hex[:8]}",
+            "mode": "groupchat",
+            "task": "Solve puzzle 3: difficulty=0.7.",
+            "agents": [
+                {"name": "solver", "model": "sim:tier-small", "max_output_tokens": 100, "cascade": CASCADE},
+                {"name": "note", "model": "sim:echo", "max_output_tokens": 60},
+            ],
+            "termination": {"max_rounds": 3},
+            "chat": {"turns_per_run": 2},
+        }
+    )
+    stats = RoutingStatsActivities(ts_env.client, workflow_id=f"stats-{uuid.uuid4().hex[:8]}")
+    activities = [gateway.model_call, gateway.resolve_models, stats.routing_stats]
+    async with make_worker(ts_env.client, gateway, activities=activities) as worker:
+        handle = await start_job(ts_env.client, worker.task_queue, spec)
+        result = await handle.result()
+        first = ts_env.client.get_workflow_handle(spec.id or "", run_id=handle.first_execution_run_id)
+        events = [event.event_type for event in (await first.fetch_history()).events]
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW in events
+    assert result.stop_reason is StopReason.max_rounds, result.explanation
+    assert [record.step for record in result.routing] == [f"round {n}: solver" for n in (1, 2, 3)]
