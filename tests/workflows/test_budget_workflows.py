@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -526,14 +527,23 @@ async def test_a_quota_wait_survives_a_worker_restart(
     dev_env: WorkflowEnvironment, gateway: ModelCallActivities
 ) -> None:
     """A job waiting for its next quota period keeps waiting when its worker stops, and a new worker
-    finishes it after the period (real seconds, on the dev server)."""
+    finishes it after the period (real seconds, on the dev server).
+
+    The wait is a durable timer: it is in the history while no worker runs, and the new worker
+    goes on when it fires. (Asking the new worker whether the job still waits would race the
+    period on a slow machine: the timer fires on the server whether or not a worker is there.)
+    """
     spec = chain({"tokens": 50_000, "quota": {"tokens": 350, "period": "3s"}})
     queue = f"test-{uuid.uuid4().hex[:12]}"
     async with make_worker(dev_env.client, gateway, queue=queue):
         handle = await start_job(dev_env.client, queue, spec)
         await until_waiting(handle)
+    between = [event.event_type for event in (await handle.fetch_history()).events]
+    assert EventType.EVENT_TYPE_TIMER_STARTED in between
+    assert EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED not in between
     async with make_worker(dev_env.client, gateway, queue=queue):
-        assert (await status_of(handle)).status is JobStatus.waiting
         result = await handle.result()
     assert result.stop_reason is StopReason.completed and result.turns == 3
+    fired = [event.event_type for event in (await handle.fetch_history()).events]
+    assert fired.count(EventType.EVENT_TYPE_TIMER_FIRED) >= 1
     assert_within_limits(result.ledger)
