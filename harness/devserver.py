@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -208,6 +209,35 @@ async def _has_search_attributes(client: Client, namespace: str) -> bool:
     return all(name in listed.custom_attributes for name in SEARCH_ATTRIBUTES)
 
 
+SERVER_MARKER = "server.json"
+
+
+def known_ui_url(address: str, data_dir: Path) -> str | None:
+    """The Web UI of the Temporal at ``address``, as far as it can be known without asking it.
+
+    ``HARNESS_UI_URL`` wins; then the marker a harness-started dev server left in ``data_dir``
+    (if that server still runs at ``address``); then, for a server on this machine, the dev
+    server's default (gRPC port + 1000) if something answers there. Else None: no link is better
+    than a wrong one.
+    """
+    configured = os.environ.get("HARNESS_UI_URL")
+    if configured:
+        return configured
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        marker = json.loads((Path(data_dir) / SERVER_MARKER).read_text())
+        pid = int(marker["pid"])
+        os.kill(pid, 0)  # raises if no such process
+        if marker.get("address") == address:
+            ui = marker.get("ui_url")
+            return str(ui) if ui else None
+    host, _, port = address.rpartition(":")
+    if host in (_LOCALHOST, "localhost") and port.isdigit():
+        ui_port = int(port) + 1000
+        if _port_accepts(_LOCALHOST, ui_port):
+            return f"http://localhost:{ui_port}"
+    return None
+
+
 def _port_accepts(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.5):
@@ -322,7 +352,21 @@ class DevServer:
         except BaseException:
             self.stop()
             raise
+        self._write_marker()
         return self
+
+    @property
+    def marker(self) -> Path:
+        """`server.json` in the data directory: address, UI URL and pid of the server running on it,
+        so a later `harness run` that finds this server links to the UI's real port."""
+        return self.data_dir / SERVER_MARKER
+
+    def _write_marker(self) -> None:
+        assert self._proc is not None
+        data = {"address": self.address, "ui_url": self.ui_url, "pid": self._proc.pid}
+        tmp = self.marker.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.marker)
 
     async def _await_ready(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -376,6 +420,9 @@ class DevServer:
             _signal_group(proc.pid, signal.SIGKILL)
         finally:
             self._proc = None
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(self.marker.read_text()).get("pid") == proc.pid:
+                    self.marker.unlink()
 
     def __enter__(self) -> DevServer:
         if self._proc is None:

@@ -26,7 +26,7 @@ from activities.config import ProviderSettings
 from contracts.jobs import JobProgress, JobResult
 from contracts.spec import JobSpec, SpecError
 from harness.client import start_job
-from harness.devserver import DevServer, ensure_search_attributes, ensure_server
+from harness.devserver import DevServer, ensure_search_attributes, ensure_server, known_ui_url
 from harness.sim import SimConfig, SimServer
 from worker import connect
 
@@ -82,9 +82,7 @@ async def services(spec: JobSpec, data_dir: Path, say: Callable[[str], None]) ->
             started.append(f"model simulator ({sim.url})")
         client = await connect(address if os.environ.get("TEMPORAL_ADDRESS") is None else None)
         await ensure_search_attributes(client, client.namespace)
-        ui_url = (
-            server.ui_url if server is not None else os.environ.get("HARNESS_UI_URL", "http://localhost:8233")
-        )
+        ui_url = server.ui_url if server is not None else known_ui_url(address, data_dir)
         for line in started:
             say(f"started {line}")
         yield Services(client=client, address=address, ui_url=ui_url, started=started)

@@ -39,6 +39,7 @@ def test_run_prints_result_spend_stop_reason_and_link(dev_env: WorkflowEnvironme
         "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
         "HARNESS_SIM_URL": sim.url,
         "HARNESS_TASK_QUEUE": "cli-test",
+        "HARNESS_UI_URL": "http://ui.example:9000",  # a remote server's UI: the link uses it
     }
     done = harness("run", "examples/sequential.yaml", env=env)
     assert done.returncode == 0, done.stderr
@@ -46,7 +47,7 @@ def test_run_prints_result_spend_stop_reason_and_link(dev_env: WorkflowEnvironme
     assert "result" in out and "Draft v" in out
     assert "stop reason  completed" in out
     assert "tokens" in out and "$" in out
-    assert "Temporal UI: http://localhost:8233/namespaces/default/workflows/launch-note-" in out
+    assert "Temporal UI: http://ui.example:9000/namespaces/default/workflows/launch-note-" in out
     job_id = out.split("/workflows/")[1].split()[0]
     status = harness("status", job_id, "--json", env=env)
     assert status.returncode == 0, status.stderr

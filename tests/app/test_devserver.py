@@ -27,6 +27,7 @@ from harness.devserver import (
     aprobe,
     ensure_search_attributes,
     ensure_server,
+    known_ui_url,
     probe,
     temporal_cli,
 )
@@ -79,6 +80,33 @@ async def test_search_attributes_registered_after_start(server: DevServer) -> No
         assert IndexedValueType.Name(listed.custom_attributes[name]) == f"INDEXED_VALUE_TYPE_{kind.upper()}"
     assert await ensure_search_attributes(client, "default") == []
     assert server.ui_url == f"http://localhost:{server.ui_port}"
+
+
+async def test_the_ui_link_follows_the_port_the_ui_runs_on(
+    server: DevServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A harness-started server leaves a marker in its data directory, so a later run that finds the
+    server links to the UI's real port (not 8233); once it stops there is no marker and no guess."""
+    monkeypatch.delenv("HARNESS_UI_URL", raising=False)
+    assert server.marker.exists()
+    assert known_ui_url(server.address, server.data_dir) == f"http://localhost:{server.ui_port}"
+    monkeypatch.setenv("HARNESS_UI_URL", "http://ui.example:9000")
+    assert known_ui_url(server.address, server.data_dir) == "http://ui.example:9000"
+    monkeypatch.delenv("HARNESS_UI_URL")
+    ui = f"http://localhost:{server.ui_port}"
+    server.stop()
+    assert not server.marker.exists()
+    assert known_ui_url(server.address, server.data_dir) != ui
+
+
+def test_a_server_without_a_marker_is_linked_at_the_dev_servers_default(
+    tmp_path: Path, listener: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """For a Temporal on this machine that harness did not start, the UI is guessed at gRPC port +
+    1000 (the dev server's default) only when something answers there."""
+    monkeypatch.delenv("HARNESS_UI_URL", raising=False)
+    assert known_ui_url(f"127.0.0.1:{listener - 1000}", tmp_path) == f"http://localhost:{listener}"
+    assert known_ui_url("temporal.example.com:7233", tmp_path) is None
 
 
 async def test_probe_recognises_a_temporal_server(server: DevServer) -> None:
