@@ -301,6 +301,15 @@ class DevServer:
         """Whether the child process is alive."""
         return self._proc is not None and self._proc.poll() is None
 
+    def exit_description(self) -> str:
+        """How the child ended: "exit code N" or "killed by SIGNAME" ("still running" if it runs)."""
+        code = self._proc.poll() if self._proc is not None else None
+        if code is None:
+            return "still running"
+        if code < 0:
+            return f"killed by {signal.Signals(-code).name}"
+        return f"exit code {code}"
+
     def command(self) -> list[str]:
         """The exact `temporal server start-dev` command line this server runs."""
         cmd = [
@@ -512,7 +521,8 @@ def serve_forever(
         while not stop_requested.wait(0.5):
             if not server.running:
                 raise DevServerError(
-                    f"temporal dev server exited unexpectedly; log {server.log_file}:\n{server.log_tail()}"
+                    f"temporal dev server exited unexpectedly ({server.exit_description()}); "
+                    f"log {server.log_file}:\n{server.log_tail()}"
                 )
     except KeyboardInterrupt:
         pass

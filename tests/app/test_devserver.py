@@ -31,6 +31,7 @@ from harness.devserver import (
     probe,
     temporal_cli,
 )
+from tests.helpers import BIN
 
 
 def free_port() -> int:
@@ -226,6 +227,36 @@ def test_serve_forever_stops_the_server_on_signal(sig: signal.Signals, tmp_path:
         assert "stopped" in rest
         assert not group_alive(server_pid)
         assert probe("127.0.0.1", port) == "free"
+    finally:
+        proc.kill()
+        proc.wait()
+        if server_pid is not None and group_alive(server_pid):
+            os.killpg(server_pid, signal.SIGKILL)
+
+
+def test_harness_server_says_when_its_dev_server_dies(tmp_path: Path) -> None:
+    """`harness server` whose dev server is killed says so (how it ended, the log's tail) and exits 1."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(BIN / "harness"), "server", "--headless", "--port", str(port), "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    server_pid = None
+    try:
+        for line in proc.stdout:  # stdout=PIPE: never None
+            found = re.search(r"\(pid (\d+),", line)
+            if found:
+                server_pid = int(found.group(1))
+            if "Press Ctrl-C" in line:
+                break
+        assert server_pid is not None
+        os.killpg(server_pid, signal.SIGKILL)
+        rest, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 1, rest
+        assert "dev server exited unexpectedly (killed by SIGKILL)" in rest
+        assert "temporal.log" in rest
     finally:
         proc.kill()
         proc.wait()
