@@ -129,6 +129,8 @@ class JobProgress(BaseModel):
     priority: int = Field(default=3, description="The running work's priority (0 is most urgent).")
     interrupts: int = Field(default=0, description="Interrupt signals received so far.")
     queued_messages: int = Field(default=0, description="Interrupt and inject messages not yet delivered.")
+    signals_refused: int = Field(default=0, description="Signals refused: their payload did not decode.")
+    last_refused_signal: str | None = Field(default=None, description="The latest refusal: signal and why.")
 
 
 class JobResult(BaseModel):

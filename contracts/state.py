@@ -95,6 +95,8 @@ class JobState(BaseModel):
         default_factory=AgingPriorityQueue, description="Interrupt and inject messages not yet delivered."
     )
     interrupts_received: int = 0
+    signals_refused: int = Field(default=0, description="Signals whose payload could not be decoded.")
+    last_refused_signal: str | None = None
     priority: int | None = Field(default=None, description="set_priority on task 'job'; None: the spec's.")
     paused: bool = False
     abort_reason: str | None = None

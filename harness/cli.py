@@ -106,6 +106,11 @@ def _progress_table(progress: JobProgress) -> Table:
             table.add_row("gate", f"{gate.gate} waiting (default {gate.default} after {gate.timeout_s:g}s)")
     if progress.detail:
         table.add_row("note", progress.detail)
+    if progress.signals_refused:
+        table.add_row(
+            "refused",
+            f"{progress.signals_refused} signal(s) that did not decode; last: {progress.last_refused_signal}",
+        )
     return table
 
 

@@ -17,13 +17,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
-from temporalio.common import SearchAttributeUpdate
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, ValidationError
+
     from contracts import search_attributes as sa
     from contracts.controls import (
         AbortRequest,
@@ -64,6 +67,19 @@ class _CallCut(Exception):
 
 
 PREVIEW_CHARS = 120
+NO_PAYLOAD = RawValue(Payload())  # what a signal handler gets when the sender sent no payload
+Decoded = TypeVar("Decoded", bound=BaseModel)
+
+
+def _why_undecodable(error: Exception) -> str:
+    """Why a signal payload was refused, naming fields but never quoting the payload."""
+    if isinstance(error, ValidationError):
+        problems = [
+            (f"{'/'.join(str(part) for part in e['loc'])}: " if e["loc"] else "") + e["msg"]
+            for e in error.errors()[:3]
+        ]
+        return "; ".join(problems) or "invalid"
+    return "no payload, or one that is not JSON"
 
 
 class JobWorkflow:
@@ -466,6 +482,8 @@ class JobWorkflow:
             gates=self.gates.records,
             priority=self.job_priority,
             interrupts=self.state.interrupts_received,
+            signals_refused=self.state.signals_refused,
+            last_refused_signal=self.state.last_refused_signal,
             queued_messages=len(self.state.inbox),
         )
 
@@ -479,9 +497,16 @@ class JobWorkflow:
         """Every turn so far, in order."""
         return self.state.turns
 
+    # Signals take their payload raw and decode it here: a payload that is not what the signal
+    # takes (or none at all) is refused, counted and shown in ``status``, instead of being dropped
+    # by the SDK with only a worker log line, or failing the workflow task for want of an argument.
+
     @workflow.signal(name="interrupt")
-    def on_interrupt(self, request: InterruptRequest) -> None:
+    def on_interrupt(self, raw: RawValue = NO_PAYLOAD) -> None:
         """Queue the message; if it is more urgent than the running work, cancel the in-flight call."""
+        request = self._decoded("interrupt", raw, InterruptRequest)
+        if request is None:
+            return
         self.state.interrupts_received += 1
         self._enqueue(request.message, request.agent, request.priority)
         running = self.in_flight
@@ -490,25 +515,39 @@ class JobWorkflow:
             self._interrupt_pending = True
 
     @workflow.signal(name="pause")
-    def on_pause(self) -> None:
+    def on_pause(self, raw: RawValue = NO_PAYLOAD) -> None:
         """Start no new call until resumed (the running call finishes; nothing new is reserved)."""
         self.state.paused = True
 
     @workflow.signal(name="resume")
-    def on_resume(self) -> None:
+    def on_resume(self, raw: RawValue = NO_PAYLOAD) -> None:
         """Undo a pause."""
         self.state.paused = False
 
     @workflow.signal(name="inject")
-    def on_inject(self, request: InjectRequest) -> None:
+    def on_inject(self, raw: RawValue = NO_PAYLOAD) -> None:
         """Add a message for the next turn, without preempting (at the running work's priority)."""
-        self._enqueue(request.message, request.agent, self.job_priority)
+        request = self._decoded("inject", raw, InjectRequest)
+        if request is not None:
+            self._enqueue(request.message, request.agent, self.job_priority)
 
     @workflow.signal(name="abort")
-    def on_abort(self, request: AbortRequest) -> None:
+    def on_abort(self, raw: RawValue = NO_PAYLOAD) -> None:
         """End the job with its best result so far, stop reason ``aborted``; cancels a running call."""
-        if self.state.abort_reason is None:
+        request = self._decoded("abort", raw, AbortRequest)
+        if request is not None and self.state.abort_reason is None:
             self.state.abort_reason = request.reason or "no reason given"
+
+    def _decoded(self, signal: str, raw: RawValue, kind: type[Decoded]) -> Decoded | None:
+        """``raw`` as a ``kind``; None if it is not one (the refusal is counted and shown in ``status``)."""
+        try:
+            value = workflow.payload_converter().from_payload(raw.payload, kind)
+        except Exception as error:  # any payload a sender can make: refused, never a failed task
+            self.state.signals_refused += 1
+            self.state.last_refused_signal = f"{signal}: {_why_undecodable(error)}"
+            workflow.logger.warning("refused signal %s", self.state.last_refused_signal)
+            return None
+        return value if isinstance(value, kind) else None
 
     @workflow.update(name="add_budget")
     def on_add_budget(self, request: AddBudgetRequest) -> LedgerTotals:

@@ -343,3 +343,37 @@ async def test_thousands_of_signals_keep_history_within_limits(
 async def _queued(handle: WorkflowHandle[Any, Any], count: int) -> JobProgress | None:
     progress = await status_of(handle)
     return progress if progress.queued_messages >= count else None
+
+
+async def test_a_signal_that_does_not_decode_is_refused_and_shown_not_dropped(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """A signal whose payload is not what it takes (wrong fields, not an object, none at all) changes
+    nothing, is counted with the reason in ``status`` (fields named, payload not quoted), and the job
+    goes on: the next good signal works and the job completes."""
+    spec = job(TWO_STEPS, budget={"tokens": 5000})
+    async with make_worker(dev_env.client, gateway) as worker:
+        handle = await start_job(dev_env.client, worker.task_queue, spec, start_signal="pause")
+        await until(lambda: _status_is(handle, JobStatus.paused))
+        await handle.signal("interrupt", {"message": "secret words", "priority": "soon"})
+        await handle.signal("abort", "not an object")
+        await handle.signal("inject")  # no payload at all
+        await until(lambda: _refused(handle, 3))
+        progress = await status_of(handle)
+        assert progress.interrupts == 0 and progress.queued_messages == 0
+        assert progress.last_refused_signal is not None
+        assert progress.last_refused_signal.startswith("inject: ")
+        await handle.signal("inject", InjectRequest(message="Mention aging."))
+        await until(lambda: _queued(handle, 1))
+        await handle.signal("resume")
+        result = await handle.result()
+        assert (await status_of(handle)).signals_refused == 3
+    assert result.stop_reason is StopReason.completed, result.explanation
+
+
+async def _refused(handle: WorkflowHandle[Any, Any], count: int) -> bool:
+    progress = await status_of(handle)
+    refused = progress.last_refused_signal or ""
+    if progress.signals_refused == 1:
+        assert refused.startswith("interrupt: priority: ") and "secret" not in refused, refused
+    return progress.signals_refused == count
