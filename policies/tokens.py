@@ -12,6 +12,7 @@ import math
 from collections.abc import Iterable
 
 CHARS_PER_TOKEN = 3
+TYPICAL_CHARS_PER_TOKEN = 4  # English text on current tokenizers, about
 PER_MESSAGE_TOKENS = 4
 PER_REQUEST_TOKENS = 3
 
@@ -28,3 +29,12 @@ def estimate_input_tokens(system: str, messages: Iterable[str]) -> int:
         + sum(estimate_tokens(content) + PER_MESSAGE_TOKENS for content in messages)
         + PER_REQUEST_TOKENS
     )
+
+
+def likely_tokens(conservative: int) -> int:
+    """A conservative estimate scaled back to a typical count (4 characters per token).
+
+    For refusing what cannot fit a context window, where the conservative count would refuse
+    requests that do fit.
+    """
+    return conservative * CHARS_PER_TOKEN // TYPICAL_CHARS_PER_TOKEN

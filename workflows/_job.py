@@ -49,6 +49,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.spec import AgentSpec, JobSpec
     from contracts.state import JobInput, JobState
     from policies.scheduling import PriorityItem
+    from policies.tokens import likely_tokens
 
 from workflows._activities import MODEL_CALL, RESOLVE_MODELS
 from workflows._budget import BudgetKeeper
@@ -204,8 +205,16 @@ class JobWorkflow:
         self.state.call_seq += 1
         call_id = f"{self.job_id}/{self.state.call_seq}"
         estimate = estimate_request_tokens(agent.instructions, [m.content for m in messages], output_type)
+        max_out = self._fit_context(agent, model, estimate, max_out)
         grant = await self.budget.reserve(call_id, agent, model, estimate, max_out)
+        degraded = grant.model.ref != model.ref  # to another model, whose window counts now
         model, max_out = grant.model, grant.max_output_tokens
+        if degraded:
+            try:
+                max_out = self._fit_context(agent, model, estimate, max_out)
+            except StopJob:
+                self.budget.fail(call_id)
+                raise
         request = ModelCallRequest(
             call_id=call_id,
             job_id=self.job_id,
@@ -250,6 +259,20 @@ class JobWorkflow:
         await self.gates.after_charge()
         self._raise_if_aborted()
         return result
+
+    def _fit_context(self, agent: AgentSpec, model: ModelInfo, estimate: int, max_out: int) -> int:
+        """``max_out`` cut to what the model's context window leaves; ``StopJob`` if the input alone
+        fills it (the request is refused before it is sent, and nothing is paid for it)."""
+        likely = likely_tokens(estimate)
+        room = model.context_window - likely
+        if room < 1:
+            raise StopJob(
+                StopReason.failed,
+                f"{agent.name}'s request to {model.ref} is about {likely} tokens, more than its context "
+                f"window of {model.context_window}: shorten the task or the inputs, or use a model "
+                "with a larger window",
+            )
+        return min(max_out, room)
 
     def _record(
         self,

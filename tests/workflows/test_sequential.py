@@ -114,3 +114,18 @@ async def test_non_retryable_provider_error_ends_the_job_with_failed(
     assert result.stop_reason is StopReason.failed
     assert "BadRequest" in result.explanation and "editor" in result.explanation
     assert list(result.outputs) == ["draft"]
+
+
+async def test_a_request_over_the_context_window_is_refused_before_it_is_sent(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """A task of about 150k tokens for a model with a 128k window is not sent (nothing is served or
+    paid): the job ends failed, naming the sizes."""
+    sim_call(sim, "/_sim/reset", {})
+    spec = chain_spec(task="durable " * 75_000)  # 600,000 characters
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await run_job(ts_env.client, worker.task_queue, spec)
+    assert result.stop_reason is StopReason.failed, result.explanation
+    assert "context window of 128000" in result.explanation and "writer" in result.explanation
+    assert result.turns == 0 and result.ledger.calls == 0
+    assert sim_tally(sim)["total"]["completed"] == 0
