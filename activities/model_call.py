@@ -18,7 +18,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import anthropic
 import openai
@@ -31,6 +31,7 @@ from activities.anthropic_provider import AnthropicProvider
 from activities.catalog import ModelCatalog, UnknownModelError, UnknownPriceError, load_catalog, resolve
 from activities.config import Endpoint, ProviderSettings
 from activities.openai_provider import OpenAIOptions, OpenAIProvider
+from activities.receipts import CallRecorder, ReceiptStore, store_from_env
 from contracts.models import (
     Message,
     ModelCallRequest,
@@ -61,13 +62,17 @@ class _Meter:
     input_estimate: int = 0
     pieces: list[str] = field(default_factory=list)
     chars: int = 0
+    first_at: float | None = None
 
     def start(self, request: ModelCallRequest) -> None:
         self.input_estimate = estimate_input_tokens(request)
         self.pieces = []
         self.chars = 0
+        self.first_at = None
 
     def on_progress(self, piece: str) -> None:
+        if self.first_at is None:
+            self.first_at = time.monotonic()
         self.pieces.append(piece)
         self.chars += len(piece)
 
@@ -113,9 +118,16 @@ class _Meter:
 class ModelCallActivities:
     """The model-call and resolve-models activities, with provider clients made once and reused."""
 
-    def __init__(self, settings: ProviderSettings | None = None, catalog: ModelCatalog | None = None) -> None:
+    def __init__(
+        self,
+        settings: ProviderSettings | None = None,
+        catalog: ModelCatalog | None = None,
+        receipts: ReceiptStore | Literal["env"] | None = "env",
+    ) -> None:
         self.settings = settings if settings is not None else ProviderSettings.from_env()
         self.catalog = catalog if catalog is not None else load_catalog(self.settings.catalog_path)
+        # Durable receipts of calls (activities/receipts.py): HARNESS_RECEIPTS_DIR unless given; None: none.
+        self.receipts: ReceiptStore | None = store_from_env() if receipts == "env" else receipts
         self._clients: dict[tuple[str, str, str], Any] = {}
 
     def provider(self, name: str) -> Provider:
@@ -181,18 +193,29 @@ class ModelCallActivities:
     async def model_call(self, request: ModelCallRequest) -> ModelCallResult:
         """Make one model call: stream, heartbeat, validate, price; return partial text if cancelled."""
         info = activity.info()
-        lost = _lost_usage(info.attempt, info.heartbeat_details, request.max_output_tokens)
+        receipt = await CallRecorder.open(self.receipts, request)
+        if receipt.answer is not None:  # an earlier attempt finished it; its completion was lost
+            activity.logger.info("model call answered from its receipt", extra={"call_id": request.call_id})
+            return receipt.answer
+        lost = (
+            receipt.lost
+            if receipt.found
+            else _lost_usage(info.attempt, info.heartbeat_details, request.max_output_tokens)
+        )
         meter = _Meter(attempt=info.attempt, lost=lost)
         started = time.monotonic()
         provider = self.provider(request.model.provider)
         meter.start(request)
         activity.heartbeat(meter.details())
+        await receipt.record(meter)
         ticker = asyncio.create_task(_heartbeat_forever(meter))
+        recording = asyncio.create_task(receipt.follow(meter))
         try:
             reply, parsed = await self._call(provider, request, meter)
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             if details is not None and not details.cancel_requested:
+                await receipt.record(meter)
                 raise  # worker shutdown or timeout: no one waits for a result; retry elsewhere
             task = asyncio.current_task()
             if task is not None:
@@ -207,15 +230,20 @@ class ModelCallActivities:
                     "output_tokens": usage.output_tokens,
                 },
             )
-            return self._result(
+            result = self._result(
                 request, partial, usage, "cancelled", None, request.model.model, started, lost
             )
+            recording.cancel()  # no progress record may land after the answer
+            await receipt.answered(result)
+            return result
         except Exception as err:
             mapped = errors.from_provider_error(err, secrets=self.settings.secrets())
             if mapped is None:
                 raise
             if mapped.non_retryable and not mapped.details:
                 mapped = errors.with_usage(mapped, meter.spent_on_failure())
+            # Count provider errors of the call (not worker losses); add earlier attempts' usage.
+            mapped = await receipt.failed(mapped, meter)
             activity.logger.warning(
                 "model call failed",
                 extra={"agent": request.agent, "model": request.model.ref, "error_type": mapped.type},
@@ -223,6 +251,7 @@ class ModelCallActivities:
             raise mapped from None
         finally:
             ticker.cancel()
+            recording.cancel()
         usage = meter.settled
         activity.logger.info(
             "model call done",
@@ -233,9 +262,11 @@ class ModelCallActivities:
                 "output_tokens": usage.output_tokens,
             },
         )
-        return self._result(
+        result = self._result(
             request, reply.text, usage, reply.finish_reason, parsed, reply.model, started, lost
         )
+        await receipt.answered(result)
+        return result
 
     async def _call(
         self, provider: Provider, request: ModelCallRequest, meter: _Meter

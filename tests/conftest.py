@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -52,8 +54,18 @@ def pytest_configure(config: pytest.Config) -> None:
     """Scrub provider credentials and forbid non-loopback connections for the whole run."""
     for name in PROVIDER_ENV:
         os.environ.pop(name, None)
+    # Call receipts of this run's workers (in-process and worker processes alike) go to a fresh
+    # directory, removed at the end, never to the checkout's .harness/receipts.
+    os.environ["HARNESS_RECEIPTS_DIR"] = tempfile.mkdtemp(prefix="harness-test-receipts-")
     socket.socket.connect = _loopback_only  # type: ignore[method-assign]
     assert set(SEARCH_ATTRIBUTES) == {key.name for key in ALL_KEYS}
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the run's receipts directory."""
+    where = os.environ.get("HARNESS_RECEIPTS_DIR", "")
+    if os.path.basename(where).startswith("harness-test-receipts-"):
+        shutil.rmtree(where, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

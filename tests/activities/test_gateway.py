@@ -56,7 +56,8 @@ def settings(sim: SimServer) -> ProviderSettings:
 
 @pytest.fixture
 async def acts(settings: ProviderSettings) -> AsyncIterator[ModelCallActivities]:
-    activities = ModelCallActivities(settings, ModelCatalog.builtin())
+    # No receipts: these tests run one call id many times, each a fresh call (see test_receipts.py).
+    activities = ModelCallActivities(settings, ModelCatalog.builtin(), receipts=None)
     yield activities
     await activities.aclose()
 
@@ -66,7 +67,7 @@ async def own_activities(
     settings: ProviderSettings, catalog: ModelCatalog
 ) -> AsyncIterator[ModelCallActivities]:
     """Activities with settings of the test's own, closed afterwards."""
-    activities = ModelCallActivities(settings, catalog)
+    activities = ModelCallActivities(settings, catalog, receipts=None)
     try:
         yield activities
     finally:
