@@ -57,6 +57,7 @@ class ActivityStub(Generic[Req, Res]):
     start_to_close_timeout: timedelta
     retry_policy: RetryPolicy | None = None
     heartbeat_timeout: timedelta | None = None
+    schedule_to_close_timeout: timedelta | None = None
     cancellation_type: workflow.ActivityCancellationType = workflow.ActivityCancellationType.TRY_CANCEL
 
     def start(self, request: Req, *, summary: str) -> workflow.ActivityHandle[Res]:
@@ -66,6 +67,7 @@ class ActivityStub(Generic[Req, Res]):
             request,
             result_type=self.result_type,
             start_to_close_timeout=self.start_to_close_timeout,
+            schedule_to_close_timeout=self.schedule_to_close_timeout,
             heartbeat_timeout=self.heartbeat_timeout,
             retry_policy=self.retry_policy,
             cancellation_type=self.cancellation_type,
@@ -95,6 +97,17 @@ _PROVIDER_RETRY = RetryPolicy(
     maximum_attempts=8,
     non_retryable_error_types=NON_RETRYABLE_ERRORS,
 )
+# A model call retries without a count: an attempt that dies with its worker (heartbeat timeout) is
+# not the provider's fault. Provider errors keep their limit of 8 inside the activity, counted in the
+# call's receipt (activities/receipts.py, MAX_PROVIDER_ERRORS), and the schedule-to-close timeout
+# below bounds a call that no worker ever finishes.
+_MODEL_CALL_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=30),
+    maximum_attempts=0,
+    non_retryable_error_types=NON_RETRYABLE_ERRORS,
+)
 _ACCOUNT_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=10),
@@ -106,11 +119,14 @@ MODEL_CALL: ActivityStub[ModelCallRequest, ModelCallResult] = ActivityStub(
     MODEL_CALL_ACTIVITY,
     ModelCallResult,
     start_to_close_timeout=timedelta(minutes=10),
-    retry_policy=_PROVIDER_RETRY,
-    # The activity heartbeats every ~0.3 s; the worker forwards a heartbeat at least every 0.5 s
-    # (max_heartbeat_throttle_interval in worker.py), so a cancel lands well inside a second while
-    # a 2 s timeout still tolerates a busy machine.
-    heartbeat_timeout=timedelta(seconds=2),
+    # Worker losses retry until the job's deadline cancels the call, or for a day at most.
+    schedule_to_close_timeout=timedelta(hours=24),
+    retry_policy=_MODEL_CALL_RETRY,
+    # The activity heartbeats every 0.25 s and the worker forwards a heartbeat at least every 0.5 s
+    # (max_heartbeat_throttle_interval in worker.py, whatever this timeout): a cancel reaches the
+    # activity within about a second. The timeout only decides when a silent worker counts as lost;
+    # 10 s leaves room for a loaded host (at 2 s, 69 of 1,400 calls on 2 busy cores were re-run).
+    heartbeat_timeout=timedelta(seconds=10),
     # A cancelled call reports what it served (partial text, usage) before the workflow goes on.
     cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 )
