@@ -168,13 +168,14 @@ def assert_ledger_matches_sim(result: JobResult, sim: SimServer) -> None:
 # --- worker processes (crash tests) --------------------------------------------------------------
 
 
-def start_worker(env: WorkflowEnvironment, sim: SimServer, queue: str) -> subprocess.Popen[bytes]:
-    """A worker in its own process, as a user would run it."""
-    config = env.client.service_client.config
+def start_worker(env: WorkflowEnvironment | Client, sim: SimServer, queue: str) -> subprocess.Popen[bytes]:
+    """A worker in its own process, as a user would run it, on the environment's (or client's) server."""
+    client = env if isinstance(env, Client) else env.client
+    config = client.service_client.config
     child_env = {
         **os.environ,
         "TEMPORAL_ADDRESS": config.target_host,
-        "TEMPORAL_NAMESPACE": env.client.namespace,
+        "TEMPORAL_NAMESPACE": client.namespace,
         "HARNESS_TASK_QUEUE": queue,
         "HARNESS_SIM_URL": sim.url,
     }
