@@ -73,7 +73,9 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
-# Heartbeats reach the server at least this often, so a cancellation lands within about a second.
+# Heartbeats reach the server at least this often, so a cancellation lands within about a second
+# (the SDK throttles to the smaller of this and 80% of the heartbeat timeout: the model call's 10 s
+# timeout does not slow cancels down).
 HEARTBEAT_THROTTLE = timedelta(milliseconds=500)
 
 

@@ -47,7 +47,7 @@ from policies.tokens import estimate_tokens
 __all__ = ["HEARTBEAT_INTERVAL_S", "ModelCallActivities"]
 
 HEARTBEAT_INTERVAL_S = 0.25
-"""Seconds between heartbeats; keep well under the workflow's heartbeat timeout (1-2 s)."""
+"""Seconds between heartbeats; well under the heartbeat timeout (10 s): they carry cancellations."""
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
