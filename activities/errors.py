@@ -7,7 +7,8 @@ The SDKs' own retries are off; Temporal's retry policy is the only one. Retryabl
 ``UnprocessableRequest``, and our own ``UnknownPrice``, ``UnknownModel`` and
 ``StructuredOutputInvalid``. Messages are scrubbed of keys and cut short, so no prompt rides along.
 A non-retryable failure of ``model_call`` carries ``{"usage": ...}`` as its first detail (see
-``with_usage``).
+``with_usage``), with ``"lost_usage"`` when earlier attempts died mid-stream (``with_lost_usage``);
+the workflow charges both.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ __all__ = [
     "structured_output_invalid",
     "unknown_model",
     "unknown_price",
+    "with_lost_usage",
     "with_usage",
 ]
 
@@ -137,6 +139,21 @@ def with_usage(error: ApplicationError, usage: Usage) -> ApplicationError:
     return ApplicationError(
         error.message,
         {"usage": usage.model_dump(mode="json")},
+        type=error.type,
+        non_retryable=error.non_retryable,
+        next_retry_delay=error.next_retry_delay,
+    )
+
+
+def with_lost_usage(error: ApplicationError, lost: Usage) -> ApplicationError:
+    """``error`` whose first detail (``{"usage": ...}``) also carries ``"lost_usage"``: what earlier
+    attempts of the call that died mid-stream spent (estimated), so a failure charges it too."""
+    first, *rest = error.details or ({},)
+    detail = {**first, "lost_usage": lost.model_dump(mode="json")} if isinstance(first, dict) else first
+    return ApplicationError(
+        error.message,
+        detail,
+        *rest,
         type=error.type,
         non_retryable=error.non_retryable,
         next_retry_delay=error.next_retry_delay,

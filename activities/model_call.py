@@ -244,6 +244,9 @@ class ModelCallActivities:
                 mapped = errors.with_usage(mapped, meter.spent_on_failure())
             # Count provider errors of the call (not worker losses); add earlier attempts' usage.
             mapped = await receipt.failed(mapped, meter)
+            if mapped.non_retryable and not receipt.found and lost.requests:
+                # No receipt held the earlier attempts' spend: charge what their heartbeats carried.
+                mapped = errors.with_lost_usage(mapped, lost)
             activity.logger.warning(
                 "model call failed",
                 extra={"agent": request.agent, "model": request.model.ref, "error_type": mapped.type},

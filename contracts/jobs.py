@@ -61,6 +61,11 @@ class TurnRecord(BaseModel):
         description="For a routed step: its role ('call' or 'check'), rung, and the routing decision "
         "(policies.routing.RoutingDecision as JSON) with its one-line summary.",
     )
+    error: str | None = Field(
+        default=None,
+        description="Why the call failed (finish reason 'error'): its type and message; its known "
+        "usage, re-asks included, is charged all the same.",
+    )
 
 
 class LedgerTotals(BaseModel):

@@ -116,7 +116,8 @@ class ModelCallRequest(BaseModel):
     stream: bool = True
 
 
-FinishReason = Literal["stop", "length", "refusal", "content_filter", "cancelled"]
+FinishReason = Literal["stop", "length", "refusal", "content_filter", "cancelled", "error"]
+"""Why a reply ended; ``error`` only in a turn record: the call failed (its known usage is charged)."""
 
 
 class ModelCallResult(BaseModel):

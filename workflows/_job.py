@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any, NoReturn, TypeVar
 
 from temporalio import workflow
@@ -54,9 +55,9 @@ with workflow.unsafe.imports_passed_through():
 from workflows._activities import MODEL_CALL, RESOLVE_MODELS
 from workflows._budget import BudgetKeeper
 from workflows._gates import Gates
-from workflows._job_errors import StopJob, refusal
+from workflows._job_errors import CallFailed, StopJob, refusal
 
-__all__ = ["JobWorkflow", "StopJob"]
+__all__ = ["CallFailed", "JobWorkflow", "StopJob"]
 
 
 class _CallCut(Exception):
@@ -81,6 +82,31 @@ def _why_undecodable(error: Exception) -> str:
         ]
         return "; ".join(problems) or "invalid"
     return "no payload, or one that is not JSON"
+MAX_CHECK_ERRORS = 20
+
+
+def _cause(error: ActivityError) -> tuple[str, str]:
+    """The type and message of what made an activity fail."""
+    cause = error.cause
+    if isinstance(cause, ApplicationError):
+        return cause.type or "ApplicationError", cause.message
+    return type(cause).__name__, str(cause)
+
+
+def _known_usage(cause: BaseException | None) -> tuple[Usage, Usage | None] | None:
+    """The usage a failed model call reported in its error's details (``{"usage": ...}``, and
+    ``"lost_usage"`` of attempts that died before), or None when it reported none."""
+    if not isinstance(cause, ApplicationError) or not cause.details:
+        return None
+    first = cause.details[0]
+    if not isinstance(first, dict) or "usage" not in first:
+        return None
+    try:
+        usage = Usage.model_validate(first["usage"])
+        lost = Usage.model_validate(first["lost_usage"]) if first.get("lost_usage") else None
+    except ValidationError:
+        return None
+    return usage, lost if lost is not None and lost.requests else None
 
 
 class JobWorkflow:
@@ -239,16 +265,40 @@ class JobWorkflow:
             self._record(call_id, agent, model, step, messages, cut.result, started, note)
             raise asyncio.CancelledError from None
         except ActivityError as error:
-            self.budget.fail(call_id)
             cause = error.cause
             if isinstance(cause, CancelledError):
+                self.budget.fail(call_id)
                 raise
-            # A wrong request (bad model, auth, schema: non-retryable) or a provider that stayed down
-            # through every retry: the job ends with its best result so far and names the cause.
-            kind = cause.type if isinstance(cause, ApplicationError) else type(cause).__name__
-            message = cause.message if isinstance(cause, ApplicationError) else str(cause)
-            raise StopJob(
-                StopReason.failed, f"{agent.name}'s call to {model.ref} failed: {kind}: {message}"
+            # A wrong request (bad model, auth, schema: non-retryable), a structured reply still
+            # invalid after its re-asks, or a provider that stayed down through every retry: the job
+            # ends with its best result so far and names the cause (a check may catch it instead).
+            kind, message = _cause(error)
+            cost = Decimal(0)
+            spent = _known_usage(cause)
+            if spent is None:
+                self.budget.fail(call_id)  # nothing known: the reservation, marked estimated
+            else:
+                # What the failed call's attempts really spent (every re-ask), charged and recorded.
+                usage, lost = spent
+                failed = ModelCallResult(
+                    call_id=call_id,
+                    text="",
+                    usage=usage,
+                    cost_usd=model.price.cost(usage),
+                    model=model.model,
+                    provider=model.provider,
+                    finish_reason="error",
+                    lost_usage=lost,
+                )
+                self._record(
+                    call_id, agent, model, step, messages, failed, started, note, error=f"{kind}: {message}"
+                )
+                cost = model.price.cost(usage) + (model.price.cost(lost) if lost is not None else 0)
+            raise CallFailed(
+                f"{agent.name}'s call to {model.ref} failed: {kind}: {message}",
+                error_type=kind,
+                message=message,
+                cost_usd=cost,
             ) from None
         except BaseException:
             self.budget.fail(call_id)

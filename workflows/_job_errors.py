@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -25,6 +26,22 @@ class StopJob(Exception):
         super().__init__(explanation)
         self.reason = reason
         self.explanation = explanation
+
+
+class CallFailed(StopJob):
+    """A model call failed for good (after its retries): ends the job ``failed`` unless caught.
+
+    Raised by the turn after the call's known usage (re-asks included) was charged and recorded;
+    ``error_type`` is the activity error's type (``StructuredOutputInvalid``, ``BadRequest``...),
+    ``cost_usd`` what the failed call was charged. A check catches it to score a judge that could
+    not answer as failed instead of ending the job.
+    """
+
+    def __init__(self, explanation: str, *, error_type: str, message: str, cost_usd: Decimal) -> None:
+        super().__init__(StopReason.failed, explanation)
+        self.error_type = error_type
+        self.message = message
+        self.cost_usd = cost_usd
 
 
 def refusal(validator: Validator) -> Validator:
