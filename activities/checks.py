@@ -94,8 +94,16 @@ class CheckActivities:
             function = self.registry.get(request.name)
         except KeyError as error:
             raise ApplicationError(str(error.args[0]), type="UnknownCheck", non_retryable=True) from None
-        value = function(request.text)
-        score = float(value)
+        try:
+            value = function(request.text)
+            score = float(value)
+        except Exception as error:
+            # The check itself is broken for this text: retrying runs the same code on the same text.
+            raise ApplicationError(
+                f"check {request.name!r} raised {type(error).__name__}: {str(error)[:200]}",
+                type="CheckRaised",
+                non_retryable=True,
+            ) from None
         if not 0.0 <= score <= 1.0:
             raise ApplicationError(
                 f"check {request.name!r} returned {value!r}; a check returns a bool or a score in [0, 1]",

@@ -199,6 +199,12 @@ class GoalCheck(_Model):
     model: str | None = Field(default=None, description="Judge model reference.")
     rubric: str = Field(default="", description="What the judge scores against.")
     weight: float = Field(default=1.0, gt=0)
+    on_error: Literal["score_zero", "fail"] = Field(
+        default="score_zero",
+        description="A check that cannot be evaluated (a judge whose reply stays invalid after its "
+        "re-asks, a function check that raises): 'score_zero' records the error and counts the check "
+        "as failed (score 0), the job goes on; 'fail' ends the job with stop reason 'failed'.",
+    )
 
     @model_validator(mode="after")
     def _needs(self) -> GoalCheck:

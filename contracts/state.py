@@ -108,6 +108,12 @@ class JobState(BaseModel):
     round: int = 0
     detail: str = Field(default="", description="The one-line note 'status' shows.")
     evidence: dict[str, Any] = Field(default_factory=dict)
+    check_errors: list[str] = Field(
+        default_factory=list,
+        description="Checks that could not be evaluated (scored 0), one line each: shown in the "
+        "stop explanation and in the evidence.",
+    )
+    check_error_count: int = Field(default=0, ge=0, description="All of them (only the first 20 are kept).")
     routing: list[RoutingRecord] = Field(
         default_factory=list, description="One record per routed turn (and per adopted child's)."
     )

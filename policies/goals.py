@@ -29,6 +29,8 @@ class CheckOutcome(BaseModel):
     passed: bool
     weight: float = 1.0
     detail: str = ""
+    error: str | None = None
+    """Set when the check could not be evaluated (then score 0, not passed): why."""
 
 
 class RunCheckRequest(BaseModel):
@@ -47,7 +49,10 @@ class GoalVerdict(BaseModel):
 
     def summary(self) -> str:
         """One line: met or not, the score, and each check's result."""
-        parts = [f"{o.kind}={'pass' if o.passed else 'fail'}({o.score:.2f})" for o in self.outcomes]
+        parts = [
+            f"{o.kind}={'error' if o.error else 'pass' if o.passed else 'fail'}({o.score:.2f})"
+            for o in self.outcomes
+        ]
         return f"{'met' if self.met else 'not met'} at {self.score:.2f}: " + ", ".join(parts)
 
 

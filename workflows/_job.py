@@ -334,8 +334,9 @@ class JobWorkflow:
         result: ModelCallResult,
         started: datetime,
         note: dict[str, Any] | None = None,
+        error: str | None = None,
     ) -> None:
-        """Charge a finished (or cut) call to the budget and add it to the turn record."""
+        """Charge a finished (or cut, or failed) call to the budget and add it to the turn record."""
         self.budget.settle(call_id, agent.name, model, result)
         self.state.turns.append(
             TurnRecord(
@@ -353,6 +354,7 @@ class JobWorkflow:
                 started_at=started,
                 ended_at=workflow.now(),
                 routing=note,
+                error=error,
             )
         )
         self._publish()
@@ -478,6 +480,9 @@ class JobWorkflow:
 
     def finish(self, reason: StopReason, explanation: str, output: str, outputs: dict[str, str]) -> JobResult:
         """Build the result, and leave the stop reason where the UI and queries can see it."""
+        if self.state.check_errors:
+            explanation += "; " + self._check_errors_line()
+            self.state.evidence = {**self.state.evidence, "check_errors": self.state.check_errors}
         self.state.stop_reason = reason
         self.state.detail = explanation
         self.state.status = JobStatus.finished
@@ -498,6 +503,18 @@ class JobWorkflow:
             turns=len(self.state.turns),
             gates=self.gates.records,
         )
+
+    def note_check_error(self, line: str) -> None:
+        """Note a check that could not be evaluated (scored 0): the end's explanation and evidence
+        name it (the first ``MAX_CHECK_ERRORS`` are kept; all are counted)."""
+        self.state.check_error_count += 1
+        if len(self.state.check_errors) < MAX_CHECK_ERRORS:
+            self.state.check_errors.append(line)
+
+    def _check_errors_line(self) -> str:
+        count = self.state.check_error_count or len(self.state.check_errors)
+        what = "a check" if count == 1 else f"{count} checks"
+        return f"{what} could not be evaluated and scored 0 (first: {self.state.check_errors[0]})"
 
     # ----- controls ----------------------------------------------------------------------------
     #

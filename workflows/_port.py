@@ -36,6 +36,10 @@ class Job(Protocol):
         """Change the status and publish it (search attributes)."""
         ...
 
+    def note_check_error(self, line: str) -> None:
+        """Note a check that could not be evaluated (scored 0), for the job's explanation and evidence."""
+        ...
+
     def deadline_left(self) -> timedelta | None:
         """What is left of the deadline (None: no deadline); ``StopJob`` once it has passed."""
         ...

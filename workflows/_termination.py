@@ -115,6 +115,9 @@ class Termination:
         ]
         verdict = combine(outcomes, goal.rule, goal.threshold)
         self.state.last_verdict = verdict
+        if any(outcome.error for outcome in outcomes):
+            # A check could not be evaluated and scored 0: the evidence shows the verdict it made.
+            self.job.state.evidence = {**self.job.state.evidence, "goal": verdict.model_dump(mode="json")}
         self.job.state.detail = f"round {self.job.state.round}: goal {verdict.summary()}"
         return verdict
 
