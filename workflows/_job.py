@@ -138,9 +138,19 @@ class JobWorkflow:
             self.state.started_at = workflow.info().start_time
         refs = [ref for ref in self.spec.model_refs() if ref not in self.state.models]
         if refs:
-            resolved = await RESOLVE_MODELS.run(
-                ResolveModelsRequest(refs=refs), summary="resolve models: " + ", ".join(refs)
-            )
+            try:
+                resolved = await RESOLVE_MODELS.run(
+                    ResolveModelsRequest(refs=refs), summary="resolve models: " + ", ".join(refs)
+                )
+            except ActivityError as error:
+                if isinstance(error.cause, CancelledError):
+                    raise
+                # The worker's catalog or prices are not the ones the spec was checked against: a
+                # configuration error, not a bug. The job ends ``failed`` through ``conclude``.
+                kind, message = _cause(error)
+                raise StopJob(
+                    StopReason.failed, f"could not resolve the models {', '.join(refs)}: {kind}: {message}"
+                ) from None
             self.state.models.update(resolved.models)
         self.set_status(JobStatus.running)
 

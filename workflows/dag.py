@@ -33,13 +33,13 @@ class DagJob(JobWorkflow):
     async def run(self, job_input: JobInput) -> JobResult:
         """Start every ready step, up to the concurrency limit, until all have run."""
         spec = self.spec
-        await self.start_job()
         self.router = TurnRouter(self, spec)  # routes the steps (or their agents) with 'route' or 'cascade'
         self.state.steps_total = len(spec.steps)
         outputs: dict[str, str] = {}
         pending = list(spec.steps)
         running: dict[str, asyncio.Task[ModelCallResult]] = {}
         try:
+            await self.start_job()  # a worker-side error (unknown price, say) ends the job failed
             while pending or running:
                 ready = [step for step in pending if all(dep in outputs for dep in step.depends_on)]
                 for step in ready[: spec.max_concurrency - len(running)]:

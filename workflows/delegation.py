@@ -75,11 +75,11 @@ class SubtaskJob(JobWorkflow):
     async def run(self, job_input: JobInput) -> JobResult:
         """Run the spec's single step; an interrupt re-runs it with the message."""
         spec = self.spec
-        await self.start_job()
         step = spec.steps[0]
         router = TurnRouter(self, spec)  # routes the step if its agent has 'route' or 'cascade'
         self.state.steps_total, self.state.step = 1, step.id
         try:
+            await self.start_job()  # a worker-side error (unknown price, say) ends the job failed
             result = await router.step_turn(step, [Message(role="user", content=step.prompt)])
         except StopJob as stop:
             return router.annotate(await self.conclude(stop.reason, stop.explanation, "", {}))
@@ -112,7 +112,6 @@ class DelegationJob(JobWorkflow):
     async def run(self, job_input: JobInput) -> JobResult:
         """Plan, delegate, review, repeat up to ``max_rounds``; then the primary's final answer."""
         spec = self.spec
-        await self.start_job()
         settings = spec.delegation
         assert settings is not None, "the spec validator requires a delegation section"
         primary = spec.agent(settings.primary)
@@ -120,6 +119,7 @@ class DelegationJob(JobWorkflow):
         messages = [Message(role="user", content=PLAN_PROMPT.format(task=spec.task))]
         final = ""
         try:
+            await self.start_job()  # a worker-side error (unknown price, say) ends the job failed
             for round_no in range(1, settings.max_rounds + 1):
                 self.state.round = round_no
                 self.state.step = f"round {round_no}: plan"

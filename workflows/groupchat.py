@@ -66,7 +66,6 @@ class GroupChatJob(JobWorkflow):
         run stopped, between two turns.
         """
         spec = self.spec
-        await self.start_job()
         names = [agent.name for agent in spec.agents]
         if self.state.chat is None:
             self.state.chat = ChatState(
@@ -80,6 +79,7 @@ class GroupChatJob(JobWorkflow):
         self.state.steps_total = spec.termination.max_rounds
         turns_this_run = 0
         try:
+            await self.start_job()  # a worker-side error (unknown price, say) ends the job failed
             while chat.round <= spec.termination.max_rounds:
                 self.state.round = chat.round
                 while chat.turns_in_round < len(names):

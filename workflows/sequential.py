@@ -36,12 +36,12 @@ class SequentialJob(JobWorkflow):
     async def run(self, job_input: JobInput) -> JobResult:
         """Run every step in order; stop early on budget, deadline or abort."""
         spec = self.spec
-        await self.start_job()
         self.state.steps_total = len(spec.steps)
         outputs: dict[str, str] = {}
         previous = spec.task
         router = TurnRouter(self, spec)  # routes the steps (or their agents) with 'route' or 'cascade'
         try:
+            await self.start_job()  # a worker-side error (unknown price, say) ends the job failed
             for step in spec.steps:
                 self.state.step = step.id
                 self.state.round = self.state.steps_done + 1

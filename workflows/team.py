@@ -56,13 +56,13 @@ class TeamMemberJob(JobWorkflow):
     async def run(self, job_input: JobInput) -> JobResult:
         """Claim, work, post; sleep when nothing is open; leave when the coordinator closes the board."""
         spec = self.spec
-        await self.start_job()
         parent = workflow.info().parent
         assert parent is not None, "a team member runs as a child of its TeamJob"
         agent = spec.agents[0]
         outputs: dict[str, str] = {}
         claims = 0
         try:
+            await self.start_job()  # a worker-side error (unknown price, say) ends the job failed
             while not self.closed:
                 self.woken = False  # before the claim, so a wake that races the refusal is kept
                 claims += 1
@@ -147,7 +147,10 @@ class TeamJob(JobWorkflow):
     async def run(self, job_input: JobInput) -> JobResult:
         """Post the initial tasks, run one member per agent, wait until no work is left."""
         spec = self.spec
-        await self.start_job()
+        try:
+            await self.start_job()
+        except StopJob as stop:  # a worker-side error (unknown price, say): no member has started
+            return await self.conclude(stop.reason, stop.explanation, "", {})
         self.max_tasks = spec.team.max_tasks
         for text in spec.team.tasks or [spec.task]:
             self._add(text, posted_by=None)
