@@ -8,6 +8,8 @@ Recognised keys (anywhere in the last user message; several blocks merge, later 
 - ``tokens=300``: exact reply length in tokens for the free-text scenarios (padding or cutting).
 - ``bad_json=1``: planner and judge answer invalid JSON until a user message of the request
   mentions "invalid" or "validation" (the caller fed the parse error back).
+- ``bad_json=always``: planner and judge answer invalid JSON to every request that has it in any
+  of its user messages, re-asks included (a model that cannot produce the schema at all).
 
 Directives are never stripped before counting tokens: they are part of the prompt.
 """
@@ -30,6 +32,7 @@ class Directives:
     tokens_per_s: float | None = None
     tokens: int | None = None
     bad_json: bool = False
+    bad_json_always: bool = False
 
 
 def parse_directives(text: str) -> Directives:
@@ -45,7 +48,8 @@ def parse_directives(text: str) -> Directives:
         latency_s=_number(raw.get("latency")),
         tokens_per_s=_number(raw.get("tps")),
         tokens=_whole(raw.get("tokens")),
-        bad_json=raw.get("bad_json", "0").lower() in {"1", "true", "yes"},
+        bad_json=raw.get("bad_json", "0").lower() in {"1", "true", "yes", "always"},
+        bad_json_always=raw.get("bad_json", "").lower() == "always",
     )
 
 

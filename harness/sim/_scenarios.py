@@ -94,7 +94,9 @@ def scenario_reply(model: str, turns: list[Turn]) -> Reply:
 
 
 def _scenario_text(model: str, turns: list[Turn], last: str, d: Directives) -> str:
-    if model in {"planner", "judge"} and d.bad_json and not _error_fed_back(turns):
+    if model in {"planner", "judge"} and (
+        (d.bad_json and not _error_fed_back(turns)) or _always_bad_json(turns)
+    ):
         return '{"oops": [unterminated, "this is not JSON'
     if model == "planner":
         return _planner(turns, last)
@@ -233,6 +235,10 @@ def _echo(model: str, last: str) -> tuple[str, int]:
     length = count_tokens(text)
     target = 20 + int(_hash01(model + last) * 41)
     return text, (target if length < 20 else min(length, 60))
+
+
+def _always_bad_json(turns: list[Turn]) -> bool:
+    return any(t.role == "user" and parse_directives(t.text).bad_json_always for t in turns)
 
 
 def _error_fed_back(turns: list[Turn]) -> bool:

@@ -465,6 +465,17 @@ def test_bad_json_until_the_error_is_fed_back(oai: openai.OpenAI) -> None:
     assert "score" in json.loads(_chat(oai, "judge", retry))
 
 
+def test_bad_json_always_stays_invalid_after_the_error_is_fed_back(oai: openai.OpenAI) -> None:
+    """bad_json=always in any user message: planner and judge answer invalid JSON to re-asks too."""
+    for model in ("judge", "planner"):
+        asked: list[Any] = _user("Answer this. [[sim bad_json=always]]")
+        bad = _chat(oai, model, asked)
+        retry = [*asked, {"role": "assistant", "content": bad}, *_user("That was invalid JSON; try again.")]
+        for reply in (bad, _chat(oai, model, retry)):
+            with pytest.raises(json.JSONDecodeError):
+                json.loads(reply)
+
+
 def test_selector_picks_a_candidate_by_message_count(oai: openai.OpenAI) -> None:
     """The selector answers exactly one candidate: index = number of messages mod candidates."""
     one = _user("Who speaks next? Candidates: alice, bob, carol")
