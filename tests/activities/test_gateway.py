@@ -339,6 +339,27 @@ async def test_structured_output_still_invalid_reports_the_usage(
     assert spent.output_tokens == served(sim, "judge")["output_tokens"] > 0
 
 
+async def test_a_failure_for_good_carries_the_lost_usage_of_earlier_attempts(
+    acts: ModelCallActivities, sim: SimServer
+) -> None:
+    """An attempt that fails for good (still invalid after its re-asks) reports what it spent and
+    what the attempts before it lost mid-stream, so the workflow charges both."""
+    env = ActivityEnvironment()
+    previous = {"attempt": 1, "output_tokens": 42, "input_tokens_estimate": 120, "chars": 130}
+    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[previous])
+    req = request("sim:judge", "Score this. [[sim bad_json=always]]", output_type="judge_score")
+    with pytest.raises(ApplicationError) as caught:
+        await call(acts, req, env)
+    error = caught.value
+    assert error.type == "StructuredOutputInvalid" and error.non_retryable
+    detail = error.details[0]
+    assert Usage.model_validate(detail["usage"]).requests == 3
+    assert Usage.model_validate(detail["lost_usage"]) == Usage(
+        input_tokens=120, output_tokens=400, requests=1, estimated=True
+    )
+    assert detail["attempts"] == 3
+
+
 async def test_lost_usage_of_a_dead_attempt_is_reported(acts: ModelCallActivities) -> None:
     """A retry reads the previous attempt's last heartbeat and reports its usage as lost, estimated:
     the reply it was streaming at its worst case (max output tokens, 400 here: it may have streamed

@@ -1,19 +1,22 @@
-"""The job kernel's shared turn: routing and cascades in every mode's steps, routed function checks."""
+"""The job kernel's shared turn: routing and cascades in every mode's steps, routed function checks,
+failed calls charged what they spent, and worker-side errors ending the job ``failed``."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from activities.checks import CheckActivities, CheckRegistry
 from activities.model_call import ModelCallActivities
 from activities.routing_stats import RoutingStatsActivities
-from contracts.jobs import JobResult, StopReason, TurnRecord
+from contracts import search_attributes as sa
+from contracts.jobs import JobResult, JobStatus, StopReason, TurnRecord
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from tests.helpers import make_worker, sim_call
+from tests.helpers import make_worker, sim_call, start_job, status_of
 
 MEDIUM_PASSES = "Solve puzzle 3: difficulty=0.7."  # tier-small FAIL, tier-medium PASS, tier-large PASS
 TIERS = ["sim:tier-small", "sim:tier-medium", "sim:tier-large"]
@@ -104,3 +107,109 @@ async def test_dag_steps_are_routed_and_cascaded(
     assert [t.step for t in turns if not t.routing] == ["side", "sum"]
     tally = sim_call(sim, "/_sim/tally")["total"]
     assert result.ledger.calls == tally["completed"] == 4
+
+
+async def test_a_function_check_that_raises_counts_as_failed_and_the_cascade_climbs(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """A registered check that raises cannot be evaluated: it scores 0 (a failed check), so the
+    cascade escalates instead of the job ending, and the explanation and evidence name the error."""
+
+    def explodes_on_fail(text: str) -> bool:
+        if "FAIL" in text:
+            raise ValueError("cannot read this one")
+        return "PASS" in text
+
+    registry = CheckRegistry()
+    registry.register("fragile")(explodes_on_fail)
+    cascade = {"models": TIERS, "checks": [{"kind": "function", "value": "fragile"}], "learn": False}
+    spec = parse_spec(
+        {
+            "id": f"fn-raises-{uuid.uuid4().hex[:8]}",
+            "task": MEDIUM_PASSES,
+            "agents": [{"name": "solver", "model": "sim:tier-small", "max_output_tokens": 100}],
+            "steps": [{"id": "solve", "agent": "solver", "prompt": "{task}", "cascade": cascade}],
+        }
+    )
+    result, turns = await run_job(ts_env, gateway, "SequentialJob", spec, registry)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert called(turns) == TIERS[:2]
+    [record] = result.routing
+    assert [a.passed for a in record.attempts] == [False, True]
+    assert "function=error(0.00)" in (record.attempts[0].check or "")
+    assert "a check could not be evaluated and scored 0" in result.explanation
+    [error] = result.evidence["check_errors"]
+    assert "'fragile'" in error and "CheckRaised" in error and "ValueError: cannot read this one" in error
+
+
+async def test_a_planner_still_invalid_after_its_re_asks_is_charged_what_was_served(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """A structured call that ends StructuredOutputInvalid charges all its attempts, exactly as the
+    simulator served them (not the reservation), and the transcript shows the failed call."""
+    sim_call(sim, "/_sim/reset", {})
+    spec = parse_spec(
+        {
+            "id": f"plan-bad-{uuid.uuid4().hex[:8]}",
+            "mode": "delegation",
+            "task": "Write a guide to durable agents. [[sim bad_json=always]]",
+            "agents": [
+                {"name": "lead", "model": "sim:planner", "max_output_tokens": 600},
+                {"name": "writer", "model": "sim:writer", "max_output_tokens": 120},
+            ],
+            "delegation": {"primary": "lead"},
+        }
+    )
+    result, turns = await run_job(ts_env, gateway, "DelegationJob", spec)
+    assert result.stop_reason is StopReason.failed
+    assert "lead's call to sim:planner failed: StructuredOutputInvalid" in result.explanation
+    [plan] = turns
+    assert plan.step == "plan-r1" and plan.finish_reason == "error"
+    invalid = "StructuredOutputInvalid: reply is not a valid plan after 3 attempts"
+    assert (plan.error or "").startswith(invalid)
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    assert plan.usage.requests == result.ledger.calls == tally["completed"] == 3
+    assert plan.usage.input_tokens == result.ledger.usage.input_tokens == tally["input_tokens"]
+    assert plan.usage.output_tokens == result.ledger.usage.output_tokens == tally["output_tokens"]
+    assert not result.ledger.usage.estimated
+    assert result.ledger.cost_usd == plan.cost_usd and plan.cost_usd
+
+
+UNPRICED = "openai-compatible:llama3"  # no catalog entry on the worker: no price
+ONE_STEP = [{"id": "s", "agent": "a", "prompt": "{task}"}]
+UNPRICED_SPECS: dict[str, dict[str, Any]] = {
+    "sequential": {"steps": ONE_STEP},
+    "dag": {"steps": ONE_STEP},
+    "groupchat": {"termination": {"max_rounds": 1}},
+    "delegation": {"delegation": {"primary": "a"}},
+    "team": {"team": {"tasks": ["one"]}},
+}
+
+
+@pytest.mark.parametrize("mode", sorted(UNPRICED_SPECS))
+async def test_a_worker_without_the_price_of_a_model_ends_the_job_failed(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, mode: str
+) -> None:
+    """In every mode a model the worker cannot price ends the job through conclude: stop reason
+    failed naming UnknownPrice, status finished, search attributes set (the workflow completes)."""
+    spec = parse_spec(
+        {
+            "id": f"unpriced-{mode}-{uuid.uuid4().hex[:6]}",
+            "mode": mode,
+            "task": "Say hello.",
+            "agents": [{"name": "a", "model": UNPRICED, "max_output_tokens": 50}],
+            **UNPRICED_SPECS[mode],
+        }
+    )
+    async with make_worker(dev_env.client, gateway) as worker:
+        handle = await start_job(dev_env.client, worker.task_queue, spec)
+        result = await handle.result()
+        progress = await status_of(handle)
+        described = await handle.describe()
+    assert result.stop_reason is StopReason.failed
+    assert "UnknownPrice" in result.explanation and UNPRICED in result.explanation
+    assert result.turns == 0 and result.ledger.calls == 0
+    assert progress.status is JobStatus.finished and progress.stop_reason is StopReason.failed
+    attributes = described.typed_search_attributes
+    assert attributes.get(sa.STOP_REASON) == "failed"
+    assert attributes.get(sa.STATUS) == "finished"
