@@ -82,6 +82,8 @@ def _why_undecodable(error: Exception) -> str:
         ]
         return "; ".join(problems) or "invalid"
     return "no payload, or one that is not JSON"
+
+
 MAX_CHECK_ERRORS = 20
 
 
