@@ -70,35 +70,43 @@ class OpenAIProvider(Provider):
         )
 
     async def stream(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
-        """Stream ``request``; the stream is closed on any exit, cancellation included."""
+        """Stream ``request``; the stream is closed on any exit, cancellation included.
+
+        The SDK sends the request and decodes the server-sent events (status errors, error events,
+        timeouts and ``[DONE]`` as ``create(stream=True)`` handles them), but each chunk comes as the
+        plain JSON it was sent as: building a typed ``ChatCompletionChunk`` per token took most of a
+        streamed call's CPU time (a chunk is about one token).
+        """
         params = self._params(request)
         if self.options.openai_stream_usage:
             params["stream_options"] = {"include_usage": True}
-        stream: Any = await self.client.chat.completions.create(**params, stream=True)
         parts: list[str] = []
         refusal_parts: list[str] = []
         finish: str | None = None
         usage: Usage | None = None
         model = request.model.model
-        try:
-            async for chunk in stream:
-                model = getattr(chunk, "model", None) or model
-                chunk_usage = _usage(getattr(chunk, "usage", None))
-                if chunk_usage is not None:
-                    usage = chunk_usage
-                for choice in getattr(chunk, "choices", None) or []:
-                    delta = getattr(choice, "delta", None)
-                    piece = getattr(delta, "content", None)
-                    if piece:
-                        parts.append(piece)
-                        on_progress(piece)
-                    refused = getattr(delta, "refusal", None)
-                    if refused:
-                        refusal_parts.append(refused)
-                        on_progress(refused)
-                    finish = getattr(choice, "finish_reason", None) or finish
-        finally:
-            await stream.close()
+        async with self.client.chat.completions.with_streaming_response.create(**params, stream=True) as raw:
+            stream = openai.AsyncStream(cast_to=object, response=raw.http_response, client=self.client)
+            try:
+                async for chunk in stream:
+                    model = _field(chunk, "model") or model
+                    chunk_usage = _usage(_field(chunk, "usage"))
+                    if chunk_usage is not None:
+                        usage = chunk_usage
+                    choices = _field(chunk, "choices")
+                    for choice in choices if isinstance(choices, list) else []:
+                        delta = _field(choice, "delta")
+                        piece = _field(delta, "content")
+                        if piece and isinstance(piece, str):
+                            parts.append(piece)
+                            on_progress(piece)
+                        refused = _field(delta, "refusal")
+                        if refused and isinstance(refused, str):
+                            refusal_parts.append(refused)
+                            on_progress(refused)
+                        finish = _field(choice, "finish_reason") or finish
+            finally:
+                await stream.close()
         text = "".join(parts) or "".join(refusal_parts)
         if finish is None:
             # The stream ended without saying why: the connection dropped mid-reply.
@@ -138,22 +146,30 @@ class OpenAIProvider(Provider):
         return params
 
 
+def _field(raw: Any, name: str) -> Any:
+    """Field ``name`` of an SDK object or of a chunk's plain JSON (None when absent)."""
+    if isinstance(raw, dict):
+        return raw.get(name)
+    return getattr(raw, name, None)
+
+
 def _usage(raw: Any) -> Usage | None:
-    """The SDK's ``CompletionUsage`` as our ``Usage`` (None when absent or unreadable)."""
+    """The SDK's ``CompletionUsage`` (or a chunk's usage JSON) as our ``Usage`` (None when absent
+    or unreadable)."""
     if raw is None:
         return None
-    prompt = getattr(raw, "prompt_tokens", None)
-    completion = getattr(raw, "completion_tokens", None)
+    prompt = _field(raw, "prompt_tokens")
+    completion = _field(raw, "completion_tokens")
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
-    prompt_details = getattr(raw, "prompt_tokens_details", None)
-    completion_details = getattr(raw, "completion_tokens_details", None)
+    prompt_details = _field(raw, "prompt_tokens_details")
+    completion_details = _field(raw, "completion_tokens_details")
     return Usage(
         input_tokens=prompt,
         output_tokens=completion,
-        cache_read_tokens=getattr(prompt_details, "cached_tokens", None) or 0,
-        cache_write_tokens=getattr(prompt_details, "cache_write_tokens", None) or 0,
-        reasoning_tokens=getattr(completion_details, "reasoning_tokens", None) or 0,
+        cache_read_tokens=_field(prompt_details, "cached_tokens") or 0,
+        cache_write_tokens=_field(prompt_details, "cache_write_tokens") or 0,
+        reasoning_tokens=_field(completion_details, "reasoning_tokens") or 0,
         requests=1,
     )
 
