@@ -15,14 +15,30 @@ from typing import Any
 from contracts import outputs
 from contracts.models import FinishReason, ModelCallRequest, Usage
 from contracts.outputs import estimate_request_tokens
+from policies.tokens import estimate_output_tokens
 
 OnProgress = Callable[[str], None]
 """Called with each piece of text as it streams in."""
 
 
-def estimate_input_tokens(request: ModelCallRequest) -> int:
-    """Conservative input tokens of ``request`` as sent (the one estimator, ``policies.tokens``)."""
-    return estimate_request_tokens(request.system, [m.content for m in request.messages], request.output_type)
+def estimate_input_tokens(request: ModelCallRequest, chars_per_token: float | None = None) -> int:
+    """Input tokens of ``request`` as sent (the one estimator, ``policies.tokens``): conservative,
+    or by ``chars_per_token`` where there is evidence for it."""
+    return estimate_request_tokens(
+        request.system, [m.content for m in request.messages], request.output_type, chars_per_token
+    )
+
+
+def estimate_usage(request: ModelCallRequest, text: str, chunks: int) -> Usage:
+    """Usage of a reply whose provider reported none, from what was sent and received: the output
+    by its chunks (or characters), the prompt by the job's calibrated ratio (or the conservative
+    default)."""
+    ratio = request.chars_per_token
+    return Usage(
+        input_tokens=estimate_input_tokens(request, ratio),
+        output_tokens=estimate_output_tokens(chunks, len(text), request.max_output_tokens, ratio),
+        requests=1,
+    ).because("no usage reported")
 
 
 def output_schema(request: ModelCallRequest) -> dict[str, Any] | None:

@@ -14,6 +14,7 @@ have streamed on after the last heartbeat), and the figure carries forward until
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import time
 from collections.abc import Mapping
@@ -26,13 +27,14 @@ from pydantic import ValidationError
 from temporalio import activity
 
 from activities import errors
-from activities._provider import Provider, ProviderReply, estimate_input_tokens
+from activities._provider import Provider, ProviderReply, system_prompt
 from activities.anthropic_provider import AnthropicProvider
 from activities.catalog import ModelCatalog, UnknownModelError, UnknownPriceError, load_catalog, resolve
 from activities.config import Endpoint, ProviderSettings
 from activities.openai_provider import OpenAIOptions, OpenAIProvider
 from activities.receipts import CallRecorder, ReceiptStore, store_from_env
 from contracts.models import (
+    EstimateReason,
     Message,
     ModelCallRequest,
     ModelCallResult,
@@ -42,12 +44,20 @@ from contracts.models import (
 )
 from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
 from contracts.outputs import OUTPUT_TYPES
-from policies.tokens import estimate_tokens
+from policies.tokens import (
+    TokenSample,
+    estimate_input_tokens,
+    estimate_output_tokens,
+    input_overhead,
+)
 
 __all__ = ["HEARTBEAT_INTERVAL_S", "ModelCallActivities"]
 
 HEARTBEAT_INTERVAL_S = 0.25
 """Seconds between heartbeats; well under the heartbeat timeout (10 s): they carry cancellations."""
+
+CUT_WINDOW_S = 0.1
+CUT_MARGIN_TOKENS = 2
 
 _FENCE = re.compile(r"^\s*```[A-Za-z0-9_-]*\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
@@ -59,56 +69,94 @@ class _Meter:
     attempt: int
     lost: Usage
     settled: Usage = field(default_factory=Usage)
-    input_estimate: int = 0
+    sample: TokenSample = field(default_factory=TokenSample)
+    request: ModelCallRequest | None = None
+    """The request of the reply in flight; None once it is settled."""
     pieces: list[str] = field(default_factory=list)
     chars: int = 0
     first_at: float | None = None
+    last_at: float | None = None
+    _prompt: tuple[str, list[str]] = ("", [])
 
     def start(self, request: ModelCallRequest) -> None:
-        self.input_estimate = estimate_input_tokens(request)
+        self.request = request
+        self._prompt = (system_prompt(request), [m.content for m in request.messages])
         self.pieces = []
         self.chars = 0
         self.first_at = None
+        self.last_at = None
 
     def on_progress(self, piece: str) -> None:
+        self.last_at = time.monotonic()
         if self.first_at is None:
-            self.first_at = time.monotonic()
+            self.first_at = self.last_at
         self.pieces.append(piece)
         self.chars += len(piece)
 
     def settle(self, usage: Usage) -> None:
+        if not usage.estimated:  # the provider's own count: evidence of the model's tokenizer
+            system, contents = self._prompt
+            self.sample = self.sample + TokenSample(
+                chars=len(system) + sum(len(c) for c in contents) + self.chars,
+                tokens=max(0, usage.input_tokens - input_overhead(len(contents)))
+                + max(0, usage.output_tokens - usage.reasoning_tokens),
+            )
         self.settled = self.settled + usage
         self.pieces = []
         self.chars = 0
-        self.input_estimate = 0
+        self.request = None
+
+    def ratio(self) -> float | None:
+        """Characters per token for this call's estimates: the job's calibrated figure (None: the
+        conservative default)."""
+        return self.request.chars_per_token if self.request is not None else None
+
+    @property
+    def input_estimate(self) -> int:
+        """Input tokens (estimated) of the reply in flight; 0 when none is."""
+        if self.request is None:
+            return 0
+        system, contents = self._prompt
+        return estimate_input_tokens(system, contents, self.ratio())
 
     def streamed_output_tokens(self) -> int:
-        # A stream chunk is about one token; ceil(chars / 3) guards servers that send big chunks.
-        return max(len(self.pieces), estimate_tokens("".join(self.pieces)))
+        """Output tokens of the reply in flight received so far: its chunks (or characters)."""
+        limit = self.request.max_output_tokens if self.request is not None else None
+        return estimate_output_tokens(len(self.pieces), self.chars, limit, self.ratio())
 
-    def in_flight(self) -> Usage:
-        """Estimate of the reply in flight: its input estimate plus the output streamed so far."""
-        if not self.input_estimate:
+    def in_flight(self, reason: EstimateReason) -> Usage:
+        """Estimate of the reply in flight: its input estimate plus the output streamed so far (and,
+        for a reply we cut, what the provider can have generated that had not reached us)."""
+        if self.request is None:
             return Usage()
-        return Usage(
-            input_tokens=self.input_estimate,
-            output_tokens=self.streamed_output_tokens(),
-            requests=1,
-            estimated=True,
-        )
+        output = self.streamed_output_tokens()
+        if reason == "cut short" and self.pieces:
+            output = min(output + self.cut_margin(), self.request.max_output_tokens)
+        return Usage(input_tokens=self.input_estimate, output_tokens=output, requests=1).because(reason)
+
+    def cut_margin(self) -> int:
+        """Tokens a stream we closed can have carried past the last chunk we read: at the rate it
+        streamed, the time since that chunk plus ``CUT_WINDOW_S``, and ``CUT_MARGIN_TOKENS`` more
+        (a busy event loop that read late is covered: the server went on writing meanwhile)."""
+        if self.first_at is None or self.last_at is None:
+            return CUT_MARGIN_TOKENS
+        streaming = self.last_at - self.first_at
+        rate = (len(self.pieces) - 1) / streaming if streaming > 0 else 0.0
+        since = time.monotonic() - self.last_at
+        return math.ceil(rate * (since + CUT_WINDOW_S)) + CUT_MARGIN_TOKENS
 
     def spent_on_failure(self) -> Usage:
         """What a call that failed for good has spent: settled re-asks, plus the reply in flight
         only if output had started (a request rejected before any output is not billed)."""
-        return self.settled + self.in_flight() if self.chars else self.settled
+        return self.settled + self.in_flight("failed mid-reply") if self.chars else self.settled
 
     def details(self) -> dict[str, int]:
-        spent = self.settled + self.in_flight()
+        spent = self.settled + (self.in_flight("worker lost") if self.chars else Usage())
         return {
             "attempt": self.attempt,
             "output_tokens": spent.output_tokens,
             "settled_output_tokens": self.settled.output_tokens,
-            "input_tokens_estimate": spent.input_tokens,
+            "input_tokens_estimate": self.settled.input_tokens + self.input_estimate,
             "chars": self.chars,
             "lost_input_tokens": self.lost.input_tokens,
             "lost_output_tokens": self.lost.output_tokens,
@@ -221,7 +269,7 @@ class ModelCallActivities:
             if task is not None:
                 task.uncancel()  # the cancellation is handled: we answer with the partial reply
             partial = "".join(meter.pieces)
-            usage = meter.settled + meter.in_flight()
+            usage = meter.settled + meter.in_flight("cut short")
             activity.logger.info(
                 "model call cancelled",
                 extra={
@@ -231,7 +279,7 @@ class ModelCallActivities:
                 },
             )
             result = self._result(
-                request, partial, usage, "cancelled", None, request.model.model, started, lost
+                request, partial, usage, "cancelled", None, request.model.model, started, lost, meter.sample
             )
             recording.cancel()  # no progress record may land after the answer
             await receipt.answered(result)
@@ -266,7 +314,7 @@ class ModelCallActivities:
             },
         )
         result = self._result(
-            request, reply.text, usage, reply.finish_reason, parsed, reply.model, started, lost
+            request, reply.text, usage, reply.finish_reason, parsed, reply.model, started, lost, meter.sample
         )
         await receipt.answered(result)
         return result
@@ -320,6 +368,7 @@ class ModelCallActivities:
         model: str,
         started: float,
         lost: Usage,
+        sample: TokenSample,
     ) -> ModelCallResult:
         return ModelCallResult(
             call_id=request.call_id,
@@ -332,6 +381,7 @@ class ModelCallActivities:
             parsed=parsed,
             latency_s=time.monotonic() - started,
             lost_usage=lost if lost.requests else None,
+            sample=sample if sample.tokens else None,
         )
 
 
@@ -368,7 +418,7 @@ def _lost_usage(attempt: int, heartbeat_details: Any, max_output_tokens: int) ->
         lost_output += settled + (max(max_output_tokens, streaming) if number("chars") else streaming)
     if not lost_input and not lost_output:
         return Usage()
-    return Usage(input_tokens=lost_input, output_tokens=lost_output, requests=1, estimated=True)
+    return Usage(input_tokens=lost_input, output_tokens=lost_output, requests=1).because("worker lost")
 
 
 def _decode(item: Any) -> Any:

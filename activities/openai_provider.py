@@ -16,12 +16,11 @@ from activities._provider import (
     OnProgress,
     Provider,
     ProviderReply,
-    estimate_input_tokens,
+    estimate_usage,
     output_schema,
     system_prompt,
 )
 from contracts.models import FinishReason, ModelCallRequest, Usage
-from policies.tokens import estimate_tokens
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class OpenAIProvider(Provider):
             on_progress(text)
         usage = _usage(getattr(response, "usage", None))
         if usage is None:
-            usage = _estimate(request, text)
+            usage = estimate_usage(request, text, 1 if text else 0)
         return ProviderReply(
             text=text,
             usage=usage,
@@ -113,7 +112,9 @@ class OpenAIProvider(Provider):
             raise MalformedResponseError("stream ended without a finish reason")
         return ProviderReply(
             text=text,
-            usage=usage if usage is not None else _estimate(request, text),
+            usage=usage
+            if usage is not None
+            else estimate_usage(request, text, len(parts) or len(refusal_parts)),
             finish_reason=_finish(finish, bool(refusal_parts)),
             model=str(model),
         )
@@ -171,16 +172,6 @@ def _usage(raw: Any) -> Usage | None:
         cache_write_tokens=_field(prompt_details, "cache_write_tokens") or 0,
         reasoning_tokens=_field(completion_details, "reasoning_tokens") or 0,
         requests=1,
-    )
-
-
-def _estimate(request: ModelCallRequest, text: str) -> Usage:
-    """Usage when the server reported none (some OpenAI-compatible servers): our estimate."""
-    return Usage(
-        input_tokens=estimate_input_tokens(request),
-        output_tokens=estimate_tokens(text),
-        requests=1,
-        estimated=True,
     )
 
 

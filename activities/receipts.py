@@ -120,13 +120,13 @@ class Receipt(BaseModel):
                 input_tokens=self.input_estimate,
                 output_tokens=self.output_tokens + self.margin(max_output_tokens),
                 requests=1,
-                estimated=True,
-            )
+            ).because("worker lost")
         return spent
 
     def lost_so_far(self, max_output_tokens: int) -> Usage:
         """Everything earlier attempts spent, for the attempt that reads this incomplete receipt."""
-        lost = self.lost + self.dead_attempt(max_output_tokens)
+        dead = self.dead_attempt(max_output_tokens)
+        lost = self.lost + (dead.because("worker lost") if dead.requests else dead)
         return lost.model_copy(update={"estimated": True}) if lost.requests else Usage()
 
 
@@ -213,10 +213,12 @@ class Progress(Protocol):
     """What a running call has served so far (the model-call activity's meter)."""
 
     settled: Usage
-    input_estimate: int
     pieces: list[str]
     chars: int
     first_at: float | None
+
+    @property
+    def input_estimate(self) -> int: ...
 
     def streamed_output_tokens(self) -> int: ...
 

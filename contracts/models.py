@@ -17,13 +17,20 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from policies.tokens import TokenSample
+
+EstimateReason = Literal["cut short", "no usage reported", "worker lost", "failed mid-reply"]
+"""Why a figure is our estimate: a call cut by an interrupt or a stop, a provider that reported no
+usage, an attempt whose worker died mid-call, or a reply that broke off with an error."""
+
 
 class Usage(BaseModel):
     """Tokens of one request, or the sum of many (``requests`` counts them).
 
     ``input_tokens`` includes ``cache_read_tokens`` and ``cache_write_tokens``;
     ``output_tokens`` includes ``reasoning_tokens``. ``estimated`` is true when any part of the
-    figure is our own estimate rather than the provider's report (a call cut mid-stream, say).
+    figure is our own estimate rather than the provider's report (a call cut mid-stream, say), and
+    ``estimated_for`` says why.
     """
 
     input_tokens: int = 0
@@ -33,6 +40,7 @@ class Usage(BaseModel):
     reasoning_tokens: int = 0
     requests: int = 0
     estimated: bool = False
+    estimated_for: list[EstimateReason] = Field(default_factory=list)
 
     @property
     def total_tokens(self) -> int:
@@ -48,6 +56,15 @@ class Usage(BaseModel):
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
             requests=self.requests + other.requests,
             estimated=self.estimated or other.estimated,
+            estimated_for=sorted({*self.estimated_for, *other.estimated_for}),
+        )
+
+    def because(self, reason: EstimateReason) -> Usage:
+        """This usage marked estimated for ``reason`` (unchanged if it counts nothing)."""
+        if not self.requests and not self.total_tokens:
+            return self
+        return self.model_copy(
+            update={"estimated": True, "estimated_for": sorted({*self.estimated_for, reason})}
         )
 
 
@@ -84,6 +101,9 @@ class ModelInfo(BaseModel):
     tier: int = Field(default=1, description="0 is cheapest; higher tiers are stronger and dearer.")
     context_window: int = 128_000
     max_output_tokens: int = 4_096
+    chars_per_token: float | None = Field(
+        default=None, description="The catalog's figure for estimates, where it gives one."
+    )
     price: ModelPrice
     price_source: Literal["genai-prices", "catalog", "simulator"] = "genai-prices"
 
@@ -114,6 +134,11 @@ class ModelCallRequest(BaseModel):
     )
     structured_retries: int = Field(default=2, description="Re-asks with the error fed back.")
     stream: bool = True
+    chars_per_token: float | None = Field(
+        default=None,
+        description="Characters per token of this model, calibrated from the job's settled calls "
+        "(or the catalog's figure): what usage the provider does not report is estimated with.",
+    )
 
 
 FinishReason = Literal["stop", "length", "refusal", "content_filter", "cancelled", "error"]
@@ -136,6 +161,11 @@ class ModelCallResult(BaseModel):
         default=None,
         description="Estimated usage of earlier attempts of this call that died mid-stream "
         "(read from their last heartbeat); charged as estimated, never as zero.",
+    )
+    sample: TokenSample | None = Field(
+        default=None,
+        description="Characters sent and received against the tokens the provider reported for "
+        "them: what calibrates the job's estimates for this model.",
     )
 
 

@@ -64,7 +64,10 @@ def system_prompt(system: str, output_type: str | None) -> str:
     return f"{system}\n\n{instruction}" if system else instruction
 
 
-def estimate_request_tokens(system: str, messages: list[str], output_type: str | None) -> int:
+def estimate_request_tokens(
+    system: str, messages: list[str], output_type: str | None, chars_per_token: float | None = None
+) -> int:
     """Input tokens of a model call as sent (``policies.tokens``' estimate of its whole prompt):
-    what the workflow reserves and what the gateway charges when a provider reports no usage."""
-    return estimate_input_tokens(system_prompt(system, output_type), messages)
+    what the workflow reserves (conservative: no ``chars_per_token``) and what the gateway charges
+    when a provider reports no usage (by the calibrated ratio, where there is one)."""
+    return estimate_input_tokens(system_prompt(system, output_type), messages, chars_per_token)

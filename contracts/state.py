@@ -24,6 +24,7 @@ from policies.convergence import ConvergenceMonitor
 from policies.goals import GoalVerdict
 from policies.ledger import Ledger
 from policies.scheduling import AgingPriorityQueue, FairShare, RoundRobin
+from policies.tokens import TokenSample
 
 
 class BudgetState(BaseModel):
@@ -116,6 +117,11 @@ class JobState(BaseModel):
     check_error_count: int = Field(default=0, ge=0, description="All of them (only the first 20 are kept).")
     routing: list[RoutingRecord] = Field(
         default_factory=list, description="One record per routed turn (and per adopted child's)."
+    )
+    calibration: dict[str, TokenSample] = Field(
+        default_factory=dict,
+        description="Characters against reported tokens per provider model, from settled calls: "
+        "what usage a provider does not report is estimated with.",
     )
     chat: ChatState | None = None
 

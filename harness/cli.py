@@ -21,6 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
+from contracts.models import Usage
 from contracts.spec import SpecError
 from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
@@ -152,6 +153,20 @@ def budget_table(totals: LedgerTotals) -> Table:
     return table
 
 
+_WHY_ESTIMATED = {
+    "cut short": "calls cut short",
+    "no usage reported": "usage the provider did not report",
+    "worker lost": "attempts whose worker was lost",
+    "failed mid-reply": "replies that broke off with an error",
+}
+
+
+def estimate_reasons(usage: Usage) -> str:
+    """Why ``usage`` includes estimates, in words (older results carry no reasons)."""
+    reasons = [_WHY_ESTIMATED.get(reason, reason) for reason in usage.estimated_for]
+    return ", ".join(reasons) or "usage not reported in full"
+
+
 def print_result(result: JobResult, url: str | None) -> None:
     """The end of a run: output, spend, stop reason and where to look."""
     console.print(Panel(result.output or "(no output)", title="result", expand=False))
@@ -162,7 +177,7 @@ def print_result(result: JobResult, url: str | None) -> None:
         f"in {ledger.calls} calls, {_usd(ledger.cost_usd)}"
     )
     if usage.estimated:
-        spent += " (includes estimates for calls cut short)"
+        spent += f" (includes estimates: {estimate_reasons(usage)})"
     table = Table.grid(padding=(0, 2))
     table.add_row("stop reason", Text(result.stop_reason.value, style="bold"))
     if result.explanation:

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.accounts import AccountCall, GiveBackRequest, LeaseRequest
     from contracts.controls import AddBudgetRequest
     from contracts.jobs import JobStatus, LedgerTotals, StopReason
-    from contracts.models import ModelCallResult, ModelInfo, Usage
+    from contracts.models import EstimateReason, ModelCallResult, ModelInfo, Usage
     from contracts.spec import AgentSpec, BudgetSpec, JobSpec
     from contracts.state import BudgetState
     from policies.ledger import Ledger, Limits, Quota, Refusal
@@ -170,14 +170,22 @@ class BudgetKeeper:
             self._add_to_totals(agent, result.lost_usage, lost_usd)
         self._refresh()
 
-    def fail(self, call_id: str) -> None:
+    def fail(self, call_id: str, reason: EstimateReason = "failed mid-reply") -> None:
         """The call ended without a result: charge its reservation, marked estimated (never zero)."""
         if call_id not in self.ledger.open_calls:
             return
         self.ledger.fail(call_id)
         pending = self._pending.pop(call_id, None)
         if pending is not None:
-            self._add_to_totals(pending.agent, pending.usage, pending.usd)
+            self._add_to_totals(pending.agent, pending.usage.because(reason), pending.usd)
+        self._refresh()
+
+    def release(self, call_id: str) -> None:
+        """The call was never sent: drop its reservation, charge nothing."""
+        if call_id not in self.ledger.open_calls:
+            return
+        self.ledger.release(call_id)
+        self._pending.pop(call_id, None)
         self._refresh()
 
     # ----- add_budget --------------------------------------------------------------------------

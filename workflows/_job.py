@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.spec import AgentSpec, JobSpec
     from contracts.state import JobInput, JobState
     from policies.scheduling import PriorityItem
-    from policies.tokens import likely_tokens
+    from policies.tokens import TokenSample, likely_tokens
 
 from workflows._activities import MODEL_CALL, RESOLVE_MODELS
 from workflows._budget import BudgetKeeper
@@ -109,6 +109,11 @@ def _known_usage(cause: BaseException | None) -> tuple[Usage, Usage | None] | No
     except ValidationError:
         return None
     return usage, lost if lost is not None and lost.requests else None
+
+
+def _model_key(model: ModelInfo) -> str:
+    """Whose tokenizer a calibration is for: the provider's model, whatever alias named it."""
+    return f"{model.provider}:{model.model}"
 
 
 class JobWorkflow:
@@ -251,7 +256,7 @@ class JobWorkflow:
             try:
                 max_out = self._fit_context(agent, model, estimate, max_out)
             except StopJob:
-                self.budget.fail(call_id)
+                self.budget.release(call_id)  # refused before it was sent: nothing to pay
                 raise
         request = ModelCallRequest(
             call_id=call_id,
@@ -264,6 +269,7 @@ class JobWorkflow:
             max_output_tokens=max_out,
             temperature=agent.temperature,
             output_type=output_type,
+            chars_per_token=self._chars_per_token(model),
         )
         started = workflow.now()
         self.in_flight = f"{agent.name} on {model.ref}" + (f" (step {step})" if step else "")
@@ -279,7 +285,7 @@ class JobWorkflow:
         except ActivityError as error:
             cause = error.cause
             if isinstance(cause, CancelledError):
-                self.budget.fail(call_id)
+                self.budget.fail(call_id, "cut short")
                 raise
             # A wrong request (bad model, auth, schema: non-retryable), a structured reply still
             # invalid after its re-asks, or a provider that stayed down through every retry: the job
@@ -313,7 +319,7 @@ class JobWorkflow:
                 cost_usd=cost,
             ) from None
         except BaseException:
-            self.budget.fail(call_id)
+            self.budget.fail(call_id, "cut short")
             raise
         finally:
             self.in_flight = None
@@ -321,6 +327,13 @@ class JobWorkflow:
         await self.gates.after_charge()
         self._raise_if_aborted()
         return result
+
+    def _chars_per_token(self, model: ModelInfo) -> float | None:
+        """The model's characters per token for estimating unreported usage: calibrated from this
+        job's settled calls of it, else the catalog's figure, else None (the conservative default)."""
+        sample = self.state.calibration.get(_model_key(model))
+        calibrated = sample.ratio() if sample is not None else None
+        return calibrated if calibrated is not None else model.chars_per_token
 
     def _fit_context(self, agent: AgentSpec, model: ModelInfo, estimate: int, max_out: int) -> int:
         """``max_out`` cut to what the model's context window leaves; ``StopJob`` if the input alone
@@ -350,6 +363,9 @@ class JobWorkflow:
     ) -> None:
         """Charge a finished (or cut, or failed) call to the budget and add it to the turn record."""
         self.budget.settle(call_id, agent.name, model, result)
+        if result.sample is not None and result.sample.tokens:
+            key = _model_key(model)
+            self.state.calibration[key] = self.state.calibration.get(key, TokenSample()) + result.sample
         self.state.turns.append(
             TurnRecord(
                 index=len(self.state.turns),
@@ -412,8 +428,7 @@ class JobWorkflow:
                 ),
                 output_tokens=request.max_output_tokens,
                 requests=1,
-                estimated=True,
-            )
+            ).because("worker lost")
             return ModelCallResult(
                 call_id=request.call_id,
                 text="",

@@ -355,7 +355,7 @@ async def test_a_failure_for_good_carries_the_lost_usage_of_earlier_attempts(
     detail = error.details[0]
     assert Usage.model_validate(detail["usage"]).requests == 3
     assert Usage.model_validate(detail["lost_usage"]) == Usage(
-        input_tokens=120, output_tokens=400, requests=1, estimated=True
+        input_tokens=120, output_tokens=400, requests=1, estimated=True, estimated_for=["worker lost"]
     )
     assert detail["attempts"] == 3
 
@@ -368,11 +368,15 @@ async def test_lost_usage_of_a_dead_attempt_is_reported(acts: ModelCallActivitie
     previous = {"attempt": 1, "output_tokens": 42, "input_tokens_estimate": 120, "chars": 130}
     env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[previous])
     result = await call(acts, request(OPENAI_MODEL, "hi"), env)
-    assert result.lost_usage == Usage(input_tokens=120, output_tokens=400, requests=1, estimated=True)
+    assert result.lost_usage == Usage(
+        input_tokens=120, output_tokens=400, requests=1, estimated=True, estimated_for=["worker lost"]
+    )
     reasked = {**previous, "output_tokens": 60, "settled_output_tokens": 50, "chars": 20}
     env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[reasked])
     result = await call(acts, request(OPENAI_MODEL, "hi"), env)
-    assert result.lost_usage == Usage(input_tokens=120, output_tokens=450, requests=1, estimated=True)
+    assert result.lost_usage == Usage(
+        input_tokens=120, output_tokens=450, requests=1, estimated=True, estimated_for=["worker lost"]
+    )
 
 
 async def test_lost_usage_carries_forward_over_several_attempts(acts: ModelCallActivities) -> None:
@@ -388,7 +392,9 @@ async def test_lost_usage_carries_forward_over_several_attempts(acts: ModelCallA
     }
     env.info = dataclasses.replace(env.info, attempt=3, heartbeat_details=[previous])
     result = await call(acts, request(OPENAI_MODEL, "hi"), env)
-    assert result.lost_usage == Usage(input_tokens=170, output_tokens=42 + 400, requests=1, estimated=True)
+    assert result.lost_usage == Usage(
+        input_tokens=170, output_tokens=42 + 400, requests=1, estimated=True, estimated_for=["worker lost"]
+    )
 
 
 async def test_lost_usage_is_read_from_heartbeat_payloads(acts: ModelCallActivities) -> None:
@@ -398,7 +404,9 @@ async def test_lost_usage_is_read_from_heartbeat_payloads(acts: ModelCallActivit
     payloads = DataConverter.default.payload_converter.to_payloads([previous])
     env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=payloads)
     result = await call(acts, request(OPENAI_MODEL, "hi"), env)
-    assert result.lost_usage == Usage(input_tokens=30, output_tokens=400, requests=1, estimated=True)
+    assert result.lost_usage == Usage(
+        input_tokens=30, output_tokens=400, requests=1, estimated=True, estimated_for=["worker lost"]
+    )
 
 
 async def test_attempt_that_died_before_any_output_loses_nothing(acts: ModelCallActivities) -> None:
@@ -410,22 +418,79 @@ async def test_attempt_that_died_before_any_output_loses_nothing(acts: ModelCall
     assert result.lost_usage is None
 
 
-async def test_openai_compatible_without_stream_usage_is_estimated(sim: SimServer) -> None:
-    """A compatible server that reports no usage gets a conservative estimate, marked as such."""
+def no_usage_server(sim: SimServer) -> tuple[ProviderSettings, ModelCatalog]:
+    """An OpenAI-compatible server (the simulator) asked for no usage at the end of a stream."""
     settings = ProviderSettings(
         sim_url=sim.url, openai_compatible_base_url=f"{sim.url}/v1", openai_compatible_stream_usage=False
     )
     catalog = ModelCatalog.from_yaml(
-        "models: {local: {model: 'openai-compatible:echo', price: {input_per_mtok: 1, output_per_mtok: 2}}}"
+        "models: {local: {model: 'openai-compatible:writer', price: {input_per_mtok: 1, output_per_mtok: 2}}}"
     )
-    req = request(resolve("local", catalog), "Echo this sentence back, please.")
+    return settings, catalog
+
+
+async def test_openai_compatible_without_stream_usage_is_estimated(sim: SimServer) -> None:
+    """A compatible server that reports no usage gets an estimate, marked as such and why: its output
+    counted by the chunks streamed (one token each), its input conservatively."""
+    settings, catalog = no_usage_server(sim)
+    req = request(resolve("local", catalog), "Echo this sentence back, please. [[sim tokens=120]]")
     async with own_activities(settings, catalog) as acts:
         result = await call(acts, req)
-    tally = served(sim, "echo")
-    assert result.usage.estimated
-    assert result.usage.input_tokens >= tally["input_tokens"]
-    assert result.usage.output_tokens >= tally["output_tokens"]
+    tally = served(sim, "writer")
+    assert result.usage.estimated and result.usage.estimated_for == ["no usage reported"]
+    assert result.usage.output_tokens == tally["output_tokens"] == 120
+    assert tally["input_tokens"] <= result.usage.input_tokens <= 1.5 * tally["input_tokens"]
+    assert result.sample is None  # an estimate is no evidence of the model's tokenizer
     assert result.cost_usd is not None and result.cost_usd > Decimal(0)
+
+
+async def test_an_estimated_reply_that_hits_its_cap_is_charged_the_cap(sim: SimServer) -> None:
+    """A reply cut at max_output_tokens by the server is estimated at that cap, never above it."""
+    settings, catalog = no_usage_server(sim)
+    req = request(resolve("local", catalog), "Go on. [[sim tokens=300]]", max_output_tokens=60)
+    async with own_activities(settings, catalog) as acts:
+        result = await call(acts, req)
+    assert result.finish_reason == "length"
+    assert result.usage.output_tokens == served(sim, "writer")["output_tokens"] == 60
+
+
+async def test_a_calibrated_ratio_brings_the_input_estimate_close(sim: SimServer) -> None:
+    """A call whose usage was reported yields a sample of the model's characters per token; with
+    it, the input of a call that reports none is estimated within 10% above the truth."""
+    settings, catalog = no_usage_server(sim)
+    prose = "Tell me about the history of lighthouses on rocky coasts, and the keepers who ran them. " * 8
+    async with own_activities(settings, catalog) as acts:
+        reported = await call(acts, request("sim:writer", prose + "[[sim tokens=250]]"))
+        assert reported.sample is not None and reported.sample.ratio() is not None
+        sim.reset()
+        blind = request(resolve("local", catalog), prose + "[[sim tokens=20]]")
+        conservative = await call(acts, blind)
+        calibrated = await call(acts, blind.model_copy(update={"chars_per_token": reported.sample.ratio()}))
+    truth = served(sim, "writer", settled=2)["input_tokens"] // 2
+    assert truth <= calibrated.usage.input_tokens <= 1.1 * truth + 1
+    assert calibrated.usage.input_tokens < conservative.usage.input_tokens
+
+
+async def test_an_interrupted_stream_is_charged_close_to_what_was_served(
+    acts: ModelCallActivities, sim: SimServer
+) -> None:
+    """A stream cut by a cancellation is charged from the chunks it had streamed plus a small margin:
+    never below what the simulator served (its prompt and every token it wrote), at most 1.25x it."""
+    prompt = "Write at length about the sea. [[sim latency=0 tps=50 tokens=400]]"
+    # The simulator's count of this prompt, from the same request answered whole.
+    witness = await call(acts, request(OPENAI_MODEL, prompt, max_output_tokens=1, stream=False))
+    sim.reset()
+    env = ActivityEnvironment()
+    task = asyncio.create_task(call(acts, request(OPENAI_MODEL, prompt), env))
+    await asyncio.sleep(2.0)
+    env.cancel()
+    result: ModelCallResult = await asyncio.wait_for(task, 5)
+    assert result.finish_reason == "cancelled"
+    assert result.usage.estimated_for == ["cut short"]
+    served_tokens = (
+        witness.usage.input_tokens + served(sim, OPENAI_MODEL.split(":")[1])["incomplete_output_tokens"]
+    )
+    assert served_tokens <= result.usage.total_tokens <= 1.25 * served_tokens
 
 
 async def test_resolve_models_activity(acts: ModelCallActivities) -> None:

@@ -138,7 +138,11 @@ async def test_an_incomplete_receipt_is_charged_as_lost_usage(
     await store.put(dead)
     result = await call(acts, req, attempt(2))
     assert result.lost_usage == Usage(
-        input_tokens=7 + 20 + 30, output_tokens=5 + 11 + 40 + 12, requests=3, estimated=True
+        input_tokens=7 + 20 + 30,
+        output_tokens=5 + 11 + 40 + 12,
+        requests=3,
+        estimated=True,
+        estimated_for=["worker lost"],
     )
     assert tally(sim, ended=1)["completed"] == 1
     assert result.usage.requests == 1 and not result.usage.estimated
@@ -148,7 +152,9 @@ async def test_the_margin_never_passes_max_output_tokens(store: DiskReceiptStore
     receipt = Receipt(
         key="k", call_id="c", input_estimate=5, chunks=58, output_tokens=58, chars=200, streaming_s=0.1
     )
-    assert receipt.dead_attempt(60) == Usage(input_tokens=5, output_tokens=60, requests=1, estimated=True)
+    assert receipt.dead_attempt(60) == Usage(
+        input_tokens=5, output_tokens=60, requests=1, estimated=True, estimated_for=["worker lost"]
+    )
 
 
 async def test_an_attempt_that_streamed_nothing_is_not_charged(

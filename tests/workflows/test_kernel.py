@@ -7,6 +7,7 @@ import uuid
 from typing import Any
 
 import pytest
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from activities.checks import CheckActivities, CheckRegistry
@@ -14,9 +15,12 @@ from activities.model_call import ModelCallActivities
 from activities.routing_stats import RoutingStatsActivities
 from contracts import search_attributes as sa
 from contracts.jobs import JobResult, JobStatus, StopReason, TurnRecord
+from contracts.models import ModelCallRequest
+from contracts.names import MODEL_CALL_ACTIVITY
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from tests.helpers import make_worker, sim_call, start_job, status_of
+from policies.tokens import input_overhead
+from tests.helpers import make_worker, sim_call, start_job, status_of, transcript_of
 
 MEDIUM_PASSES = "Solve puzzle 3: difficulty=0.7."  # tier-small FAIL, tier-medium PASS, tier-large PASS
 TIERS = ["sim:tier-small", "sim:tier-medium", "sim:tier-large"]
@@ -213,3 +217,48 @@ async def test_a_worker_without_the_price_of_a_model_ends_the_job_failed(
     attributes = described.typed_search_attributes
     assert attributes.get(sa.STOP_REASON) == "failed"
     assert attributes.get(sa.STATUS) == "finished"
+
+
+async def scheduled_model_calls(handle: Any) -> list[ModelCallRequest]:
+    """The inputs of the job's model-call activities, from its history, in order."""
+    requests = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attrs = event.activity_task_scheduled_event_attributes
+            if attrs.activity_type.name == MODEL_CALL_ACTIVITY:
+                [request] = pydantic_data_converter.payload_converter.from_payloads(
+                    attrs.input.payloads, [ModelCallRequest]
+                )
+                requests.append(request)
+    return requests
+
+
+async def test_later_calls_carry_the_ratio_calibrated_from_settled_ones(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """The first call of a model goes out uncalibrated; once its usage is reported, the job's next
+    call of that model carries the characters per token its text and reported tokens showed."""
+    spec = parse_spec(
+        {
+            "id": f"calibrate-{uuid.uuid4().hex[:8]}",
+            "task": "Describe the tides. [[sim latency=0 tps=0 tokens=300]]",
+            "agents": [{"name": "writer", "model": "sim:writer", "max_output_tokens": 400}],
+            "steps": [
+                {"id": "one", "agent": "writer", "prompt": "{task}"},
+                {"id": "two", "agent": "writer", "prompt": "Again: {task}"},
+            ],
+        }
+    )
+    async with make_worker(ts_env.client, gateway) as worker:
+        handle = await start_job(ts_env.client, worker.task_queue, spec)
+        result = await handle.result()
+        first, second = await scheduled_model_calls(handle)
+        turns = await transcript_of(handle)
+    assert result.stop_reason is StopReason.completed
+    assert first.chars_per_token is None
+    # The first call's evidence: the characters it sent and received against its reported tokens.
+    usage = turns[0].usage
+    assert not usage.estimated and usage.output_tokens == 300
+    chars = len(first.system) + sum(len(m.content) for m in first.messages) + len(turns[0].text)
+    tokens = usage.input_tokens - input_overhead(len(first.messages)) + usage.output_tokens
+    assert second.chars_per_token == pytest.approx(chars / tokens)
