@@ -329,6 +329,8 @@ def transcript(
     turns: list[TurnRecord] = _query(job_id, "transcript", list[TurnRecord])
     for turn in turns:
         head = f"#{turn.index} {turn.agent} ({turn.model}) {turn.usage.total_tokens} tokens"
+        if turn.usage.estimated:
+            head += f" (estimated: {estimate_reasons(turn.usage)})"
         console.print(Panel(turn.text, title=head, expand=False))
 
 

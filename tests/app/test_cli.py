@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.models import Usage
+from harness.cli import estimate_reasons
 from harness.sim import SimServer
 from tests.helpers import harness
 
@@ -62,3 +64,14 @@ def test_run_prints_result_spend_stop_reason_and_link(dev_env: WorkflowEnvironme
     spent = harness("ledger", job_id, env=env)
     assert spent.returncode == 0, spent.stderr
     assert "remaining" in spent.stdout and "writer:" in spent.stdout
+
+
+def test_the_summary_says_why_a_figure_is_estimated() -> None:
+    """The spend line names each reason an estimate was needed, and none when nothing was estimated."""
+    exact = Usage(input_tokens=10, output_tokens=5, requests=1)
+    older = Usage(input_tokens=10, output_tokens=5, requests=1, estimated=True)  # from before reasons
+    assert estimate_reasons(older) == "usage not reported in full"
+    cut = Usage(input_tokens=10, output_tokens=5, requests=1).because("cut short")
+    lost = Usage(input_tokens=3, output_tokens=2, requests=1).because("worker lost")
+    assert estimate_reasons(cut + lost + exact) == "calls cut short, attempts whose worker was lost"
+    assert not (exact + exact).estimated and (cut + exact).estimated
