@@ -138,7 +138,7 @@ class SimHandler(BaseHTTPRequestHandler):
 
     def _whole(self, wire: Wire, req: SimRequest, done: Completion, delay: float, drop: int | None) -> None:
         if not self._pause(delay):
-            self.sim.tally.incomplete(req.model, 0)
+            self.sim.tally.incomplete(req.model, req.input_tokens, 0)
             self._abort()
             return
         payload = json.dumps(wire.body(req, done)).encode()
@@ -150,7 +150,7 @@ class SimHandler(BaseHTTPRequestHandler):
                 raise ConnectionAbortedError("drop_stream fault")
             self.wfile.write(payload)
         except OSError:
-            self.sim.tally.incomplete(req.model, 0)
+            self.sim.tally.incomplete(req.model, req.input_tokens, 0)
             self._abort()
             return
         self.sim.tally.completed(req.model, req.input_tokens, len(done.pieces))
@@ -175,7 +175,7 @@ class SimHandler(BaseHTTPRequestHandler):
                 raise ConnectionAbortedError("drop_stream fault")
             self._chunks([*wire.tail(req, done), b""])  # the empty chunk ends the chunked body
         except OSError:
-            self.sim.tally.incomplete(req.model, sent)
+            self.sim.tally.incomplete(req.model, req.input_tokens, sent)
             self._abort()
             return
         self.sim.tally.completed(req.model, req.input_tokens, sent)

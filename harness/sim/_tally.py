@@ -6,15 +6,26 @@ import threading
 from collections import defaultdict
 from typing import Any
 
-_KEYS = ("requests", "completed", "incomplete", "input_tokens", "output_tokens", "incomplete_output_tokens")
+_KEYS = (
+    "requests",
+    "completed",
+    "incomplete",
+    "input_tokens",
+    "output_tokens",
+    "incomplete_input_tokens",
+    "incomplete_output_tokens",
+)
 
 
 class Tally:
     """Thread-safe per-model counters.
 
     ``input_tokens`` and ``output_tokens`` count only completed responses (fully delivered, final
-    usage included). A response cut short counts as incomplete, with the output tokens actually
-    written in ``incomplete_output_tokens``. Error answers count in ``requests`` only.
+    usage included). A response cut short counts as incomplete, with its prompt in
+    ``incomplete_input_tokens`` (a real provider bills the prompt of a request cut short) and the
+    output tokens actually written in ``incomplete_output_tokens``. Error answers count in
+    ``requests`` only. What the simulator served in all is ``input_tokens + output_tokens +
+    incomplete_input_tokens + incomplete_output_tokens``.
     """
 
     def __init__(self) -> None:
@@ -29,9 +40,15 @@ class Tally:
         """A response was fully delivered."""
         self._add(model, completed=1, input_tokens=input_tokens, output_tokens=output_tokens)
 
-    def incomplete(self, model: str, output_tokens_sent: int) -> None:
-        """A response was cut short after ``output_tokens_sent`` tokens were written."""
-        self._add(model, incomplete=1, incomplete_output_tokens=output_tokens_sent)
+    def incomplete(self, model: str, input_tokens: int, output_tokens_sent: int) -> None:
+        """A response to a prompt of ``input_tokens`` was cut short after ``output_tokens_sent``
+        tokens were written."""
+        self._add(
+            model,
+            incomplete=1,
+            incomplete_input_tokens=input_tokens,
+            incomplete_output_tokens=output_tokens_sent,
+        )
 
     def reset(self) -> None:
         """Forget everything."""

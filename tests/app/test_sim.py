@@ -334,7 +334,8 @@ def test_malformed_fault_breaks_parsing(oai: openai.OpenAI, ant: anthropic.Anthr
 def test_drop_stream_ends_early_and_counts_incomplete(
     server: SimServer, oai: openai.OpenAI, ant: anthropic.Anthropic
 ) -> None:
-    """drop_stream cuts the socket after N tokens with no usage; the tally records those N as incomplete."""
+    """drop_stream cuts the socket after N tokens with no usage; the tally records those N as incomplete,
+    with the prompts of the cut requests as incomplete input."""
     _fault(server, kind="drop_stream", after_tokens=4)
     got: list[str] = []
     with pytest.raises(openai.APIConnectionError):
@@ -358,6 +359,7 @@ def test_drop_stream_ends_early_and_counts_incomplete(
     tally = _wait_tally(server, "echo", "incomplete", 2)
     assert (tally["requests"], tally["completed"], tally["incomplete_output_tokens"]) == (2, 0, 7)
     assert (tally["input_tokens"], tally["output_tokens"]) == (0, 0)
+    assert tally["incomplete_input_tokens"] == 2 * _prompt("", "hi")
 
 
 def test_refusal_and_content_filter(oai: openai.OpenAI, ant: anthropic.Anthropic) -> None:
@@ -378,10 +380,10 @@ def test_refusal_and_content_filter(oai: openai.OpenAI, ant: anthropic.Anthropic
 
 
 def test_cancelled_stream_counts_incomplete(server: SimServer, oai: openai.OpenAI) -> None:
-    """A client that closes a stream early leaves an incomplete response with the tokens sent so far."""
-    stream = oai.chat.completions.create(
-        model="echo", messages=_user("long one [[sim tps=100 tokens=200]]"), stream=True
-    )
+    """A client that closes a stream early leaves an incomplete response with the tokens sent so far,
+    and its whole prompt (billed by a real provider) in incomplete input."""
+    prompt = "long one [[sim tps=100 tokens=200]]"
+    stream = oai.chat.completions.create(model="echo", messages=_user(prompt), stream=True)
     for i, _ in enumerate(stream):
         if i == 3:
             break
@@ -389,6 +391,7 @@ def test_cancelled_stream_counts_incomplete(server: SimServer, oai: openai.OpenA
     tally = _wait_tally(server, "echo", "incomplete", 1)
     assert (tally["completed"], tally["incomplete"], tally["output_tokens"]) == (0, 1, 0)
     assert 3 <= tally["incomplete_output_tokens"] < 200
+    assert (tally["incomplete_input_tokens"], tally["input_tokens"]) == (_prompt("", prompt), 0)
 
 
 # --- scenarios -----------------------------------------------------------------------------------
