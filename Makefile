@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXAMPLE ?= examples/sequential.yaml
 
-.PHONY: run test lint fmt bench clean venv bytecode
+.PHONY: run test lint fmt bench bench-accounting clean venv bytecode
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ test: $(STAMP) bytecode lint
 
 bench: $(STAMP) bytecode
 	$(BIN)/python bench/overhead.py
+
+bench-accounting: $(STAMP) bytecode
+	$(BIN)/python bench/accounting.py
 
 clean:
 	rm -rf $(VENV) .harness .pytest_cache .mypy_cache .ruff_cache
