@@ -25,7 +25,9 @@ Crashes: ``--jobs`` jobs (sequential, dag and group chat in turn; streamed calls
 their own dev server with a shared receipts directory. The dev server is SIGKILLed twice while calls
 stream and restarted on its data directory after ``--outage`` seconds (half the jobs start after the
 first restart, so the second kill meets calls too), and the worker process is SIGKILLed and replaced
-every ``--kill-every`` seconds while the server is up. ``crash_ledger_ratio`` is the jobs' ledger
+every ``--kill-every`` seconds on average (jittered) while the server is up, until ``--churn``
+seconds after the second restart: under that churn calls almost never complete, so it stops for the
+jobs to end. ``crash_ledger_ratio`` is the jobs' ledger
 tokens over every token the simulator served (completed and cut requests, input and output);
 ``crash_paid_twice`` is the simulator's completed requests minus the calls the jobs made.
 
