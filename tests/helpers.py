@@ -1,5 +1,6 @@
 """Helpers the tests share: workers, jobs, budget accounts, the simulator's control API, worker
-processes and the ``harness`` command. Fixtures are in ``tests/conftest.py``; this module has none.
+processes, dev servers of a test's own and the ``harness`` command. Fixtures are in
+``tests/conftest.py`` (and ``tests/e2e/conftest.py``); this module has none.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -28,6 +31,7 @@ from contracts.accounts import AccountState
 from contracts.jobs import JobProgress, JobResult, TurnRecord
 from contracts.names import ACCOUNT_WORKFLOW, account_workflow_id
 from contracts.spec import JobSpec
+from harness.devserver import DevServer
 from harness.sim import SimServer
 from worker import build_worker
 from workflows import WORKFLOW_FOR_MODE
@@ -171,21 +175,23 @@ def assert_ledger_matches_sim(result: JobResult, sim: SimServer) -> None:
 def start_worker(env: WorkflowEnvironment | Client, sim: SimServer, queue: str) -> subprocess.Popen[bytes]:
     """A worker in its own process, as a user would run it, on the environment's (or client's) server."""
     client = env if isinstance(env, Client) else env.client
-    config = client.service_client.config
-    child_env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": config.target_host,
-        "TEMPORAL_NAMESPACE": client.namespace,
-        "HARNESS_TASK_QUEUE": queue,
-        "HARNESS_SIM_URL": sim.url,
-    }
     return subprocess.Popen(
         [sys.executable, str(ROOT / "worker.py")],
-        env=child_env,
+        env=_worker_env(client.service_client.config.target_host, client.namespace, sim, queue),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+
+
+def _worker_env(address: str, namespace: str, sim: SimServer, queue: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_NAMESPACE": namespace,
+        "HARNESS_TASK_QUEUE": queue,
+        "HARNESS_SIM_URL": sim.url,
+    }
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -229,6 +235,30 @@ async def run_through_a_crash(
         stop(first)
         if second is not None:
             stop(second)
+
+
+# --- dev servers of a test's own (server crash tests) -------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def kill_server(server: DevServer) -> None:
+    """SIGKILL the dev server's process group (by its PID) and reap it."""
+    pid = server.pid
+    assert pid is not None
+    os.killpg(pid, signal.SIGKILL)
+    server.stop()  # reaps the dead child; signals nothing else
+
+
+async def connect(server: DevServer) -> Client:
+    """A client of ``server`` with the pydantic converter."""
+    return await Client.connect(server.address, data_converter=pydantic_data_converter)
 
 
 # --- the command line ----------------------------------------------------------------------------

@@ -31,15 +31,7 @@ from harness.devserver import (
     probe,
     temporal_cli,
 )
-from tests.helpers import BIN
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.helpers import BIN, free_port
 
 
 @pytest.fixture

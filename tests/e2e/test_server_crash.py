@@ -7,61 +7,30 @@ The test starts its own dev server (SQLite under ``tmp_path``) and stops it by i
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from contracts.jobs import JobResult, StopReason
 from contracts.spec import parse_spec
 from harness.devserver import DevServer
 from harness.sim import SimServer
-from tests.helpers import sim_call, start_job, start_worker, stop, transcript_of
+from tests.helpers import (
+    connect,
+    free_port,
+    kill_server,
+    sim_call,
+    start_job,
+    start_worker,
+    stop,
+    transcript_of,
+)
 
 pytestmark = pytest.mark.e2e
 
 OUTAGE_S = 12.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def receipts_dir(tmp_path: Path) -> Iterator[Path]:
-    """A receipts directory of this test's own, shared by its worker processes."""
-    where = tmp_path / "receipts"
-    before = os.environ.get("HARNESS_RECEIPTS_DIR")
-    os.environ["HARNESS_RECEIPTS_DIR"] = str(where)
-    try:
-        yield where
-    finally:
-        if before is None:
-            os.environ.pop("HARNESS_RECEIPTS_DIR", None)
-        else:
-            os.environ["HARNESS_RECEIPTS_DIR"] = before
-
-
-def kill_server(server: DevServer) -> None:
-    """SIGKILL the dev server's process group (by its PID) and reap it."""
-    pid = server.pid
-    assert pid is not None
-    os.killpg(pid, signal.SIGKILL)
-    server.stop()  # reaps the dead child; signals nothing else
-
-
-async def connect(server: DevServer) -> Client:
-    return await Client.connect(server.address, data_converter=pydantic_data_converter)
 
 
 async def test_server_sigkill_mid_job_charges_every_call_once(
