@@ -6,6 +6,7 @@ processes, dev servers of a test's own and the ``harness`` command. Fixtures are
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -192,6 +193,60 @@ def _worker_env(address: str, namespace: str, sim: SimServer, queue: str) -> dic
         "HARNESS_TASK_QUEUE": queue,
         "HARNESS_SIM_URL": sim.url,
     }
+
+
+class WorkerForks:
+    """Worker processes forked from one that has imported ``worker.py`` once (``tests/worker_forks.py``),
+    for tests that start a worker every few seconds: each starts in well under a second. Every
+    worker is killed by its PID; ``close`` kills those still running and the forking process."""
+
+    def __init__(self, address: str, sim: SimServer, queue: str, log_dir: Path) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = log_dir
+        self.pids: list[int] = []
+        self.forker = subprocess.Popen(
+            [sys.executable, "-m", "tests.worker_forks", str(log_dir)],
+            env=_worker_env(address, "default", sim, queue),
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+
+    def start(self) -> int:
+        """Start a worker; returns its PID."""
+        assert self.forker.stdin is not None and self.forker.stdout is not None
+        self.forker.stdin.write(b"start\n")
+        self.forker.stdin.flush()
+        line = self.forker.stdout.readline()
+        assert line.strip().isdigit(), f"the forking process answered {line!r}"
+        pid = int(line)
+        self.pids.append(pid)
+        return pid
+
+    def kill(self, pid: int) -> None:
+        """SIGKILL the worker ``pid`` (one this object started), if it still runs."""
+        assert pid in self.pids
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+    def alive(self, pid: int) -> bool:
+        """Whether the worker ``pid`` still runs (its parent reaps it once it has died)."""
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def log(self, pid: int) -> str:
+        """What the worker ``pid`` wrote to its stderr."""
+        path = self.log_dir / f"worker-{pid}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def close(self) -> None:
+        """Kill every worker still running, then the forking process, and reap it."""
+        for pid in self.pids:
+            self.kill(pid)
+        stop(self.forker)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
