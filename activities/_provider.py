@@ -21,11 +21,11 @@ OnProgress = Callable[[str], None]
 """Called with each piece of text as it streams in."""
 
 
-def estimate_input_tokens(request: ModelCallRequest, chars_per_token: float | None = None) -> int:
+def estimate_input_tokens(request: ModelCallRequest, scale: float | None = None) -> int:
     """Input tokens of ``request`` as sent (the one estimator, ``policies.tokens``): conservative,
-    or by ``chars_per_token`` where there is evidence for it."""
+    or by a calibrated ``scale`` where there is evidence for one."""
     return estimate_request_tokens(
-        request.system, [m.content for m in request.messages], request.output_type, chars_per_token
+        request.system, [m.content for m in request.messages], request.output_type, scale
     )
 
 
@@ -33,10 +33,10 @@ def estimate_usage(request: ModelCallRequest, text: str, chunks: int) -> Usage:
     """Usage of a reply whose provider reported none, from what was sent and received: the output
     by its chunks (or characters), the prompt by the job's calibrated ratio (or the conservative
     default)."""
-    ratio = request.chars_per_token
+    scale = request.token_scale
     return Usage(
-        input_tokens=estimate_input_tokens(request, ratio),
-        output_tokens=estimate_output_tokens(chunks, len(text), request.max_output_tokens, ratio),
+        input_tokens=estimate_input_tokens(request, scale),
+        output_tokens=estimate_output_tokens(chunks, text, request.max_output_tokens, scale),
         requests=1,
     ).because("no usage reported")
 

@@ -9,7 +9,7 @@ A reference is either ``provider:model`` (providers: ``sim``, ``openai``, ``anth
         tier: 0
         context_window: 128000
         max_output_tokens: 16384
-        chars_per_token: 4.2   # optional: what usage a server does not report is estimated with
+        token_scale: 0.8   # optional: tokens per token of harness's conservative estimate
         price: {input_per_mtok: 0.15, output_per_mtok: 0.60}
 
 Where a price comes from, first match wins:
@@ -110,9 +110,10 @@ class CatalogEntry(BaseModel):
     """Input tokens the model accepts."""
     max_output_tokens: int | None = Field(default=None, gt=0)
     """Cap on the tokens of one reply."""
-    chars_per_token: float | None = Field(default=None, gt=0)
-    """Characters per token of the model's tokenizer on your text, for estimating usage a server
-    does not report; a job calibrates its own figure from calls whose usage was reported."""
+    token_scale: float | None = Field(default=None, gt=0)
+    """Tokens the model's tokenizer counts per token of harness's conservative estimate on your text
+    (0.75: a quarter fewer), for estimating usage a server does not report; a job calibrates its own
+    figure from calls whose usage was reported."""
     price: ModelPrice | None = None
     """USD per million tokens; overrides genai-prices."""
     price_source: str = "catalog"
@@ -248,8 +249,8 @@ def resolve(ref: str, catalog: ModelCatalog | None = None, *, at: datetime | Non
         tier=pick("tier", 1),
         context_window=pick("context_window", context_window or 128_000),
         max_output_tokens=pick("max_output_tokens", 4_096),
-        chars_per_token=next(
-            (c.chars_per_token for c in (entry, base) if c is not None and c.chars_per_token is not None),
+        token_scale=next(
+            (c.token_scale for c in (entry, base) if c is not None and c.token_scale is not None),
             None,
         ),
         price=price,

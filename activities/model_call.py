@@ -46,9 +46,11 @@ from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
 from contracts.outputs import OUTPUT_TYPES
 from policies.tokens import (
     TokenSample,
-    estimate_input_tokens,
+    chunks_are_tokens,
+    count_tokens,
     estimate_output_tokens,
     input_overhead,
+    scaled,
 )
 
 __all__ = ["HEARTBEAT_INTERVAL_S", "ModelCallActivities"]
@@ -76,11 +78,15 @@ class _Meter:
     chars: int = 0
     first_at: float | None = None
     last_at: float | None = None
-    _prompt: tuple[str, list[str]] = ("", [])
+    _prompt_tokens: int = 0
+    """The conservative count of the request's texts (system prompt and messages), made once."""
+    _messages: int = 0
 
     def start(self, request: ModelCallRequest) -> None:
         self.request = request
-        self._prompt = (system_prompt(request), [m.content for m in request.messages])
+        contents = [m.content for m in request.messages]
+        self._prompt_tokens = count_tokens(system_prompt(request)) + sum(count_tokens(c) for c in contents)
+        self._messages = len(contents)
         self.pieces = []
         self.chars = 0
         self.first_at = None
@@ -95,10 +101,9 @@ class _Meter:
 
     def settle(self, usage: Usage) -> None:
         if not usage.estimated:  # the provider's own count: evidence of the model's tokenizer
-            system, contents = self._prompt
             self.sample = self.sample + TokenSample(
-                chars=len(system) + sum(len(c) for c in contents) + self.chars,
-                tokens=max(0, usage.input_tokens - input_overhead(len(contents)))
+                estimated=self._prompt_tokens + count_tokens("".join(self.pieces)),
+                tokens=max(0, usage.input_tokens - input_overhead(self._messages))
                 + max(0, usage.output_tokens - usage.reasoning_tokens),
             )
         self.settled = self.settled + usage
@@ -106,23 +111,23 @@ class _Meter:
         self.chars = 0
         self.request = None
 
-    def ratio(self) -> float | None:
-        """Characters per token for this call's estimates: the job's calibrated figure (None: the
-        conservative default)."""
-        return self.request.chars_per_token if self.request is not None else None
+    def scale(self) -> float | None:
+        """The model's calibrated scale for this call's estimates (None: the conservative count)."""
+        return self.request.token_scale if self.request is not None else None
 
     @property
     def input_estimate(self) -> int:
         """Input tokens (estimated) of the reply in flight; 0 when none is."""
         if self.request is None:
             return 0
-        system, contents = self._prompt
-        return estimate_input_tokens(system, contents, self.ratio())
+        return scaled(self._prompt_tokens, self.scale()) + input_overhead(self._messages)
 
     def streamed_output_tokens(self) -> int:
         """Output tokens of the reply in flight received so far: its chunks (or characters)."""
         limit = self.request.max_output_tokens if self.request is not None else None
-        return estimate_output_tokens(len(self.pieces), self.chars, limit, self.ratio())
+        if chunks_are_tokens(len(self.pieces), self.chars):  # the usual case: no need to join them
+            return min(len(self.pieces), limit) if limit is not None else len(self.pieces)
+        return estimate_output_tokens(len(self.pieces), "".join(self.pieces), limit, self.scale())
 
     def in_flight(self, reason: EstimateReason) -> Usage:
         """Estimate of the reply in flight: its input estimate plus the output streamed so far (and,

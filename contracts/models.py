@@ -101,7 +101,7 @@ class ModelInfo(BaseModel):
     tier: int = Field(default=1, description="0 is cheapest; higher tiers are stronger and dearer.")
     context_window: int = 128_000
     max_output_tokens: int = 4_096
-    chars_per_token: float | None = Field(
+    token_scale: float | None = Field(
         default=None, description="The catalog's figure for estimates, where it gives one."
     )
     price: ModelPrice
@@ -134,10 +134,11 @@ class ModelCallRequest(BaseModel):
     )
     structured_retries: int = Field(default=2, description="Re-asks with the error fed back.")
     stream: bool = True
-    chars_per_token: float | None = Field(
+    token_scale: float | None = Field(
         default=None,
-        description="Characters per token of this model, calibrated from the job's settled calls "
-        "(or the catalog's figure): what usage the provider does not report is estimated with.",
+        description="Tokens this model's tokenizer counts per token of harness's conservative "
+        "estimate, calibrated from the job's settled calls (or the catalog's figure): what usage the "
+        "provider does not report is estimated with.",
     )
 
 
@@ -164,8 +165,8 @@ class ModelCallResult(BaseModel):
     )
     sample: TokenSample | None = Field(
         default=None,
-        description="Characters sent and received against the tokens the provider reported for "
-        "them: what calibrates the job's estimates for this model.",
+        description="Our estimate of the text sent and received against the tokens the provider "
+        "reported for it: what calibrates the job's estimates for this model.",
     )
 
 

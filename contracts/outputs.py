@@ -65,9 +65,9 @@ def system_prompt(system: str, output_type: str | None) -> str:
 
 
 def estimate_request_tokens(
-    system: str, messages: list[str], output_type: str | None, chars_per_token: float | None = None
+    system: str, messages: list[str], output_type: str | None, scale: float | None = None
 ) -> int:
     """Input tokens of a model call as sent (``policies.tokens``' estimate of its whole prompt):
-    what the workflow reserves (conservative: no ``chars_per_token``) and what the gateway charges
-    when a provider reports no usage (by the calibrated ratio, where there is one)."""
-    return estimate_input_tokens(system_prompt(system, output_type), messages, chars_per_token)
+    what the workflow reserves (conservative: no ``scale``) and what the gateway charges when a
+    provider reports no usage (by the model's calibrated scale, where there is one)."""
+    return estimate_input_tokens(system_prompt(system, output_type), messages, scale)

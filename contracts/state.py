@@ -120,7 +120,7 @@ class JobState(BaseModel):
     )
     calibration: dict[str, TokenSample] = Field(
         default_factory=dict,
-        description="Characters against reported tokens per provider model, from settled calls: "
+        description="Estimated against reported tokens per provider model, from settled calls: "
         "what usage a provider does not report is estimated with.",
     )
     chat: ChatState | None = None

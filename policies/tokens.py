@@ -1,90 +1,107 @@
 """The one token estimator: what a reservation and an unreported usage are priced at.
 
-Without evidence, ``ceil(chars / 3)``: real tokenizers average about 4 characters per token in
-English, so this over-counts on purpose (an estimate is charged, and charging too little is the
-worse error). Each message adds a few tokens of role markers, each request a reply primer.
+Without evidence the count is conservative: every punctuation mark or symbol is a token (BPE
+tokenizers rarely merge them with letters), every run of letters a token per 4 letters and every
+run of digits a token per 3 digits, at least one each. English prose comes out somewhat above what
+current tokenizers count, code and punctuation-heavy text closer to it: an estimate is charged, and
+charging too little is the worse error. Each message adds a few tokens of role markers, each
+request a reply primer. (Scripts that are written without spaces, Chinese or Japanese say, count
+as long words and can come out lower than the truth: calibration fixes that.)
 
 Evidence makes it closer to the truth:
 
-- a **calibrated ratio** of characters per token for the model: from the job's settled calls of the
-  same model (``TokenSample``, characters sent and received against the tokens the provider
-  reported), or the catalog's ``chars_per_token``. It is used with a bounded safety margin
-  (``CALIBRATED_MARGIN``), so an estimate stays a little above what the ratio predicts;
+- a **calibrated scale** for the model: the tokens its provider reported for the job's settled calls
+  of it, over what this estimator counted for the same text (``TokenSample``), or the catalog's
+  ``token_scale``. It is used with a bounded safety margin (``CALIBRATED_MARGIN``), so an estimate
+  stays a little above what the scale predicts;
 - a **stream's own chunks**: servers that stream one token per chunk (OpenAI, vLLM, llama.cpp,
   Ollama) are counted by their chunks, exactly; a stream whose chunks hold more characters than a
   token can (``MAX_CHARS_PER_TOKEN_CHUNK``) carries several tokens per chunk and is estimated from
-  its characters instead. A reply's characters per chunk do not calibrate its prompt: prompts
-  (code, data, directives) often tokenize worse than prose replies, and under-charging is the
-  worse error.
+  its text instead.
 
 An output estimate never exceeds the call's ``max_output_tokens``: the provider cannot have
-generated more. Reservations use the conservative ratio: a hold that is too small lets a call
+generated more. Reservations use the conservative count: a hold that is too small lets a call
 break a cap; only unreported usage uses the calibrated one.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 from pydantic import BaseModel
 
-CHARS_PER_TOKEN = 3.0
-"""The conservative ratio used without evidence."""
-TYPICAL_CHARS_PER_TOKEN = 4.0  # English text on current tokenizers, about
+LETTERS_PER_TOKEN = 4
+"""Letters of a word per token, without evidence (words of up to 4 letters are one token)."""
+DIGITS_PER_TOKEN = 3
+"""Digits per token (tokenizers split long numbers into groups of up to 3)."""
+TYPICAL_SCALE = 0.75
+"""Typical tokens per estimated token on English prose, for limits that must not refuse too much."""
 PER_MESSAGE_TOKENS = 4
 PER_REQUEST_TOKENS = 3
 CALIBRATED_MARGIN = 1.1
-"""An estimate from a calibrated ratio is this much above what the ratio predicts (10%)."""
+"""An estimate from a calibrated scale is this much above what the scale predicts (10%)."""
 MIN_CALIBRATION_TOKENS = 200
-"""Tokens of evidence a job needs for a model before its ratio is trusted over the default."""
-MAX_CALIBRATED_RATIO = 8.0
-"""No evidence makes a token count for more characters than this (a provider's odd counts, say)."""
+"""Tokens of evidence a job needs for a model before its scale is trusted over the default."""
+MIN_SCALE, MAX_SCALE = 0.25, 4.0
+"""No evidence makes a text count for less than a quarter, or more than four times, its estimate."""
 MAX_CHARS_PER_TOKEN_CHUNK = 6.0
 """Chunks averaging more characters than this hold several tokens each: not counted as tokens."""
 
+_LETTERS = re.compile(r"[^\W\d]+")
+_DIGITS = re.compile(r"\d+")
+_SYMBOL = re.compile(r"[^\w\s]")
+
 
 class TokenSample(BaseModel):
-    """Evidence for a model's characters per token: text and the tokens a provider counted for it."""
+    """Evidence for a model's tokenizer: what this estimator counted for some text, and the tokens a
+    provider reported for the same text."""
 
-    chars: int = 0
+    estimated: int = 0
     tokens: int = 0
 
     def __add__(self, other: TokenSample) -> TokenSample:
-        return TokenSample(chars=self.chars + other.chars, tokens=self.tokens + other.tokens)
+        return TokenSample(estimated=self.estimated + other.estimated, tokens=self.tokens + other.tokens)
 
-    def ratio(self) -> float | None:
-        """Characters per token, once there is enough evidence (``MIN_CALIBRATION_TOKENS``)."""
-        if self.tokens < MIN_CALIBRATION_TOKENS or self.chars <= 0:
+    def scale(self) -> float | None:
+        """Reported tokens per estimated token, once there is enough evidence."""
+        if self.tokens < MIN_CALIBRATION_TOKENS or self.estimated <= 0:
             return None
-        return self.chars / self.tokens
+        return self.tokens / self.estimated
 
 
-def effective_ratio(calibrated: float | None) -> float:
-    """The characters per token an estimate divides by: a calibrated ratio (at most
-    ``MAX_CALIBRATED_RATIO``) less its safety margin, or the conservative default."""
-    if calibrated is None or calibrated <= 0:
-        return CHARS_PER_TOKEN
-    return min(calibrated, MAX_CALIBRATED_RATIO) / CALIBRATED_MARGIN
+def count_tokens(text: str) -> int:
+    """The conservative count of ``text``: one token per symbol, ceil(len / 4) per run of letters,
+    ceil(len / 3) per run of digits."""
+    symbols = len(_SYMBOL.findall(text))
+    letters = sum(-(-len(run) // LETTERS_PER_TOKEN) for run in _LETTERS.findall(text))
+    digits = sum(-(-len(run) // DIGITS_PER_TOKEN) for run in _DIGITS.findall(text))
+    return symbols + letters + digits
 
 
-def estimate_tokens(text: str, chars_per_token: float | None = None) -> int:
-    """Tokens of ``text``: ``ceil(chars / 3)``, or by a calibrated ratio (with its margin)."""
-    return _ceil(len(text) / effective_ratio(chars_per_token))
+def scaled(tokens: int, scale: float | None) -> int:
+    """``tokens`` (a conservative count) by a calibrated ``scale`` and its margin; unchanged without one."""
+    if scale is None or scale <= 0:
+        return tokens
+    return math.ceil(round(tokens * min(max(scale, MIN_SCALE), MAX_SCALE) * CALIBRATED_MARGIN, 6))
 
 
-def estimate_input_tokens(system: str, messages: Iterable[str], chars_per_token: float | None = None) -> int:
-    """Input tokens of a request: the system prompt and each message, plus overheads."""
-    return (
-        estimate_tokens(system, chars_per_token)
-        + sum(estimate_tokens(content, chars_per_token) + PER_MESSAGE_TOKENS for content in messages)
-        + PER_REQUEST_TOKENS
-    )
+def estimate_tokens(text: str, scale: float | None = None) -> int:
+    """Tokens of ``text``: the conservative count, or by a calibrated scale (with its margin)."""
+    return scaled(count_tokens(text), scale)
 
 
 def input_overhead(messages: int) -> int:
     """Tokens a request adds on top of its texts: role markers per message and the reply primer."""
     return messages * PER_MESSAGE_TOKENS + PER_REQUEST_TOKENS
+
+
+def estimate_input_tokens(system: str, messages: Iterable[str], scale: float | None = None) -> int:
+    """Input tokens of a request: the system prompt and each message, plus overheads."""
+    contents = list(messages)
+    texts = count_tokens(system) + sum(count_tokens(content) for content in contents)
+    return scaled(texts, scale) + input_overhead(len(contents))
 
 
 def chunks_are_tokens(chunks: int, chars: int) -> bool:
@@ -93,29 +110,22 @@ def chunks_are_tokens(chunks: int, chars: int) -> bool:
 
 
 def estimate_output_tokens(
-    chunks: int, chars: int, max_output_tokens: int | None, chars_per_token: float | None = None
+    chunks: int, text: str, max_output_tokens: int | None, scale: float | None = None
 ) -> int:
-    """Output tokens of a reply received as ``chunks`` pieces of ``chars`` characters in all.
+    """Output tokens of a reply received as ``chunks`` pieces making ``text``.
 
-    One token per chunk when the chunks look like tokens; otherwise from the characters (at least
-    one per chunk). Never above ``max_output_tokens``, which the provider cannot have exceeded.
+    One token per chunk when the chunks look like tokens; otherwise from the text (at least one per
+    chunk). Never above ``max_output_tokens``, which the provider cannot have exceeded.
     """
-    if chunks_are_tokens(chunks, chars):
-        tokens = chunks
-    else:
-        tokens = max(chunks, _ceil(chars / effective_ratio(chars_per_token)))
+    by_chunks = chunks_are_tokens(chunks, len(text))
+    tokens = chunks if by_chunks else max(chunks, estimate_tokens(text, scale))
     return min(tokens, max_output_tokens) if max_output_tokens is not None else tokens
 
 
 def likely_tokens(conservative: int) -> int:
-    """A conservative estimate scaled back to a typical count (4 characters per token).
+    """A conservative count scaled back to a typical one (``TYPICAL_SCALE``).
 
     For refusing what cannot fit a context window, where the conservative count would refuse
     requests that do fit.
     """
-    return int(conservative * CHARS_PER_TOKEN // TYPICAL_CHARS_PER_TOKEN)
-
-
-def _ceil(value: float) -> int:
-    """Ceiling that ignores float noise (440 / (4.4 / 1.1) is 110, not 111)."""
-    return math.ceil(round(value, 6))
+    return int(conservative * TYPICAL_SCALE)

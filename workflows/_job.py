@@ -269,7 +269,7 @@ class JobWorkflow:
             max_output_tokens=max_out,
             temperature=agent.temperature,
             output_type=output_type,
-            chars_per_token=self._chars_per_token(model),
+            token_scale=self._token_scale(model),
         )
         started = workflow.now()
         self.in_flight = f"{agent.name} on {model.ref}" + (f" (step {step})" if step else "")
@@ -328,12 +328,12 @@ class JobWorkflow:
         self._raise_if_aborted()
         return result
 
-    def _chars_per_token(self, model: ModelInfo) -> float | None:
-        """The model's characters per token for estimating unreported usage: calibrated from this
-        job's settled calls of it, else the catalog's figure, else None (the conservative default)."""
+    def _token_scale(self, model: ModelInfo) -> float | None:
+        """The model's scale for estimating unreported usage: calibrated from this job's settled
+        calls of it, else the catalog's figure, else None (the conservative count)."""
         sample = self.state.calibration.get(_model_key(model))
-        calibrated = sample.ratio() if sample is not None else None
-        return calibrated if calibrated is not None else model.chars_per_token
+        calibrated = sample.scale() if sample is not None else None
+        return calibrated if calibrated is not None else model.token_scale
 
     def _fit_context(self, agent: AgentSpec, model: ModelInfo, estimate: int, max_out: int) -> int:
         """``max_out`` cut to what the model's context window leaves; ``StopJob`` if the input alone

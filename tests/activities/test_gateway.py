@@ -455,17 +455,17 @@ async def test_an_estimated_reply_that_hits_its_cap_is_charged_the_cap(sim: SimS
 
 
 async def test_a_calibrated_ratio_brings_the_input_estimate_close(sim: SimServer) -> None:
-    """A call whose usage was reported yields a sample of the model's characters per token; with
+    """A call whose usage was reported yields a sample of the model's tokens per counted token; with
     it, the input of a call that reports none is estimated within 10% above the truth."""
     settings, catalog = no_usage_server(sim)
     prose = "Tell me about the history of lighthouses on rocky coasts, and the keepers who ran them. " * 8
     async with own_activities(settings, catalog) as acts:
         reported = await call(acts, request("sim:writer", prose + "[[sim tokens=250]]"))
-        assert reported.sample is not None and reported.sample.ratio() is not None
+        assert reported.sample is not None and reported.sample.scale() is not None
         sim.reset()
         blind = request(resolve("local", catalog), prose + "[[sim tokens=20]]")
         conservative = await call(acts, blind)
-        calibrated = await call(acts, blind.model_copy(update={"chars_per_token": reported.sample.ratio()}))
+        calibrated = await call(acts, blind.model_copy(update={"token_scale": reported.sample.scale()}))
     truth = served(sim, "writer", settled=2)["input_tokens"] // 2
     assert truth <= calibrated.usage.input_tokens <= 1.1 * truth + 1
     assert calibrated.usage.input_tokens < conservative.usage.input_tokens

@@ -19,7 +19,7 @@ from contracts.models import ModelCallRequest
 from contracts.names import MODEL_CALL_ACTIVITY
 from contracts.spec import JobSpec, parse_spec
 from harness.sim import SimServer
-from policies.tokens import input_overhead
+from policies.tokens import count_tokens, input_overhead
 from tests.helpers import make_worker, sim_call, start_job, status_of, transcript_of
 
 MEDIUM_PASSES = "Solve puzzle 3: difficulty=0.7."  # tier-small FAIL, tier-medium PASS, tier-large PASS
@@ -237,7 +237,7 @@ async def test_later_calls_carry_the_ratio_calibrated_from_settled_ones(
     ts_env: WorkflowEnvironment, gateway: ModelCallActivities
 ) -> None:
     """The first call of a model goes out uncalibrated; once its usage is reported, the job's next
-    call of that model carries the characters per token its text and reported tokens showed."""
+    call of that model carries the scale its reported tokens over our count of its text showed."""
     spec = parse_spec(
         {
             "id": f"calibrate-{uuid.uuid4().hex[:8]}",
@@ -255,10 +255,12 @@ async def test_later_calls_carry_the_ratio_calibrated_from_settled_ones(
         first, second = await scheduled_model_calls(handle)
         turns = await transcript_of(handle)
     assert result.stop_reason is StopReason.completed
-    assert first.chars_per_token is None
-    # The first call's evidence: the characters it sent and received against its reported tokens.
+    assert first.token_scale is None
+    # The first call's evidence: our count of what it sent and received against its reported tokens.
     usage = turns[0].usage
     assert not usage.estimated and usage.output_tokens == 300
-    chars = len(first.system) + sum(len(m.content) for m in first.messages) + len(turns[0].text)
+    texts = [first.system, *(m.content for m in first.messages), turns[0].text]
+    counted = sum(count_tokens(text) for text in texts)
     tokens = usage.input_tokens - input_overhead(len(first.messages)) + usage.output_tokens
-    assert second.chars_per_token == pytest.approx(chars / tokens)
+    assert second.token_scale == pytest.approx(tokens / counted)
+    assert second.token_scale < 1  # the conservative count is above what the simulator counts
