@@ -122,7 +122,7 @@ async def test_a_request_over_the_context_window_is_refused_before_it_is_sent(
     """A task of about 150k tokens for a model with a 128k window is not sent (nothing is served or
     paid): the job ends failed, naming the sizes."""
     sim_call(sim, "/_sim/reset", {})
-    spec = chain_spec(task="durable " * 75_000)  # 600,000 characters
+    spec = chain_spec(task="durable " * 100_000)  # 800,000 characters, 2 tokens a word
     async with make_worker(ts_env.client, gateway) as worker:
         result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.stop_reason is StopReason.failed, result.explanation
