@@ -25,7 +25,7 @@ def estimate_input_tokens(request: ModelCallRequest, scale: float | None = None)
     """Input tokens of ``request`` as sent (the one estimator, ``policies.tokens``): conservative,
     or by a calibrated ``scale`` where there is evidence for one."""
     return estimate_request_tokens(
-        request.system, [m.content for m in request.messages], request.output_type, scale
+        request.system, request.texts(), request.output_type, scale
     )
 
 

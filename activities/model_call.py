@@ -84,7 +84,7 @@ class _Meter:
 
     def start(self, request: ModelCallRequest) -> None:
         self.request = request
-        contents = [m.content for m in request.messages]
+        contents = request.texts()
         self._prompt_tokens = count_tokens(system_prompt(request)) + sum(count_tokens(c) for c in contents)
         self._messages = len(contents)
         self.pieces = []

@@ -12,11 +12,13 @@ Token fields nest like this (the same convention as pydantic-ai and genai-prices
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from contracts.tools import ToolCall, ToolDef, ToolResult
 from policies.tokens import TokenSample
 
 EstimateReason = Literal["cut short", "no usage reported", "worker lost", "failed mid-reply"]
@@ -109,11 +111,27 @@ class ModelInfo(BaseModel):
 
 
 class Message(BaseModel):
-    """One message of a conversation sent to a model."""
+    """One message of a conversation sent to a model.
+
+    An assistant message may carry the tool calls the model asked for, and the user message after
+    it their results (OpenAI sends each result as a ``tool`` message, Anthropic as ``tool_result``
+    blocks of a user message: the providers translate).
+    """
 
     role: Literal["user", "assistant"]
     content: str
     name: str | None = Field(default=None, description="Which agent said it, in multi-agent modes.")
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_results: list[ToolResult] = Field(default_factory=list)
+
+    def counted_text(self) -> str:
+        """Everything of this message a model reads, as text: what its tokens are estimated from."""
+        if not self.tool_calls and not self.tool_results:
+            return self.content
+        parts = [self.content]
+        parts += [f"{call.name} {call.raw_arguments or call.arguments}" for call in self.tool_calls]
+        parts += [f"{result.name} {result.content}" for result in self.tool_results]
+        return "\n".join(parts)
 
 
 class ModelCallRequest(BaseModel):
@@ -140,10 +158,28 @@ class ModelCallRequest(BaseModel):
         "estimate, calibrated from the job's settled calls (or the catalog's figure): what usage the "
         "provider does not report is estimated with.",
     )
+    tools: list[ToolDef] = Field(
+        default_factory=list, description="Tools the model may call (their names, descriptions, schemas)."
+    )
+
+    def texts(self) -> list[str]:
+        """The messages' text as the model reads it, tool definitions included: for estimates."""
+        texts = [m.counted_text() for m in self.messages]
+        texts += [tools_text(self.tools)] if self.tools else []
+        return texts
 
 
-FinishReason = Literal["stop", "length", "refusal", "content_filter", "cancelled", "error"]
-"""Why a reply ended; ``error`` only in a turn record: the call failed (its known usage is charged)."""
+FinishReason = Literal["stop", "length", "refusal", "content_filter", "cancelled", "error", "tool_calls"]
+"""Why a reply ended; ``error`` only in a turn record: the call failed (its known usage is charged);
+``tool_calls``: the model asked for tools (``ModelCallResult.tool_calls``) and waits for results."""
+
+
+def tools_text(tools: list[ToolDef]) -> str:
+    """Tool definitions as a provider sends them, for estimating their tokens."""
+    return "\n".join(
+        f"{tool.name}: {tool.description} {json.dumps(tool.parameters, separators=(',', ':'))}"
+        for tool in tools
+    )
 
 
 class ModelCallResult(BaseModel):
@@ -167,6 +203,9 @@ class ModelCallResult(BaseModel):
         default=None,
         description="Our estimate of the text sent and received against the tokens the provider "
         "reported for it: what calibrates the job's estimates for this model.",
+    )
+    tool_calls: list[ToolCall] = Field(
+        default_factory=list, description="The tools the model asked to call (finish reason 'tool_calls')."
     )
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from contracts.tools import parse_ref
 from policies.goals import schema_problem
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
@@ -81,6 +82,29 @@ class AgentSpec(_Model):
     cascade: CascadeSpec | None = Field(
         default=None, description="Cascade every turn of this agent (a step's own setting wins)."
     )
+    tools: list[str] = Field(
+        default_factory=list,
+        description="Tools it may call: Python tools by name, 'mcp:SERVER/TOOL', 'mcp:SERVER/*'.",
+    )
+    max_tool_rounds: int = Field(
+        default=10, gt=0, le=1_000, description="Model calls answered with tool results, at most, per turn."
+    )
+    max_tool_result_bytes: int = Field(
+        default=16_384, gt=0, description="A tool result longer than this is cut, with a note saying so."
+    )
+    tool_repeat_limit: int = Field(
+        default=3,
+        ge=2,
+        description="The same tool, arguments and result this many times in a row is a livelock.",
+    )
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, value: list[str]) -> list[str]:
+        refs = [ref.strip() for ref in value]
+        for ref in refs:
+            parse_ref(ref)
+        return refs
 
     @field_validator("name")
     @classmethod
@@ -144,6 +168,7 @@ class BudgetLimits(_Model):
     tokens: int | None = Field(default=None, gt=0)
     usd: Decimal | None = Field(default=None, gt=0)
     calls: int | None = Field(default=None, gt=0)
+    tool_calls: int | None = Field(default=None, gt=0, description="Tool calls, apart from model calls.")
 
 
 class QuotaSpec(_Model):
@@ -152,6 +177,7 @@ class QuotaSpec(_Model):
     tokens: int | None = Field(default=None, gt=0)
     usd: Decimal | None = Field(default=None, gt=0)
     calls: int | None = Field(default=None, gt=0)
+    tool_calls: int | None = Field(default=None, gt=0, description="Tool calls, apart from model calls.")
     period: timedelta = Field(default=timedelta(hours=1), description="'1h', '30m', '1d', ...")
 
     @field_validator("period", mode="before")

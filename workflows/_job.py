@@ -247,7 +247,7 @@ class JobWorkflow:
         max_out = min(max_output_tokens or agent.max_output_tokens, model.max_output_tokens)
         self.state.call_seq += 1
         call_id = f"{self.job_id}/{self.state.call_seq}"
-        estimate = estimate_request_tokens(agent.instructions, [m.content for m in messages], output_type)
+        estimate = estimate_request_tokens(agent.instructions, [m.counted_text() for m in messages], output_type)
         max_out = self._fit_context(agent, model, estimate, max_out)
         grant = await self.budget.reserve(call_id, agent, model, estimate, max_out)
         degraded = grant.model.ref != model.ref  # to another model, whose window counts now
@@ -424,7 +424,7 @@ class JobWorkflow:
                 )
             worst = Usage(
                 input_tokens=estimate_request_tokens(
-                    request.system, [m.content for m in request.messages], request.output_type
+                    request.system, request.texts(), request.output_type
                 ),
                 output_tokens=request.max_output_tokens,
                 requests=1,

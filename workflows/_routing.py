@@ -190,7 +190,7 @@ class TurnRouter:
         call = CallEstimate(
             kind=kind,
             input_tokens=estimate_request_tokens(
-                agent.instructions, [m.content for m in messages], turn.output_type
+                agent.instructions, [m.counted_text() for m in messages], turn.output_type
             ),
             output_tokens=max(1, max_out // EXPECTED_OUTPUT_SHARE),
             max_output_tokens=max_out,
