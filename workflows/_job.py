@@ -247,7 +247,8 @@ class JobWorkflow:
         max_out = min(max_output_tokens or agent.max_output_tokens, model.max_output_tokens)
         self.state.call_seq += 1
         call_id = f"{self.job_id}/{self.state.call_seq}"
-        estimate = estimate_request_tokens(agent.instructions, [m.counted_text() for m in messages], output_type)
+        texts = [m.counted_text() for m in messages]
+        estimate = estimate_request_tokens(agent.instructions, texts, output_type)
         max_out = self._fit_context(agent, model, estimate, max_out)
         grant = await self.budget.reserve(call_id, agent, model, estimate, max_out)
         degraded = grant.model.ref != model.ref  # to another model, whose window counts now
@@ -423,9 +424,7 @@ class JobWorkflow:
                     call_id="", text="", usage=Usage(), cost_usd=None, model="", provider=""
                 )
             worst = Usage(
-                input_tokens=estimate_request_tokens(
-                    request.system, request.texts(), request.output_type
-                ),
+                input_tokens=estimate_request_tokens(request.system, request.texts(), request.output_type),
                 output_tokens=request.max_output_tokens,
                 requests=1,
             ).because("worker lost")
