@@ -7,26 +7,27 @@ on), does not price, and does not validate structured output: the activity does 
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contracts import outputs
 from contracts.models import FinishReason, ModelCallRequest, Usage
 from contracts.outputs import estimate_request_tokens
+from contracts.tools import ToolCall
 from policies.tokens import estimate_output_tokens
 
 OnProgress = Callable[[str], None]
-"""Called with each piece of text as it streams in."""
+"""Called with each piece of text as it streams in (a tool call's argument pieces too: they are
+output the call is billed for)."""
 
 
 def estimate_input_tokens(request: ModelCallRequest, scale: float | None = None) -> int:
     """Input tokens of ``request`` as sent (the one estimator, ``policies.tokens``): conservative,
     or by a calibrated ``scale`` where there is evidence for one."""
-    return estimate_request_tokens(
-        request.system, request.texts(), request.output_type, scale
-    )
+    return estimate_request_tokens(request.system, request.texts(), request.output_type, scale)
 
 
 def estimate_usage(request: ModelCallRequest, text: str, chunks: int) -> Usage:
@@ -63,6 +64,32 @@ class ProviderReply:
     """Why the reply ended; refusals and content filters are answers, not errors."""
     model: str
     """The model name the provider says answered."""
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    """The tools the model asked to call, in its order (finish reason ``tool_calls``)."""
+
+
+def tool_call(call_id: str, name: str, raw_arguments: str) -> ToolCall:
+    """A tool call as a model sent it: its arguments parsed from their JSON text, or why they could
+    not be (the tool is then not run; the model is told so)."""
+    try:
+        arguments = json.loads(raw_arguments) if raw_arguments.strip() else {}
+    except ValueError as err:
+        return ToolCall(
+            id=call_id, name=name, raw_arguments=raw_arguments, arguments_error=f"not JSON: {err}"
+        )
+    if not isinstance(arguments, dict):
+        return ToolCall(
+            id=call_id,
+            name=name,
+            raw_arguments=raw_arguments,
+            arguments_error=f"not a JSON object but {type(arguments).__name__}",
+        )
+    return ToolCall(id=call_id, name=name, arguments=arguments, raw_arguments=raw_arguments)
+
+
+def raw_arguments(call: ToolCall) -> str:
+    """A tool call's arguments as JSON text, as the model sent them where we have that."""
+    return call.raw_arguments or json.dumps(call.arguments, separators=(",", ":"))
 
 
 class MalformedResponseError(Exception):

@@ -18,9 +18,12 @@ from activities._provider import (
     ProviderReply,
     estimate_usage,
     output_schema,
+    raw_arguments,
     system_prompt,
+    tool_call,
 )
-from contracts.models import FinishReason, ModelCallRequest, Usage
+from contracts.models import FinishReason, Message, ModelCallRequest, Usage
+from contracts.tools import ToolCall
 
 
 @dataclass(frozen=True)
@@ -58,14 +61,25 @@ class OpenAIProvider(Provider):
         text = content or refusal or ""
         if text:
             on_progress(text)
+        calls = [
+            tool_call(
+                str(getattr(call, "id", "") or f"call_{index}"),
+                str(getattr(getattr(call, "function", None), "name", "") or ""),
+                str(getattr(getattr(call, "function", None), "arguments", "") or ""),
+            )
+            for index, call in enumerate(getattr(message, "tool_calls", None) or [])
+        ]
+        for call in calls:
+            on_progress(call.name + call.raw_arguments)
         usage = _usage(getattr(response, "usage", None))
         if usage is None:
-            usage = estimate_usage(request, text, 1 if text else 0)
+            usage = estimate_usage(request, text + "".join(c.name + c.raw_arguments for c in calls), 1)
         return ProviderReply(
             text=text,
             usage=usage,
-            finish_reason=_finish(getattr(choice, "finish_reason", None), bool(refusal)),
+            finish_reason=_finish(getattr(choice, "finish_reason", None), bool(refusal), bool(calls)),
             model=str(getattr(response, "model", None) or request.model.model),
+            tool_calls=calls,
         )
 
     async def stream(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
@@ -81,6 +95,7 @@ class OpenAIProvider(Provider):
             params["stream_options"] = {"include_usage": True}
         parts: list[str] = []
         refusal_parts: list[str] = []
+        calls = _StreamedCalls()
         finish: str | None = None
         usage: Usage | None = None
         model = request.model.model
@@ -103,6 +118,8 @@ class OpenAIProvider(Provider):
                         if refused and isinstance(refused, str):
                             refusal_parts.append(refused)
                             on_progress(refused)
+                        for piece in _field(delta, "tool_calls") or []:
+                            calls.add(piece, on_progress)
                         finish = _field(choice, "finish_reason") or finish
             finally:
                 await stream.close()
@@ -110,13 +127,16 @@ class OpenAIProvider(Provider):
         if finish is None:
             # The stream ended without saying why: the connection dropped mid-reply.
             raise MalformedResponseError("stream ended without a finish reason")
+        tool_calls = calls.finished()
+        if usage is None:
+            streamed = text + "".join(call.name + call.raw_arguments for call in tool_calls)
+            usage = estimate_usage(request, streamed, len(parts) or len(refusal_parts) + calls.pieces)
         return ProviderReply(
             text=text,
-            usage=usage
-            if usage is not None
-            else estimate_usage(request, text, len(parts) or len(refusal_parts)),
-            finish_reason=_finish(finish, bool(refusal_parts)),
+            usage=usage,
+            finish_reason=_finish(finish, bool(refusal_parts), bool(tool_calls)),
             model=str(model),
+            tool_calls=tool_calls,
         )
 
     def _params(self, request: ModelCallRequest) -> dict[str, Any]:
@@ -125,10 +145,7 @@ class OpenAIProvider(Provider):
         if system:
             messages.append({"role": "system", "content": system})
         for message in request.messages:
-            item: dict[str, Any] = {"role": message.role, "content": message.content}
-            if message.name and self.options.openai_send_names:
-                item["name"] = message.name
-            messages.append(item)
+            messages += self._message(message)
         params: dict[str, Any] = {
             "model": request.model.model,
             "messages": messages,
@@ -136,6 +153,14 @@ class OpenAIProvider(Provider):
         }
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in request.tools
+            ]
         schema = output_schema(request)
         if schema is not None and self.options.openai_json_schema:
             params["response_format"] = {
@@ -145,6 +170,57 @@ class OpenAIProvider(Provider):
                 "json_schema": {"name": request.output_type, "schema": schema, "strict": False},
             }
         return params
+
+    def _message(self, message: Message) -> list[dict[str, Any]]:
+        """One message in Chat Completions' shape: tool results become ``tool`` messages, one per
+        result, before any text of the same message; tool calls ride on the assistant message."""
+        items: list[dict[str, Any]] = [
+            {"role": "tool", "tool_call_id": result.call_id, "content": result.content}
+            for result in message.tool_results
+        ]
+        if message.tool_results and not message.content:
+            return items
+        item: dict[str, Any] = {"role": message.role, "content": message.content}
+        if message.tool_calls:
+            item["content"] = message.content or None
+            item["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": raw_arguments(c)}}
+                for c in message.tool_calls
+            ]
+        if message.name and self.options.openai_send_names:
+            item["name"] = message.name
+        return [*items, item]
+
+
+class _StreamedCalls:
+    """Tool calls assembled from a stream's deltas: the first delta of a call brings its id and
+    name, the rest pieces of its arguments, all keyed by the call's ``index``."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+        self.pieces = 0
+
+    def add(self, delta: Any, on_progress: OnProgress) -> None:
+        index = _field(delta, "index")
+        key = index if isinstance(index, int) else len(self._calls)
+        call = self._calls.setdefault(key, {"id": "", "name": "", "arguments": []})
+        call["id"] = _field(delta, "id") or call["id"]
+        function = _field(delta, "function")
+        name = _field(function, "name")
+        if isinstance(name, str) and name:
+            call["name"] += name
+            on_progress(name)
+        piece = _field(function, "arguments")
+        if isinstance(piece, str) and piece:
+            call["arguments"].append(piece)
+            on_progress(piece)
+            self.pieces += 1
+
+    def finished(self) -> list[ToolCall]:
+        return [
+            tool_call(call["id"] or f"call_{index}", call["name"], "".join(call["arguments"]))
+            for index, call in sorted(self._calls.items())
+        ]
 
 
 def _field(raw: Any, name: str) -> Any:
@@ -175,9 +251,11 @@ def _usage(raw: Any) -> Usage | None:
     )
 
 
-def _finish(reason: str | None, refused: bool) -> FinishReason:
+def _finish(reason: str | None, refused: bool, calls: bool = False) -> FinishReason:
     if refused:
         return "refusal"
+    if calls and reason in (None, "tool_calls", "function_call", "stop"):
+        return "tool_calls"
     if reason == "length":
         return "length"
     if reason == "content_filter":
