@@ -18,6 +18,10 @@ RUN_CHECK_ACTIVITY = "harness.run_check"
 TEAM_BOARD_ACTIVITY = "harness.team_board"
 BUDGET_ACCOUNT_ACTIVITY = "harness.budget_account"
 ACCOUNT_REAP_ACTIVITY = "harness.budget_account_reap"
+TOOL_CALL_ACTIVITY = "harness.tool_call"
+LIST_TOOLS_ACTIVITY = "harness.list_tools"
+TOOLS_ENV = "HARNESS_TOOLS"
+"""The worker's tool catalog (a YAML file): Python tool modules and MCP servers."""
 
 # ----- workflow types and ids ----------------------------------------------------------------------
 ACCOUNT_WORKFLOW = "BudgetAccount"

@@ -123,6 +123,7 @@ class ToolCallResult(BaseModel):
 
     content: str
     is_error: bool = False
+    outcome: ToolOutcome = "ok"
     truncated_from: int | None = Field(
         default=None, description="The result's size in bytes before it was cut to the cap."
     )
