@@ -8,6 +8,7 @@ the two cache figures kept as its parts. Structured output is asked for in the s
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anthropic
@@ -18,8 +19,9 @@ from activities._provider import (
     Provider,
     ProviderReply,
     system_prompt,
+    tool_call,
 )
-from contracts.models import FinishReason, ModelCallRequest, Usage
+from contracts.models import FinishReason, Message, ModelCallRequest, Usage
 
 _LENGTH = {"max_tokens", "model_context_window_exceeded"}
 
@@ -42,20 +44,29 @@ class AnthropicProvider(Provider):
         )
         if text:
             on_progress(text)
+        calls = [
+            tool_call(str(getattr(block, "id", "")), str(getattr(block, "name", "")), _json(block))
+            for block in content
+            if getattr(block, "type", "") == "tool_use"
+        ]
+        for call in calls:
+            on_progress(call.name + call.raw_arguments)
         usage = _usage(getattr(message, "usage", None))
         if usage is None:
             raise MalformedResponseError("message without usage")
         return ProviderReply(
             text=text,
             usage=usage,
-            finish_reason=_finish(getattr(message, "stop_reason", None)),
+            finish_reason=_finish(getattr(message, "stop_reason", None), bool(calls)),
             model=str(getattr(message, "model", None) or request.model.model),
+            tool_calls=calls,
         )
 
     async def stream(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
         """Stream ``request``; the stream is closed on any exit, cancellation included."""
         stream: Any = await self.client.messages.create(**_params(request), stream=True)
         parts: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}  # tool_use blocks by their index in the content
         start_usage: Any = None
         final_usage: Any = None
         stop_reason: str | None = None
@@ -68,14 +79,28 @@ class AnthropicProvider(Provider):
                     message = getattr(event, "message", None)
                     start_usage = getattr(message, "usage", None)
                     model = getattr(message, "model", None) or model
+                elif kind == "content_block_start":
+                    block = getattr(event, "content_block", None)
+                    if getattr(block, "type", None) == "tool_use":
+                        name = str(getattr(block, "name", "") or "")
+                        calls[getattr(event, "index", len(calls))] = {
+                            "id": str(getattr(block, "id", "") or ""),
+                            "name": name,
+                            "json": [],
+                        }
+                        on_progress(name)
                 elif kind == "content_block_delta":
                     delta = getattr(event, "delta", None)
-                    piece = (
-                        getattr(delta, "text", None) if getattr(delta, "type", None) == "text_delta" else None
-                    )
+                    sort = getattr(delta, "type", None)
+                    piece = getattr(delta, "text", None) if sort == "text_delta" else None
                     if isinstance(piece, str) and piece:
                         parts.append(piece)
                         on_progress(piece)
+                    partial = getattr(delta, "partial_json", None) if sort == "input_json_delta" else None
+                    call = calls.get(getattr(event, "index", -1))
+                    if call is not None and isinstance(partial, str) and partial:
+                        call["json"].append(partial)
+                        on_progress(partial)
                 elif kind == "message_delta":
                     stop_reason = getattr(getattr(event, "delta", None), "stop_reason", None) or stop_reason
                     final_usage = getattr(event, "usage", None)
@@ -89,8 +114,16 @@ class AnthropicProvider(Provider):
         usage = _usage(start_usage, final_usage)
         if usage is None:
             raise MalformedResponseError("stream without usage")
+        tool_calls = [
+            tool_call(call["id"] or f"toolu_{index}", call["name"], "".join(call["json"]))
+            for index, call in sorted(calls.items())
+        ]
         return ProviderReply(
-            text="".join(parts), usage=usage, finish_reason=_finish(stop_reason), model=str(model)
+            text="".join(parts),
+            usage=usage,
+            finish_reason=_finish(stop_reason, bool(tool_calls)),
+            model=str(model),
+            tool_calls=tool_calls,
         )
 
 
@@ -106,20 +139,67 @@ def _params(request: ModelCallRequest) -> dict[str, Any]:
     if request.temperature is not None:
         # Anthropic's range is [0, 1]; the spec allows OpenAI's [0, 2].
         params["temperature"] = min(request.temperature, 1.0)
+    if request.tools:
+        params["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters}
+            for t in request.tools
+        ]
     return params
 
 
 def _messages(request: ModelCallRequest) -> list[dict[str, Any]]:
-    """Messages in Anthropic's shape: first from the user, roles alternating (runs are merged)."""
+    """Messages in Anthropic's shape: first from the user, roles alternating (runs are merged).
+
+    A text-only message is sent as a plain string; one with tool calls or results as content
+    blocks (``tool_result`` blocks first in a user message, as the API requires).
+    """
     merged: list[dict[str, Any]] = []
     for message in request.messages:
+        content = _content(message)
         if merged and merged[-1]["role"] == message.role:
-            merged[-1]["content"] += "\n\n" + message.content
+            merged[-1]["content"] = _join(merged[-1]["content"], content)
         else:
-            merged.append({"role": message.role, "content": message.content})
+            merged.append({"role": message.role, "content": content})
     if not merged or merged[0]["role"] != "user":
         merged.insert(0, {"role": "user", "content": "(conversation so far)"})
     return merged
+
+
+def _content(message: Message) -> str | list[dict[str, Any]]:
+    if not message.tool_calls and not message.tool_results:
+        return message.content
+    blocks: list[dict[str, Any]] = [
+        {"type": "tool_result", "tool_use_id": r.call_id, "content": r.content, "is_error": r.is_error}
+        for r in message.tool_results
+    ]
+    if message.content:
+        blocks.append({"type": "text", "text": message.content})
+    blocks += [
+        {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in message.tool_calls
+    ]
+    return blocks
+
+
+def _join(
+    first: str | list[dict[str, Any]], second: str | list[dict[str, Any]]
+) -> str | list[dict[str, Any]]:
+    """Two messages of one role as one: strings joined by a blank line, else blocks (results first)."""
+    if isinstance(first, str) and isinstance(second, str):
+        return first + "\n\n" + second
+    blocks = [*_blocks(first), *_blocks(second)]
+    return sorted(blocks, key=lambda block: block["type"] != "tool_result")
+
+
+def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    return content
+
+
+def _json(block: Any) -> str:
+    """A ``tool_use`` block's input as JSON text."""
+    value = getattr(block, "input", None)
+    return json.dumps(value if value is not None else {}, separators=(",", ":"))
 
 
 def _usage(start: Any, final: Any = None) -> Usage | None:
@@ -151,7 +231,9 @@ def _usage(start: Any, final: Any = None) -> Usage | None:
     )
 
 
-def _finish(stop_reason: str | None) -> FinishReason:
+def _finish(stop_reason: str | None, calls: bool = False) -> FinishReason:
+    if calls and stop_reason in (None, "tool_use", "end_turn"):
+        return "tool_calls"
     if stop_reason == "refusal":
         return "refusal"
     if stop_reason in _LENGTH:

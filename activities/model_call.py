@@ -321,6 +321,7 @@ class ModelCallActivities:
         result = self._result(
             request, reply.text, usage, reply.finish_reason, parsed, reply.model, started, lost, meter.sample
         )
+        result.tool_calls = reply.tool_calls
         await receipt.answered(result)
         return result
 
@@ -336,8 +337,12 @@ class ModelCallActivities:
             send = provider.stream if request.stream else provider.complete
             reply = await send(asking, meter.on_progress)
             meter.settle(reply.usage)
-            if request.output_type is None or reply.finish_reason in ("refusal", "content_filter"):
-                return reply, None
+            if request.output_type is None or reply.finish_reason in (
+                "refusal",
+                "content_filter",
+                "tool_calls",
+            ):
+                return reply, None  # a reply asking for tools is validated when the model answers
             output_model = OUTPUT_TYPES[request.output_type]
             try:
                 parsed = output_model.model_validate_json(_strip_fences(reply.text))
