@@ -161,6 +161,8 @@ class OpenAIProvider(Provider):
                 }
                 for t in request.tools
             ]
+            if request.tool_choice == "none":
+                params["tool_choice"] = "none"
         schema = output_schema(request)
         if schema is not None and self.options.openai_json_schema:
             params["response_format"] = {

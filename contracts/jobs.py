@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from contracts.models import FinishReason, Usage
 from contracts.routing import RoutingRecord
+from contracts.tools import ToolOutcome
 from policies.ledger import NodeView
 
 
@@ -40,6 +41,21 @@ class JobStatus(StrEnum):
     failed = "failed"
 
 
+class ToolCallRecord(BaseModel):
+    """One tool call a model asked for, and how it ended: the transcript's entry for it."""
+
+    call_id: str = Field(description="'<job>/t<N>': the tool call's own id in the job.")
+    name: str = Field(description="The tool's name as the model called it.")
+    ref: str | None = Field(default=None, description="Its reference in the spec; None: not the agent's.")
+    arguments: str = Field(default="", description="The arguments as JSON text, as the model sent them.")
+    outcome: ToolOutcome
+    result_bytes: int = Field(default=0, description="Size of the result the model was given, in bytes.")
+    truncated_from: int | None = Field(default=None, description="The result's size before it was cut.")
+    result_preview: str = ""
+    duration_s: float = 0.0
+    started_at: datetime | None = None
+
+
 class TurnRecord(BaseModel):
     """One model call as the job's ledger and transcript keep it."""
 
@@ -66,6 +82,9 @@ class TurnRecord(BaseModel):
         description="Why the call failed (finish reason 'error'): its type and message; its known "
         "usage, re-asks included, is charged all the same.",
     )
+    tool_calls: list[ToolCallRecord] = Field(
+        default_factory=list, description="The tool calls this reply asked for, and how each ended."
+    )
 
 
 class LedgerTotals(BaseModel):
@@ -88,7 +107,7 @@ class LedgerTotals(BaseModel):
     degraded: list[str] = Field(default_factory=list, description="Each degrade the budget forced.")
 
 
-GateKind = Literal["before_step", "spend", "before_final"]
+GateKind = Literal["before_step", "spend", "before_final", "tool"]
 GateOutcome = Literal["approved", "rejected", "aborted"]
 
 
@@ -134,6 +153,10 @@ class JobProgress(BaseModel):
     priority: int = Field(default=3, description="The running work's priority (0 is most urgent).")
     interrupts: int = Field(default=0, description="Interrupt signals received so far.")
     queued_messages: int = Field(default=0, description="Interrupt and inject messages not yet delivered.")
+    tool_calls: int = Field(default=0, description="Tool calls the job's models asked for so far.")
+    tool_calls_refused: int = Field(
+        default=0, description="Of those, calls of a tool the agent may not use (not run)."
+    )
     signals_refused: int = Field(default=0, description="Signals refused: their payload did not decode.")
     last_refused_signal: str | None = Field(default=None, description="The latest refusal: signal and why.")
 

@@ -161,6 +161,10 @@ class ModelCallRequest(BaseModel):
     tools: list[ToolDef] = Field(
         default_factory=list, description="Tools the model may call (their names, descriptions, schemas)."
     )
+    tool_choice: Literal["auto", "none"] = Field(
+        default="auto",
+        description="'none': the tools stay declared but the model must answer (no more rounds).",
+    )
 
     def texts(self) -> list[str]:
         """The messages' text as the model reads it, tool definitions included: for estimates."""

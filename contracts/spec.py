@@ -97,6 +97,18 @@ class AgentSpec(_Model):
         ge=2,
         description="The same tool, arguments and result this many times in a row is a livelock.",
     )
+    tool_approval_timeout: timedelta = Field(
+        default=timedelta(hours=1),
+        description="How long a tool call that needs approval waits for a person; then it is rejected.",
+    )
+
+    @field_validator("tool_approval_timeout", mode="before")
+    @classmethod
+    def _approval_timeout(cls, value: Any) -> timedelta:
+        duration = parse_duration(value)
+        if duration <= timedelta(0):
+            raise ValueError("must be positive")
+        return duration
 
     @field_validator("tools")
     @classmethod

@@ -20,6 +20,7 @@ from contracts.jobs import GateRecord, JobStatus, LedgerTotals, StopReason, Turn
 from contracts.models import ModelInfo
 from contracts.routing import RoutingRecord
 from contracts.spec import JobSpec
+from contracts.tools import ToolDef
 from policies.convergence import ConvergenceMonitor
 from policies.goals import GoalVerdict
 from policies.ledger import Ledger
@@ -124,6 +125,13 @@ class JobState(BaseModel):
         "what usage a provider does not report is estimated with.",
     )
     chat: ChatState | None = None
+    tools: dict[str, list[ToolDef]] = Field(
+        default_factory=dict,
+        description="The tools each reference of the spec stands for, listed once at the job's start "
+        "(an MCP server that changes its list mid-job changes nothing here).",
+    )
+    tool_seq: int = Field(default=0, ge=0, description="Tool calls numbered so far (ids are job_id/tN).")
+    tool_calls_refused: int = Field(default=0, ge=0, description="Calls of tools the agent may not use.")
 
 
 class JobInput(BaseModel):
