@@ -144,6 +144,8 @@ def _params(request: ModelCallRequest) -> dict[str, Any]:
             {"name": t.name, "description": t.description, "input_schema": t.parameters}
             for t in request.tools
         ]
+        if request.tool_choice == "none":
+            params["tool_choice"] = {"type": "none"}
     return params
 
 
