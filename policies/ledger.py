@@ -1,21 +1,23 @@
 """Hierarchical budget ledger: budgets as cgroups.
 
-Nodes form a tree (job -> agent -> child job). Each node may cap tokens, USD (``Decimal``) and
-calls; spend rolls up to every ancestor. Pure and deterministic: no clock, no I/O; the state is
+Nodes form a tree (job -> agent -> child job). Each node may cap tokens, USD (``Decimal``), model
+calls and tool calls; spend rolls up to every ancestor. Pure and deterministic: no clock, no I/O; the state is
 this pydantic model, carried across continue-as-new and returned by the ``ledger`` query.
 
-API (amounts are ``tokens: int``, ``usd: Decimal``; a reservation is always for one call)::
+API (amounts are ``tokens: int``, ``usd: Decimal``; a reservation is always for one call: one model
+call from ``reserve``, one tool call from ``reserve_tool``; ``settle`` charges the count reserved)::
 
     ledger = Ledger()
     ledger.add_node(node_id, parent, limits=None, quota=None, period_anchor=None) -> None
     ledger.reserve(call_id, node_id, tokens=, usd=, now=None) -> Refusal | None
+    ledger.reserve_tool(call_id, node_id, usd=, now=None) -> Refusal | None
     ledger.settle(call_id, tokens=, usd=, estimated=False) -> None
     ledger.fail(call_id) -> None          # usage unknown: charge the reservation, marked estimated
     ledger.release(call_id) -> None       # the call never ran: no charge
     ledger.quota_wait(node_id, tokens=, usd=, now=) -> None | timedelta | Refusal
     ledger.carve(child_id, parent_id, limits, quota=None, period_anchor=None) -> Refusal | None
     ledger.close_child(child_id) -> None
-    ledger.add_budget(node_id, tokens=0, usd=0, calls=0) -> Refusal | None
+    ledger.add_budget(node_id, tokens=0, usd=0, calls=0, tool_calls=0) -> Refusal | None
     ledger.remaining(node_id) -> Limits   # tightest across the node and its ancestors; None = no cap
     ledger.view() -> LedgerView           # per node: limits, spent, reserved, held, remaining, flags
 
@@ -58,12 +60,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Dim = Literal["tokens", "usd", "calls"]
-DIMS: tuple[Dim, ...] = ("tokens", "usd", "calls")
+Dim = Literal["tokens", "usd", "calls", "tool_calls"]
+DIMS: tuple[Dim, ...] = ("tokens", "usd", "calls", "tool_calls")
 CallState = Literal["settled", "failed", "released"]
 
 _ZERO = Decimal(0)
-_UNITS: dict[Dim, str] = {"tokens": "tokens", "usd": "USD", "calls": "calls"}
+_UNITS: dict[Dim, str] = {"tokens": "tokens", "usd": "USD", "calls": "calls", "tool_calls": "tool calls"}
 
 NonNegInt = Annotated[int, Field(ge=0)]
 NonNegDecimal = Annotated[Decimal, Field(ge=0)]
@@ -74,26 +76,31 @@ class LedgerError(ValueError):
 
 
 class Amount(BaseModel):
-    """Tokens, USD and calls, as a quantity that adds and subtracts."""
+    """Tokens, USD, model calls and tool calls, as a quantity that adds and subtracts."""
 
     model_config = ConfigDict(frozen=True)
 
     tokens: int = 0
     usd: Decimal = _ZERO
-    calls: int = 0
+    calls: int = Field(default=0, description="Model calls.")
+    tool_calls: int = Field(default=0, description="Tool calls; they are not model calls.")
 
     def get(self, dim: Dim) -> Decimal:
-        """One dimension, as a Decimal so that all three compare alike."""
-        if dim == "tokens":
-            return Decimal(self.tokens)
+        """One dimension, as a Decimal so that all of them compare alike."""
         if dim == "usd":
             return self.usd
-        return Decimal(self.calls)
+        value: int = getattr(self, dim)
+        return Decimal(value)
 
     @classmethod
     def of(cls, value: Callable[[Dim], Decimal]) -> Amount:
         """Build an amount from a function of the dimension."""
-        return cls(tokens=int(value("tokens")), usd=value("usd"), calls=int(value("calls")))
+        return cls(
+            tokens=int(value("tokens")),
+            usd=value("usd"),
+            calls=int(value("calls")),
+            tool_calls=int(value("tool_calls")),
+        )
 
     def __add__(self, other: Amount) -> Amount:
         return Amount.of(lambda d: self.get(d) + other.get(d))
@@ -110,6 +117,7 @@ class Limits(BaseModel):
     tokens: NonNegInt | None = None
     usd: NonNegDecimal | None = None
     calls: NonNegInt | None = None
+    tool_calls: NonNegInt | None = None
 
     def get(self, dim: Dim) -> Decimal | None:
         """One dimension as a Decimal, or None when uncapped."""
@@ -296,12 +304,12 @@ class Ledger(BaseModel):
             self.nodes[node_id].closed = True
 
     def add_budget(
-        self, node_id: str, tokens: int = 0, usd: Decimal = _ZERO, calls: int = 0
+        self, node_id: str, tokens: int = 0, usd: Decimal = _ZERO, calls: int = 0, tool_calls: int = 0
     ) -> Refusal | None:
         """Raise a node's capped limits (uncapped stay uncapped); a carved child takes it from its parent."""
-        _non_negative(tokens=tokens, usd=usd, calls=calls)
+        _non_negative(tokens=tokens, usd=usd, calls=calls, tool_calls=tool_calls)
         node = self._open_node(node_id)
-        added = Amount(tokens=tokens, usd=usd, calls=calls)
+        added = Amount(tokens=tokens, usd=usd, calls=calls, tool_calls=tool_calls)
         old = node.limits
         new = Limits.model_validate(
             {d: None if old.get(d) is None else getattr(old, d) + getattr(added, d) for d in DIMS}
@@ -327,19 +335,29 @@ class Ledger(BaseModel):
     def reserve(
         self, call_id: str, node_id: str, tokens: int, usd: Decimal, now: datetime | None = None
     ) -> Refusal | None:
-        """Reserve one call's worst case on the node and its ancestors, or say why it does not fit.
+        """Reserve one model call's worst case on the node and its ancestors, or say why it does not fit.
 
         ``now`` is required when a node on the path has a quota.
         """
+        _non_negative(tokens=tokens, usd=usd)
+        return self._reserve(call_id, node_id, Amount(tokens=tokens, usd=usd, calls=1), now)
+
+    def reserve_tool(
+        self, call_id: str, node_id: str, usd: Decimal, now: datetime | None = None
+    ) -> Refusal | None:
+        """Reserve one tool call and its price on the node and its ancestors, or say why it does not
+        fit. A tool call is not a model call: it counts in ``tool_calls`` and ``usd`` only."""
+        _non_negative(usd=usd)
+        return self._reserve(call_id, node_id, Amount(usd=usd, tool_calls=1), now)
+
+    def _reserve(self, call_id: str, node_id: str, need: Amount, now: datetime | None) -> Refusal | None:
         if call_id in self.open_calls:
             return None
         if call_id in self.finished_calls:
             raise LedgerError(
                 f"call {call_id!r} is already {self.finished_calls[call_id]}; use a new call id"
             )
-        _non_negative(tokens=tokens, usd=usd)
         node = self._open_node(node_id)
-        need = Amount(tokens=tokens, usd=usd, calls=1)
         refusal = self._check_path(node_id, need, self._totals()) or self._check_quota(node_id, need, now)
         if refusal is not None:
             return refusal
@@ -356,9 +374,16 @@ class Ledger(BaseModel):
         return None
 
     def settle(self, call_id: str, tokens: int, usd: Decimal, estimated: bool = False) -> None:
-        """Charge the real usage of a reserved call and release the rest of its reservation."""
+        """Charge the real usage of a reserved call and release the rest of its reservation.
+
+        It counts as the one model call or tool call it was reserved as.
+        """
         _non_negative(tokens=tokens, usd=usd)
-        self._finish(call_id, "settled", lambda call: Amount(tokens=tokens, usd=usd, calls=1), estimated)
+
+        def actual(call: OpenCall) -> Amount:
+            return Amount(tokens=tokens, usd=usd, calls=call.amount.calls, tool_calls=call.amount.tool_calls)
+
+        self._finish(call_id, "settled", actual, estimated)
 
     def fail(self, call_id: str) -> None:
         """Charge a failed call whose usage is unknown at its reservation, marked estimated."""

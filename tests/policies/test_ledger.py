@@ -417,25 +417,159 @@ def test_json_round_trip_preserves_everything() -> None:
     assert restored.view().node("child").spent.usd == Decimal("0.00001")
 
 
+# -- tool calls ------------------------------------------------------------------------------------
+
+
+def tool_tree() -> Ledger:
+    """job (5 tool calls, $1, 10 model calls) -> agent 'a' (2 tool calls) and agent 'b' (no caps)."""
+    ledger = Ledger()
+    ledger.add_node("job", None, Limits(usd=Decimal("1"), calls=10, tool_calls=5))
+    ledger.add_node("a", "job", Limits(tool_calls=2))
+    ledger.add_node("b", "job")
+    return ledger
+
+
+def test_tool_call_reserves_one_tool_call_and_its_price_but_no_model_call() -> None:
+    """A tool reservation holds one tool call and its price on the node and its ancestors, no tokens."""
+    ledger = tool_tree()
+    assert ledger.reserve_tool("t1", "a", usd=Decimal("0.05")) is None
+    expected = Amount(usd=Decimal("0.05"), tool_calls=1)
+    assert reserved(ledger, "a") == expected
+    assert reserved(ledger, "job") == expected
+    assert ledger.remaining("a") == Limits(usd=Decimal("0.95"), calls=10, tool_calls=1)
+
+
+def test_tool_calls_cap_on_the_node_refuses_and_changes_nothing() -> None:
+    """The third tool call of an agent capped at two is refused on that agent, naming the cap."""
+    ledger = tool_tree()
+    assert ledger.reserve_tool("t1", "a", usd=Decimal(0)) is None
+    assert ledger.reserve_tool("t2", "a", usd=Decimal(0)) is None
+    before = ledger.model_copy(deep=True)
+    refusal = ledger.reserve_tool("t3", "a", usd=Decimal(0))
+    assert refusal is not None
+    assert (refusal.node, refusal.limit, refusal.available, refusal.cap) == ("a", "tool_calls", 0, 2)
+    assert refusal.message() == "node 'a': needs 1 tool calls, only 0 of its 2 tool calls limit left"
+    assert ledger == before
+
+
+def test_tool_calls_cap_on_an_ancestor_refuses() -> None:
+    """An uncapped agent's tool calls are refused once the job's tool-call cap is used up."""
+    ledger = tool_tree()
+    for n in range(5):
+        assert ledger.reserve_tool(f"t{n}", "b", usd=Decimal(0)) is None
+    refusal = ledger.reserve_tool("t5", "b", usd=Decimal(0))
+    assert refusal is not None and (refusal.node, refusal.limit) == ("job", "tool_calls")
+
+
+def test_tool_calls_and_model_calls_count_against_their_own_caps_only() -> None:
+    """A full tool-call cap leaves model calls free, and a full model-call cap leaves tool calls free."""
+    ledger = Ledger()
+    ledger.add_node("job", None, Limits(calls=1, tool_calls=1))
+    assert ledger.reserve_tool("t1", "job", usd=Decimal(0)) is None
+    assert ledger.reserve("m1", "job", tokens=10, usd=Decimal(0)) is None
+    tool_refusal = ledger.reserve_tool("t2", "job", usd=Decimal(0))
+    model_refusal = ledger.reserve("m2", "job", tokens=10, usd=Decimal(0))
+    assert tool_refusal is not None and tool_refusal.limit == "tool_calls"
+    assert model_refusal is not None and model_refusal.limit == "calls"
+    ledger.settle("m1", tokens=10, usd=Decimal(0))
+    ledger.settle("t1", tokens=0, usd=Decimal(0))
+    assert spent(ledger, "job") == Amount(tokens=10, calls=1, tool_calls=1)
+
+
+def test_tool_price_counts_in_usd_like_model_spend() -> None:
+    """A priced tool is refused by a usd cap; settling charges one tool call and its price."""
+    ledger = tool_tree()
+    assert ledger.reserve("m1", "b", tokens=100, usd=Decimal("0.9")) is None
+    refusal = ledger.reserve_tool("t1", "b", usd=Decimal("0.2"))
+    assert refusal is not None and (refusal.node, refusal.limit) == ("job", "usd")
+    assert ledger.reserve_tool("t2", "b", usd=Decimal("0.1")) is None
+    ledger.settle("t2", tokens=0, usd=Decimal("0.1"))
+    assert spent(ledger, "b") == Amount(usd=Decimal("0.1"), tool_calls=1)
+    assert reserved(ledger, "job") == Amount(tokens=100, usd=Decimal("0.9"), calls=1)
+
+
+def test_released_tool_call_gives_its_tool_call_and_price_back() -> None:
+    """A tool call that never started is released: nothing charged, its cap free again."""
+    ledger = tool_tree()
+    ledger.reserve_tool("t1", "a", usd=Decimal("0.3"))
+    ledger.reserve_tool("t2", "a", usd=Decimal("0.3"))
+    ledger.release("t2")
+    assert reserved(ledger, "a") == Amount(usd=Decimal("0.3"), tool_calls=1)
+    assert spent(ledger, "a") == Amount()
+    assert ledger.reserve_tool("t3", "a", usd=Decimal("0.3")) is None
+
+
+def test_failed_tool_call_is_charged_its_reservation() -> None:
+    """A tool call whose outcome is unknown is charged one tool call and its price, marked estimated."""
+    ledger = tool_tree()
+    ledger.reserve_tool("t1", "a", usd=Decimal("0.3"))
+    ledger.fail("t1")
+    view = ledger.view().node("a")
+    assert view.spent == Amount(usd=Decimal("0.3"), tool_calls=1) and view.estimated
+
+
+def test_tool_calls_quota_per_period() -> None:
+    """A tool-call quota fills within a period, says when the next one starts, and ignores model calls."""
+    ledger = Ledger()
+    ledger.add_node("job", None, quota=Quota(tool_calls=2, period=HOUR), period_anchor=T0)
+    ledger.add_node("agent", "job")
+    now = T0 + timedelta(minutes=45)
+    assert ledger.reserve_tool("t1", "agent", usd=Decimal(0), now=now) is None
+    assert ledger.reserve_tool("t2", "agent", usd=Decimal(0), now=now) is None
+    refusal = ledger.reserve_tool("t3", "agent", usd=Decimal(0), now=now)
+    assert refusal is not None and (refusal.kind, refusal.limit) == ("quota", "tool_calls")
+    assert refusal.retry_after == timedelta(minutes=15)
+    assert refusal.message() == (
+        "node 'job': needs 1 tool calls, only 0 of its 2 tool calls per 1:00:00 quota left;"
+        " next period in 0:15:00"
+    )
+    assert ledger.reserve("m1", "agent", tokens=1, usd=Decimal(0), now=now) is None
+    assert ledger.view().node("job").quota_used == Amount(tokens=1, calls=1, tool_calls=2)
+    assert ledger.reserve_tool("t3", "agent", usd=Decimal(0), now=T0 + HOUR) is None
+
+
+def test_add_budget_raises_a_tool_calls_cap() -> None:
+    """add_budget raises a capped tool_calls limit, and the refused tool call then fits."""
+    ledger = tool_tree()
+    ledger.reserve_tool("t1", "a", usd=Decimal(0))
+    ledger.reserve_tool("t2", "a", usd=Decimal(0))
+    assert ledger.reserve_tool("t3", "a", usd=Decimal(0)) is not None
+    assert ledger.add_budget("a", tool_calls=1) is None
+    assert ledger.view().node("a").limits == Limits(tool_calls=3)
+    assert ledger.reserve_tool("t3", "a", usd=Decimal(0)) is None
+
+
+def test_carve_holds_tool_calls_on_the_parent_until_closed() -> None:
+    """A child carved with 3 tool calls holds them on the job; closing it returns the unused ones."""
+    ledger = tool_tree()
+    assert ledger.carve("child", "job", Limits(tool_calls=3)) is None
+    assert ledger.remaining("b").tool_calls == 2
+    ledger.reserve_tool("t1", "child", usd=Decimal(0))
+    ledger.settle("t1", tokens=0, usd=Decimal(0))
+    ledger.close_child("child")
+    assert ledger.remaining("b").tool_calls == 4
+
+
 # -- properties --------------------------------------------------------------------------------------------
 
 cents = st.integers(0, 60).map(lambda c: Decimal(c) / 100)
 maybe_tokens = st.none() | st.integers(0, 4_000)
 maybe_usd = st.none() | st.integers(0, 400).map(lambda c: Decimal(c) / 100)
 maybe_calls = st.none() | st.integers(0, 12)
-limits_st = st.builds(Limits, tokens=maybe_tokens, usd=maybe_usd, calls=maybe_calls)
+limits_st = st.builds(Limits, tokens=maybe_tokens, usd=maybe_usd, calls=maybe_calls, tool_calls=maybe_calls)
 pick = st.integers(0, 1_000)
 ops_st = st.one_of(
     st.tuples(st.just("add_node"), pick, limits_st),
     st.tuples(st.just("carve"), pick, limits_st),
     st.tuples(st.just("reserve"), pick, st.integers(0, 800), cents),
     st.tuples(st.just("reserve"), pick, st.integers(0, 800), cents),
+    st.tuples(st.just("reserve_tool"), pick, cents),
     st.tuples(st.just("settle"), pick, st.integers(0, 4)),
     st.tuples(st.just("settle"), pick, st.integers(0, 4)),
     st.tuples(st.just("fail"), pick),
     st.tuples(st.just("release"), pick),
     st.tuples(st.just("close"), pick),
-    st.tuples(st.just("add_budget"), pick, st.integers(0, 500), cents, st.integers(0, 2)),
+    st.tuples(st.just("add_budget"), pick, st.integers(0, 500), cents, st.integers(0, 2), st.integers(0, 2)),
 )
 
 
@@ -466,11 +600,13 @@ def plan(model: Model, op: tuple[Any, ...]) -> tuple[Any, ...]:
     kind, i = op[0], op[1]
     nodes = model.open_nodes()
     calls = list(model.open) + list(model.charges)
-    if kind in ("add_node", "carve", "reserve"):
+    if kind in ("add_node", "carve", "reserve", "reserve_tool"):
         model.counter += 1
         node = nodes[i % len(nodes)]
         if kind == "reserve":
             return ("reserve", f"c{model.counter}", node, op[2], op[3])
+        if kind == "reserve_tool":
+            return ("reserve_tool", f"c{model.counter}", node, op[2])
         return (kind, f"n{model.counter}", node, op[2])
     if kind in ("settle", "fail", "release") and calls:
         call = calls[i % len(calls)]
@@ -481,7 +617,7 @@ def plan(model: Model, op: tuple[Any, ...]) -> tuple[Any, ...]:
     if kind == "close" and len(model.parent) > 1:
         return ("close", list(model.parent)[1:][i % (len(model.parent) - 1)])
     if kind == "add_budget":
-        return ("add_budget", nodes[i % len(nodes)], op[2], op[3], op[4])
+        return ("add_budget", nodes[i % len(nodes)], op[2], op[3], op[4], op[5])
     return ("noop",)
 
 
@@ -494,10 +630,13 @@ def update(model: Model, step: tuple[Any, ...], result: Any) -> None:
             model.carved.add(step[1])
     elif kind == "reserve" and result is None:
         model.open[step[1]] = (step[2], Amount(tokens=step[3], usd=step[4], calls=1))
+    elif kind == "reserve_tool" and result is None:
+        model.open[step[1]] = (step[2], Amount(usd=step[3], tool_calls=1))
     elif kind in ("settle", "fail", "release") and step[1] in model.open:
         node, held = model.open.pop(step[1])
         if kind == "settle":
-            charge = Amount(tokens=step[2], usd=step[3], calls=1)
+            # one model call or one tool call, as reserved
+            charge = Amount(tokens=step[2], usd=step[3], calls=held.calls, tool_calls=held.tool_calls)
         else:
             charge = held if kind == "fail" else Amount()
         model.charges[step[1]] = (node, charge)
@@ -517,6 +656,8 @@ def run(ledger: Ledger, step: tuple[Any, ...]) -> Any:
         return ledger.carve(step[1], step[2], step[3])
     if kind == "reserve":
         return ledger.reserve(step[1], step[2], tokens=step[3], usd=step[4])
+    if kind == "reserve_tool":
+        return ledger.reserve_tool(step[1], step[2], usd=step[3])
     if kind == "settle":
         return ledger.settle(step[1], tokens=step[2], usd=step[3])
     if kind == "fail":
@@ -526,7 +667,7 @@ def run(ledger: Ledger, step: tuple[Any, ...]) -> Any:
     if kind == "close":
         return ledger.close_child(step[1])
     if kind == "add_budget":
-        return ledger.add_budget(step[1], tokens=step[2], usd=step[3], calls=step[4])
+        return ledger.add_budget(step[1], tokens=step[2], usd=step[3], calls=step[4], tool_calls=step[5])
     return None
 
 
@@ -575,12 +716,15 @@ def test_random_operations_keep_the_invariant_and_replays_change_nothing(
     model = Model()
     for op in ops:
         step = plan(model, op)
-        if step[0] == "reserve":
+        if step[0] in ("reserve", "reserve_tool"):
             room = ledger.remaining(step[2])
-            need = Amount(tokens=step[3], usd=step[4], calls=1)
+            if step[0] == "reserve":
+                need = Amount(tokens=step[3], usd=step[4], calls=1)
+            else:
+                need = Amount(usd=step[3], tool_calls=1)
             fits = all((cap := room.get(d)) is None or need.get(d) <= cap for d in DIMS)
         first = run(ledger, step)
-        if step[0] == "reserve":
+        if step[0] in ("reserve", "reserve_tool"):
             assert (first is None) == fits, (first, room, need)
         update(model, step, first)
         check(ledger, model)
