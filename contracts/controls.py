@@ -44,6 +44,7 @@ class AddBudgetRequest(BaseModel):
     node: str = "job"
     tokens: int = 0
     usd: Decimal = Decimal(0)
+    tool_calls: int = 0
 
 
 class GateDecision(BaseModel):

@@ -99,6 +99,12 @@ class LedgerTotals(BaseModel):
     per_agent: dict[str, Usage] = Field(default_factory=dict)
     per_agent_cost_usd: dict[str, Decimal] = Field(default_factory=dict)
     limit_calls: int | None = None
+    tool_calls: int = Field(default=0, description="Tool calls that ran; not in 'calls' (model calls).")
+    limit_tool_calls: int | None = None
+    per_agent_tool_calls: dict[str, int] = Field(default_factory=dict)
+    tool_cost_usd: Decimal = Field(
+        default=Decimal(0), description="What priced tools cost; part of 'cost_usd' (and per_agent_cost_usd)."
+    )
     nodes: list[NodeView] = Field(
         default_factory=list,
         description="Budget nodes ('job', 'agent:<name>', 'child:<id>'): limits, spent, reserved, "

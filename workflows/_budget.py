@@ -1,10 +1,12 @@
 """Budget keeping for a job: reserve a call's worst case before it starts, settle it after.
 
-``Job.turn`` calls ``reserve`` before every model call and ``settle`` (or ``fail``) after.
+``Job.turn`` calls ``reserve`` before every model call and ``settle`` (or ``fail``) after; the tool
+loop calls ``reserve_tool`` before every tool call and ``settle_tool`` after.
 The arithmetic is ``policies.ledger.Ledger`` (pure, tested); this module maps a job onto it and
 decides what happens when a reservation is refused.
 
-Nodes: ``job`` (the spec's ``budget``: tokens, usd, calls, and an optional per-period ``quota``)
+Nodes: ``job`` (the spec's ``budget``: tokens, usd, calls, tool_calls, and an optional per-period
+``quota``)
 -> ``agent:<name>`` (an agent's own ``budget``, if any) and ``child:<id>`` (budgets carved for
 child jobs by the delegation modes, see ``carve_child`` / ``close_child``). Invariant: on every
 node, settled + reserved never exceeds a limit; only a call that used more than it reserved (or
@@ -17,6 +19,10 @@ A refused reservation:
   ``budget_exhausted``, naming the node and limit); ``degrade`` grants the call on a cheaper tier or
   with fewer output tokens, if that fits; ``ask`` waits for the ``add_budget`` update up to
   ``ask_timeout``, then takes ``ask_default``.
+
+A refused tool call (its one tool call, or its price in usd) neither waits nor asks: the call is
+refused with the reason, and the model hears why. Tool calls are not model calls: they count in
+``tool_calls`` (and their price in ``usd``), never in ``calls`` or tokens.
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ with workflow.unsafe.imports_passed_through():
     from contracts.controls import AddBudgetRequest
     from contracts.jobs import JobStatus, LedgerTotals, StopReason
     from contracts.models import EstimateReason, ModelCallResult, ModelInfo, Usage
-    from contracts.spec import AgentSpec, BudgetSpec, JobSpec
+    from contracts.spec import AgentSpec, BudgetLimits, BudgetSpec, JobSpec
     from contracts.state import BudgetState
+    from contracts.tools import ToolDef
     from policies.ledger import Ledger, Limits, Quota, Refusal
 
 from workflows._activities import BUDGET_ACCOUNT
@@ -53,6 +60,10 @@ def agent_node(name: str) -> str:
 def child_node(child_id: str) -> str:
     """The ledger node of a child job's carved budget."""
     return f"child:{child_id}"
+
+
+def _limits(budget: BudgetLimits) -> Limits:
+    return Limits(tokens=budget.tokens, usd=budget.usd, calls=budget.calls, tool_calls=budget.tool_calls)
 
 
 @dataclass
@@ -86,11 +97,13 @@ class BudgetKeeper:
             quota = None
             if budget is not None and budget.quota is not None:
                 q = budget.quota
-                quota = Quota(tokens=q.tokens, usd=q.usd, calls=q.calls, period=q.period)
+                quota = Quota(
+                    tokens=q.tokens, usd=q.usd, calls=q.calls, tool_calls=q.tool_calls, period=q.period
+                )
             state.ledger.add_node(
                 JOB,
                 None,
-                Limits(tokens=budget.tokens, usd=budget.usd, calls=budget.calls) if budget else None,
+                _limits(budget) if budget else None,
                 quota=quota,
                 period_anchor=workflow.info().start_time if quota is not None else None,
             )
@@ -188,11 +201,49 @@ class BudgetKeeper:
         self._pending.pop(call_id, None)
         self._refresh()
 
+    async def reserve_tool(self, call_id: str, agent: AgentSpec, tool: ToolDef) -> str | None:
+        """Reserve one tool call and its price on the agent's node and every ancestor (quotas too)
+        before the call runs: None when reserved, else why not (nothing is reserved).
+
+        It never waits for a quota period nor asks for budget: a refused tool call is refused. Like
+        a model call, the job's first use of the budget leases it from the spec's account (and
+        ``StopJob`` if the account refuses the lease).
+        """
+        if self.spec.account is not None and self.state.lease == "none":
+            await self.lease_from_account()
+        node = self._agent(agent.name)
+        refusal = self.ledger.reserve_tool(call_id, node, usd=tool.price_usd, now=workflow.now())
+        if refusal is not None:
+            return f"tool {tool.name!r} of {agent.name}: {refusal.message()}"
+        self._refresh()
+        return None
+
+    def settle_tool(self, call_id: str, agent: str, tool: ToolDef, ran: bool) -> None:
+        """Charge a reserved tool call (``ran``: one tool call and its price) or release it (it never
+        started). A call id that is not reserved (settled already) changes nothing."""
+        if call_id not in self.ledger.open_calls:
+            return
+        if not ran:
+            self.ledger.release(call_id)
+        else:
+            self.ledger.settle(call_id, tokens=0, usd=tool.price_usd)
+            totals = self.totals
+            totals.tool_calls += 1
+            totals.per_agent_tool_calls[agent] = totals.per_agent_tool_calls.get(agent, 0) + 1
+            if tool.price_usd:
+                totals.tool_cost_usd += tool.price_usd
+                totals.cost_usd += tool.price_usd
+                cost = totals.per_agent_cost_usd.get(agent, Decimal(0))
+                totals.per_agent_cost_usd[agent] = cost + tool.price_usd
+        self._refresh()
+
     # ----- add_budget --------------------------------------------------------------------------
 
     def add(self, request: AddBudgetRequest) -> LedgerTotals:
         """Raise a node's limits (the ``add_budget`` update); a waiting ``ask`` then resumes."""
-        refusal = self.ledger.add_budget(self._node_of(request.node), tokens=request.tokens, usd=request.usd)
+        refusal = self.ledger.add_budget(
+            self._node_of(request.node), tokens=request.tokens, usd=request.usd, tool_calls=request.tool_calls
+        )
         if refusal is not None:  # only carved children can refuse; validate_add keeps them out
             raise ValueError(refusal.message())
         self._refresh()
@@ -200,10 +251,10 @@ class BudgetKeeper:
 
     def validate_add(self, request: AddBudgetRequest) -> None:
         """Refuse a bad ``add_budget`` before it is written to history."""
-        if request.tokens < 0 or request.usd < 0:
+        if request.tokens < 0 or request.usd < 0 or request.tool_calls < 0:
             raise ValueError("amounts must not be negative")
-        if not request.tokens and not request.usd:
-            raise ValueError("give tokens or usd to add")
+        if not request.tokens and not request.usd and not request.tool_calls:
+            raise ValueError("give tokens or usd (or tool_calls) to add")
         node = self._node_of(request.node)
         known = [JOB] + [agent_node(a.name) for a in self.spec.agents]
         if node not in known:
@@ -211,8 +262,10 @@ class BudgetKeeper:
             raise ValueError(f"unknown budget node {request.node!r}; this job has {names}")
         # Uncapped stays uncapped (there is nothing to raise); refuse only an update that changes nothing.
         limits = self.ledger.nodes[node].limits
-        if not (request.tokens and limits.tokens is not None) and not (
-            request.usd and limits.usd is not None
+        if (
+            not (request.tokens and limits.tokens is not None)
+            and not (request.usd and limits.usd is not None)
+            and not (request.tool_calls and limits.tool_calls is not None)
         ):
             raise ValueError(f"node {node!r} has no limit on what you add: it is not capped there")
 
@@ -294,9 +347,11 @@ class BudgetKeeper:
             workflow.logger.warning("could not give back to account %s: %s", account, error)
 
     def check_settled(self) -> None:
-        """Refuse (``RuntimeError``) to hand the state on with a call still reserved."""
-        if self._pending:
-            raise RuntimeError(f"budget state handed on with calls in flight: {sorted(self._pending)}")
+        """Refuse (``RuntimeError``) to hand the state on with a model or tool call still reserved."""
+        tools = [c for c, call in self.ledger.open_calls.items() if call.amount.tool_calls]
+        if self._pending or tools:
+            in_flight = sorted([*self._pending, *tools])
+            raise RuntimeError(f"budget state handed on with calls in flight: {in_flight}")
 
     # ----- internals ---------------------------------------------------------------------------
 
@@ -305,7 +360,7 @@ class BudgetKeeper:
         if node not in self.ledger.nodes:
             spec = next((a for a in self.spec.agents if a.name == name), None)
             own = spec.budget if spec is not None else None
-            limits = Limits(tokens=own.tokens, usd=own.usd, calls=own.calls) if own else None
+            limits = _limits(own) if own else None
             self.ledger.add_node(node, JOB, limits)
         return node
 
@@ -417,4 +472,5 @@ class BudgetKeeper:
         self.totals.limit_tokens = limits.tokens
         self.totals.limit_usd = limits.usd
         self.totals.limit_calls = limits.calls
+        self.totals.limit_tool_calls = limits.tool_calls
         self.totals.nodes = self.ledger.view().nodes

@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHandle
@@ -31,7 +32,9 @@ from contracts.models import ModelCallResult, Usage
 from contracts.names import account_workflow_id
 from contracts.spec import JobSpec, parse_spec
 from contracts.state import JobInput
+from contracts.tools import ToolDef
 from harness.sim import SimServer
+from policies.ledger import DIMS, Amount
 from tests.helpers import (
     ROOT,
     account_activities,
@@ -86,10 +89,10 @@ def assert_within_limits(ledger: LedgerTotals) -> None:
     for node in ledger.nodes:
         assert not node.overrun, node.id
         used = node.spent + node.reserved
-        for dim in ("tokens", "usd", "calls"):
-            cap = node.limits.get(dim)  # type: ignore[arg-type]
+        for dim in DIMS:
+            cap = node.limits.get(dim)
             if cap is not None:
-                assert used.get(dim) <= cap, (node.id, dim)  # type: ignore[arg-type]
+                assert used.get(dim) <= cap, (node.id, dim)
 
 
 async def test_stop_policy_ends_the_job_within_limits_and_matches_the_simulator(
@@ -298,6 +301,97 @@ async def test_child_budgets_return_to_the_parent_on_success_failure_and_cancel(
     assert nodes["job"].reserved.tokens == 0 and nodes["job"].remaining.tokens == 1000 - 450
     assert all(nodes[child_node(c)].closed for c in ("ok", "failed", "cancelled"))
     assert nodes[child_node("cancelled")].estimated and not nodes["job"].overrun
+    assert_within_limits(totals)
+
+
+class ToolProbeResult(BaseModel):
+    """What ToolProbe saw: each reserve_tool answer, how long they took, and the ledger after."""
+
+    reasons: list[str | None]
+    waited: timedelta
+    in_flight_refused: str
+    totals: LedgerTotals
+
+
+SEARCH = ToolDef(ref="search", name="search")
+PAID = ToolDef(ref="paid", name="paid", price_usd=Decimal("0.004"))
+
+
+@workflow.defn(name="ToolProbe", sandboxed=False)
+class ToolProbe(JobWorkflow):
+    """Reserves and settles tool calls as the tool loop does, against an agent cap and a job quota."""
+
+    mode = "probe"
+
+    @workflow.run
+    async def run(self, job_input: JobInput) -> ToolProbeResult:
+        """Reserve, settle and release tool calls of two agents, then report the answers and ledger."""
+        await self.start_job()
+        budget = self.budget
+        writer, helper = self.spec.agent("writer"), self.spec.agent("helper")
+        reasons: list[str | None] = []
+        start = workflow.now()
+        for call_id, ran in (("w1", True), ("w2", False), ("w3", True)):
+            reasons.append(await budget.reserve_tool(call_id, writer, SEARCH))
+            budget.settle_tool(call_id, "writer", SEARCH, ran=ran)
+        budget.settle_tool("w3", "writer", SEARCH, ran=True)  # settling twice changes nothing
+        reasons.append(await budget.reserve_tool("w4", writer, SEARCH))  # writer's own cap: 2
+        reasons.append(await budget.reserve_tool("h1", helper, PAID))
+        try:
+            budget.check_settled()
+            in_flight = ""
+        except RuntimeError as error:
+            in_flight = str(error)
+        budget.settle_tool("h1", "helper", PAID, ran=True)
+        reasons.append(await budget.reserve_tool("h2", helper, PAID))  # the job's quota: 3 per hour
+        budget.check_settled()
+        return ToolProbeResult(
+            reasons=reasons, waited=workflow.now() - start, in_flight_refused=in_flight, totals=budget.totals
+        )
+
+
+async def test_tool_calls_are_reserved_and_settled_on_the_agent_and_job_caps(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """A tool call is reserved under the agent's tool_calls cap and the job's quota, is refused at
+    once (no wait) naming the node, counts in tool_calls and usd but not in calls, and a released
+    one is given back."""
+    spec = chain(
+        {"usd": "0.01", "tool_calls": 4, "quota": {"tool_calls": 3, "period": "1h"}},
+        agents=[
+            {"name": "writer", "model": "sim:writer", "budget": {"tool_calls": 2}},
+            {"name": "helper", "model": "sim:writer"},
+        ],
+    )
+    queue = f"probe-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        ts_env.client, task_queue=queue, workflows=[ToolProbe], activities=[gateway.resolve_models]
+    ):
+        probe = await ts_env.client.execute_workflow(
+            "ToolProbe", spec, id=spec.id or "", task_queue=queue, result_type=ToolProbeResult
+        )
+    assert probe.reasons[:3] == [None, None, None]
+    assert probe.reasons[3] == (
+        "tool 'search' of writer: node 'agent:writer': needs 1 tool calls,"
+        " only 0 of its 2 tool calls limit left"
+    )
+    assert probe.reasons[4] is None
+    refused = probe.reasons[5]
+    assert refused is not None and refused.startswith(
+        "tool 'paid' of helper: node 'job': needs 1 tool calls, only 0 of its 3 tool calls per 1:00:00 quota"
+    )
+    assert probe.waited == timedelta(0)
+    assert "h1" in probe.in_flight_refused
+    totals = probe.totals
+    assert (totals.tool_calls, totals.limit_tool_calls, totals.calls) == (3, 4, 0)
+    assert totals.per_agent_tool_calls == {"writer": 2, "helper": 1}
+    assert totals.cost_usd == totals.tool_cost_usd == Decimal("0.004")
+    assert totals.per_agent_cost_usd == {"helper": Decimal("0.004")}
+    nodes = {node.id: node for node in totals.nodes}
+    assert nodes["job"].spent == Amount(usd=Decimal("0.004"), tool_calls=3)
+    assert nodes["job"].reserved == Amount()
+    assert nodes["agent:writer"].spent.tool_calls == 2
+    assert nodes["job"].quota_used.tool_calls == 3
     assert_within_limits(totals)
 
 
