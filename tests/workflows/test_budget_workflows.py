@@ -336,6 +336,11 @@ class ToolProbe(JobWorkflow):
             budget.settle_tool(call_id, "writer", SEARCH, ran=ran)
         budget.settle_tool("w3", "writer", SEARCH, ran=True)  # settling twice changes nothing
         reasons.append(await budget.reserve_tool("w4", writer, SEARCH))  # writer's own cap: 2
+        raise_writer = AddBudgetRequest(node="writer", tool_calls=1)
+        budget.validate_add(raise_writer)
+        budget.add(raise_writer)
+        reasons.append(await budget.reserve_tool("w5", writer, SEARCH))  # fits the raised cap
+        budget.settle_tool("w5", "writer", SEARCH, ran=False)
         reasons.append(await budget.reserve_tool("h1", helper, PAID))
         try:
             budget.check_settled()
@@ -375,8 +380,8 @@ async def test_tool_calls_are_reserved_and_settled_on_the_agent_and_job_caps(
         "tool 'search' of writer: node 'agent:writer': needs 1 tool calls,"
         " only 0 of its 2 tool calls limit left"
     )
-    assert probe.reasons[4] is None
-    refused = probe.reasons[5]
+    assert probe.reasons[4:6] == [None, None]
+    refused = probe.reasons[6]
     assert refused is not None and refused.startswith(
         "tool 'paid' of helper: node 'job': needs 1 tool calls, only 0 of its 3 tool calls per 1:00:00 quota"
     )
@@ -391,6 +396,7 @@ async def test_tool_calls_are_reserved_and_settled_on_the_agent_and_job_caps(
     assert nodes["job"].spent == Amount(usd=Decimal("0.004"), tool_calls=3)
     assert nodes["job"].reserved == Amount()
     assert nodes["agent:writer"].spent.tool_calls == 2
+    assert nodes["agent:writer"].limits.tool_calls == 3
     assert nodes["job"].quota_used.tool_calls == 3
     assert_within_limits(totals)
 

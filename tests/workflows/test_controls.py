@@ -249,6 +249,8 @@ async def test_invalid_updates_are_refused_and_leave_state_and_history_unchanged
         ("reject", GateDecision(gate="ship"), "not pending"),
         ("add_budget", AddBudgetRequest(tokens=-5), "must not be negative"),
         ("add_budget", AddBudgetRequest(), "give tokens or usd"),
+        ("add_budget", AddBudgetRequest(tool_calls=-1), "must not be negative"),
+        ("add_budget", AddBudgetRequest(tool_calls=2), "no limit on what you add"),
         ("add_budget", AddBudgetRequest(node="team", tokens=5), "unknown budget node"),
         ("set_priority", SetPriorityRequest(task="t1", priority=1), "unknown task 't1'"),
         ("set_priority", SetPriorityRequest(task="job", priority=12), "0 (most urgent) to 9"),
