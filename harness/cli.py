@@ -27,6 +27,7 @@ from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
 from harness.cli_routing import routing_app, routing_section
 from harness.specfile import load_spec
+from policies.ledger import NodeView
 
 app = typer.Typer(
     name="harness",
@@ -115,7 +116,7 @@ def _progress_table(progress: JobProgress) -> Table:
     return table
 
 
-def _amount(tokens: int | None, usd: Decimal | None, calls: int | None) -> str:
+def _amount(tokens: int | None, usd: Decimal | None, calls: int | None, tool_calls: int | None = None) -> str:
     parts = []
     if tokens is not None:
         parts.append(f"{tokens:,} tok")
@@ -123,13 +124,24 @@ def _amount(tokens: int | None, usd: Decimal | None, calls: int | None) -> str:
         parts.append(_usd(usd))
     if calls is not None:
         parts.append(f"{calls} calls")
+    if tool_calls is not None:
+        parts.append(f"{tool_calls} tool calls")
     return ", ".join(parts) or "-"
 
 
+def _tools(node: NodeView) -> str:
+    """Tool calls used (spent and reserved) of the node's cap: '3/10'; '3' uncapped; '-' none."""
+    used = node.spent.tool_calls + node.reserved.tool_calls
+    if node.limits.tool_calls is not None:
+        return f"{used}/{node.limits.tool_calls}"
+    return str(used) if used else "-"
+
+
 def budget_table(totals: LedgerTotals) -> Table:
-    """Every budget node (job, agents, carved children): limits, spent, reserved, remaining."""
+    """Every budget node (job, agents, carved children): limits, spent, reserved, tool calls
+    (used/limit), remaining."""
     table = Table(title="budget", title_justify="left", show_edge=False, pad_edge=False)
-    for column in ("node", "limit", "spent", "reserved", "remaining", "notes"):
+    for column in ("node", "limit", "spent", "reserved", "tools", "remaining", "notes"):
         table.add_column(column, justify="left" if column in ("node", "notes") else "right")
     depth: dict[str | None, int] = {None: -1}
     for node in totals.nodes:  # parents come before their children
@@ -138,8 +150,10 @@ def budget_table(totals: LedgerTotals) -> Table:
         remaining = _amount(node.remaining.tokens, node.remaining.usd, node.remaining.calls)
         notes = []
         if node.quota is not None:
-            used = _amount(node.quota_used.tokens, node.quota_used.usd, node.quota_used.calls)
-            cap = _amount(node.quota.tokens, node.quota.usd, node.quota.calls)
+            q, u = node.quota, node.quota_used
+            cap = _amount(q.tokens, q.usd, q.calls, q.tool_calls)
+            tools = u.tool_calls if q.tool_calls is not None or u.tool_calls else None
+            used = _amount(u.tokens, u.usd, u.calls, tools)
             notes.append(f"quota {used} of {cap} per {node.quota.period}")
         notes += [flag for flag in ("estimated", "overrun", "closed") if getattr(node, flag)]
         table.add_row(
@@ -147,6 +161,7 @@ def budget_table(totals: LedgerTotals) -> Table:
             limit,
             _amount(node.spent.tokens, node.spent.usd, node.spent.calls),
             _amount(node.reserved.tokens, node.reserved.usd, None),
+            _tools(node),
             remaining if remaining != "-" else "no cap",
             ", ".join(notes),
         )
@@ -176,6 +191,10 @@ def print_result(result: JobResult, url: str | None) -> None:
         f"{usage.total_tokens} tokens ({usage.input_tokens} in, {usage.output_tokens} out) "
         f"in {ledger.calls} calls, {_usd(ledger.cost_usd)}"
     )
+    if ledger.tool_calls:
+        spent += f"; {ledger.tool_calls} tool calls"
+        if ledger.tool_cost_usd:
+            spent += f" ({_usd(ledger.tool_cost_usd)} of the cost)"
     if usage.estimated:
         spent += f" (includes estimates: {estimate_reasons(usage)})"
     table = Table.grid(padding=(0, 2))
@@ -313,10 +332,13 @@ def ledger(
     console.print(budget_table(totals))
     for note in totals.degraded:
         console.print(note, highlight=False)
-    for agent, usage in totals.per_agent.items():
+    for agent in {**totals.per_agent, **totals.per_agent_tool_calls}:
+        usage = totals.per_agent.get(agent, Usage())
         cost = totals.per_agent_cost_usd.get(agent)
+        tools = totals.per_agent_tool_calls.get(agent, 0)
         console.print(
             f"{agent}: {usage.total_tokens:,} tokens in {usage.requests} calls"
+            + (f", {tools} tool calls" if tools else "")
             + (f", {_usd(cost)}" if cost is not None else "")
         )
 

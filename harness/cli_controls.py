@@ -141,11 +141,15 @@ def add_budget(
     tokens: Annotated[int, typer.Option("--tokens", help="Tokens to add.")] = 0,
     usd: Annotated[str, typer.Option("--usd", help="Dollars to add, e.g. 0.25.")] = "0",
     node: Annotated[str, typer.Option("--node", help="Budget node; 'job' is the whole job.")] = "job",
+    tool_calls: Annotated[int, typer.Option("--tool-calls", help="Tool calls to add.")] = 0,
 ) -> None:
     """Raise a budget's limits; prints the ledger after the change."""
-    request = AddBudgetRequest(node=node, tokens=tokens, usd=Decimal(usd))
+    request = AddBudgetRequest(node=node, tokens=tokens, usd=Decimal(usd), tool_calls=tool_calls)
     totals: LedgerTotals = _run(job_id, "add_budget", request, True, result_type=LedgerTotals)
-    console.print(f"limits now: tokens {totals.limit_tokens}, usd {totals.limit_usd}")
+    said = f"limits now: tokens {totals.limit_tokens}, usd {totals.limit_usd}"
+    if tool_calls:
+        said += f", tool calls {totals.limit_tool_calls}"
+    console.print(said)
 
 
 def set_priority(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.jobs import LedgerTotals
 from contracts.models import Usage
-from harness.cli import estimate_reasons
+from harness.cli import budget_table, estimate_reasons
 from harness.sim import SimServer
+from policies.ledger import Ledger, Limits, Quota
 from tests.helpers import harness
 
 
@@ -75,3 +80,29 @@ def test_the_summary_says_why_a_figure_is_estimated() -> None:
     lost = Usage(input_tokens=3, output_tokens=2, requests=1).because("worker lost")
     assert estimate_reasons(cut + lost + exact) == "calls cut short, attempts whose worker was lost"
     assert not (exact + exact).estimated and (cut + exact).estimated
+
+
+def test_the_budget_table_shows_tool_calls_used_of_each_nodes_cap() -> None:
+    """Each node's row shows its tool calls used (spent and reserved) of its cap, and a tool-call
+    quota shows in the notes."""
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    ledger = Ledger()
+    quota = Quota(tool_calls=5, period=timedelta(hours=1))
+    ledger.add_node("job", None, Limits(tool_calls=10), quota=quota, period_anchor=start)
+    ledger.add_node("agent:w", "job")
+    ledger.add_node("agent:idle", "job")
+    for n in range(3):
+        ledger.reserve_tool(f"t{n}", "agent:w", usd=Decimal(0), now=start)
+    ledger.settle("t0", tokens=0, usd=Decimal(0))
+    console = Console(width=200, record=True)
+    console.print(budget_table(LedgerTotals(nodes=ledger.view().nodes)))
+    lines = console.export_text().splitlines()
+    header = [cell.strip() for cell in next(line for line in lines if "node" in line).split("┃")]
+    rows = {
+        cells[0]: cells
+        for cells in ([c.strip() for c in line.split("│")] for line in lines)
+        if len(cells) > 1
+    }
+    tools = header.index("tools")
+    assert (rows["job"][tools], rows["agent:w"][tools], rows["agent:idle"][tools]) == ("3/10", "3", "-")
+    assert "3 tool calls of 5 tool calls per 1:00:00" in rows["job"][header.index("notes")]
