@@ -71,6 +71,11 @@ SIM_PRICES: dict[str, ModelPrice] = {
     "tier-small": _price("0.15", "0.60"),
     "tier-medium": _price("1.00", "4.00"),
     "tier-large": _price("5.00", "15.00"),
+    "tool-user": _price("0.20", "0.80"),
+    "tool-parallel": _price("0.20", "0.80"),
+    "tool-loop": _price("0.20", "0.80"),
+    "tool-rogue": _price("0.20", "0.80"),
+    "tool-bad-args": _price("0.20", "0.80"),
 }
 """Price of each simulated model, by the bare model name the simulator serves."""
 
@@ -85,6 +90,11 @@ SIM_TIERS: dict[str, int] = {
     "tier-small": 0,
     "tier-medium": 1,
     "tier-large": 2,
+    "tool-user": 0,
+    "tool-parallel": 0,
+    "tool-loop": 0,
+    "tool-rogue": 0,
+    "tool-bad-args": 0,
 }
 """Routing tier of each simulated model: 0 is cheapest, higher is stronger and dearer."""
 

@@ -1,6 +1,6 @@
 """In-prompt directives that let tests steer one request: ``[[sim key=value ...]]``.
 
-Recognised keys (anywhere in the last user message; several blocks merge, later wins):
+Recognised keys (anywhere in the last user message with text; several blocks merge, later wins):
 
 - ``reply="exact text"``: the reply, verbatim (``\\"`` escapes a quote).
 - ``latency=2.5``: seconds to the first token, instead of ``SimConfig.latency_s``.
@@ -10,17 +10,26 @@ Recognised keys (anywhere in the last user message; several blocks merge, later 
   mentions "invalid" or "validation" (the caller fed the parse error back).
 - ``bad_json=always``: planner and judge answer invalid JSON to every request that has it in any
   of its user messages, re-asks included (a model that cannot produce the schema at all).
+- ``tool=NAME``: the tool the ``tool-user`` and ``tool-rogue`` models call (``tool-parallel``:
+  whose arguments ``args`` sets).
+- ``args='{"city": "Paris"}'``: the arguments of that call, a JSON object (single quotes spare
+  escaping the JSON's double quotes; ``args="{\\"a\\": 1}"`` works too). Not an object: ignored.
+- ``rounds=3``: how many rounds ``tool-user`` calls its tool before it answers (default 1).
 
-Directives are never stripped before counting tokens: they are part of the prompt.
+A user message that holds only tool results is not a new turn, so the directives of a turn still
+apply in its later tool rounds. Directives are never stripped before counting tokens: they are part
+of the prompt.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _BLOCK = re.compile(r"\[\[sim\s+(.*?)\]\]", re.DOTALL)
-_PAIR = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S+)')
+_PAIR = re.compile(r"""(\w+)=("(?:[^"\\]|\\.)*"|'[^']*'|\S+)""")
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,9 @@ class Directives:
     tokens: int | None = None
     bad_json: bool = False
     bad_json_always: bool = False
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+    rounds: int | None = None
 
 
 def parse_directives(text: str) -> Directives:
@@ -42,6 +54,8 @@ def parse_directives(text: str) -> Directives:
         for key, value in _PAIR.findall(block):
             if value.startswith('"') and value.endswith('"') and len(value) >= 2:
                 value = re.sub(r"\\(.)", r"\1", value[1:-1])
+            elif value.startswith("'") and value.endswith("'") and len(value) >= 2:
+                value = value[1:-1]
             raw[key] = value
     return Directives(
         reply=raw.get("reply"),
@@ -50,6 +64,9 @@ def parse_directives(text: str) -> Directives:
         tokens=_whole(raw.get("tokens")),
         bad_json=raw.get("bad_json", "0").lower() in {"1", "true", "yes", "always"},
         bad_json_always=raw.get("bad_json", "").lower() == "always",
+        tool=raw.get("tool") or None,
+        args=_object(raw.get("args")),
+        rounds=max(1, rounds) if (rounds := _whole(raw.get("rounds"))) is not None else None,
     )
 
 
@@ -68,3 +85,11 @@ def _number(value: str | None) -> float | None:
 def _whole(value: str | None) -> int | None:
     number = _number(value)
     return int(number) if number is not None else None
+
+
+def _object(value: str | None) -> dict[str, Any] | None:
+    try:
+        parsed = json.loads(value) if value is not None else None
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None

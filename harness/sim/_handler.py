@@ -9,6 +9,7 @@ import math
 import select
 import socket
 import time
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
 from typing import Any, cast
 
@@ -20,7 +21,8 @@ from harness.sim._openai import OpenAIWire
 from harness.sim._scenarios import scenario_reply
 from harness.sim._server import SimHTTPServer
 from harness.sim._tokens import split_tokens
-from harness.sim._wire import Completion, SimRequest, Wire, WireError
+from harness.sim._turns import Reply
+from harness.sim._wire import Completion, SimRequest, Wire, WireError, call_tokens
 from harness.sim.faults import Fault, error_body
 
 log = logging.getLogger(__name__)
@@ -124,8 +126,8 @@ class SimHandler(BaseHTTPRequestHandler):
             self._pause(math.inf)
             self._abort()
             return
-        reply = scenario_reply(req.model, req.turns)
-        done = _complete(reply.text, req.max_tokens, kind)
+        reply = scenario_reply(req.model, req.turns, req.tools, req.tool_choice)
+        done = _complete(wire, reply, req.max_tokens, kind)
         latency = reply.latency_s if reply.latency_s is not None else self.sim.config.latency_s
         tps = reply.tokens_per_s if reply.tokens_per_s is not None else self.sim.config.tokens_per_s
         drop_after = fault.after_tokens if fault is not None and kind == "drop_stream" else None
@@ -134,7 +136,7 @@ class SimHandler(BaseHTTPRequestHandler):
         elif req.stream:
             self._stream(wire, req, done, latency, tps, drop_after)
         else:
-            self._whole(wire, req, done, latency + (len(done.pieces) / tps if tps else 0.0), drop_after)
+            self._whole(wire, req, done, latency + (done.output_tokens / tps if tps else 0.0), drop_after)
 
     def _whole(self, wire: Wire, req: SimRequest, done: Completion, delay: float, drop: int | None) -> None:
         if not self._pause(delay):
@@ -153,7 +155,7 @@ class SimHandler(BaseHTTPRequestHandler):
             self.sim.tally.incomplete(req.model, req.input_tokens, 0)
             self._abort()
             return
-        self.sim.tally.completed(req.model, req.input_tokens, len(done.pieces))
+        self.sim.tally.completed(req.model, req.input_tokens, done.output_tokens, len(done.calls))
 
     def _stream(
         self, wire: Wire, req: SimRequest, done: Completion, latency: float, tps: float, drop: int | None
@@ -161,16 +163,16 @@ class SimHandler(BaseHTTPRequestHandler):
         sent = 0
         try:
             self._head(200, "text/event-stream", None)
-            self._chunks(wire.head(req))
+            self._chunks(wire.head(req, done))
             if not self._pause(latency):
                 raise ConnectionAbortedError("client gone or server stopping")
-            for i, piece in enumerate(done.pieces):
+            for event, tokens in wire.events(req, done):
                 if drop is not None and sent >= drop:
                     raise ConnectionAbortedError("drop_stream fault")
-                if tps and i and not self._pause(1 / tps):
+                if tps and sent and tokens and not self._pause(tokens / tps):
                     raise ConnectionAbortedError("client gone or server stopping")
-                self._chunks([wire.delta(req, piece, done)])
-                sent += 1
+                self._chunks([event])
+                sent += tokens
             if drop is not None:
                 raise ConnectionAbortedError("drop_stream fault")
             self._chunks([*wire.tail(req, done), b""])  # the empty chunk ends the chunked body
@@ -178,7 +180,7 @@ class SimHandler(BaseHTTPRequestHandler):
             self.sim.tally.incomplete(req.model, req.input_tokens, sent)
             self._abort()
             return
-        self.sim.tally.completed(req.model, req.input_tokens, sent)
+        self.sim.tally.completed(req.model, req.input_tokens, sent, len(done.calls))
 
     def _malformed(self, wire: Wire, stream: bool) -> None:
         """Answer 200 with a body that is not JSON (counted in ``requests`` only)."""
@@ -272,15 +274,26 @@ class SimHandler(BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
 
 
-def _complete(text: str, max_tokens: int | None, kind: str | None) -> Completion:
-    """Apply refusal / content-filter faults, then the ``max_tokens`` cap."""
-    pieces = split_tokens(_REFUSAL if kind == "refusal" else text)
-    finish: Any = "refusal" if kind == "refusal" else "stop"
+def _complete(wire: Wire, reply: Reply, max_tokens: int | None, kind: str | None) -> Completion:
+    """Apply refusal / content-filter faults (both drop the tool calls), then the ``max_tokens``
+    cap: the text is cut, and a tool call that does not fit whole is dropped."""
+    pieces = split_tokens(_REFUSAL if kind == "refusal" else reply.text)
+    calls = tuple(replace(c, arguments=wire.arguments(c.arguments)) for c in reply.calls)
+    finish: Any = "refusal" if kind == "refusal" else "tool_calls" if calls else "stop"
+    if kind in {"refusal", "content_filter"}:
+        calls = ()
     if kind == "content_filter":
         pieces, finish = pieces[: len(pieces) // 2], "content_filter"
-    if max_tokens is not None and len(pieces) > max_tokens:
-        pieces, finish = pieces[:max_tokens], "length"
-    return Completion(pieces, finish)
+    done = Completion(pieces, finish, calls)
+    if max_tokens is None or done.output_tokens <= max_tokens:
+        return done
+    pieces, left, kept = pieces[:max_tokens], max_tokens - len(pieces[:max_tokens]), []
+    for call in calls:
+        if call_tokens(call) > left:
+            break
+        kept.append(call)
+        left -= call_tokens(call)
+    return Completion(pieces, "length", tuple(kept))
 
 
 def _models() -> dict[str, Any]:

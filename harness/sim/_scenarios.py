@@ -24,6 +24,8 @@ No server state is read, so a retried request gets the same reply. Scenarios by 
 - ``tier-small`` / ``tier-medium`` / ``tier-large``: with "difficulty=X" in the last user message,
   "PASS" when draw < p else "FAIL", where draw = sha256(last user message + model) in [0, 1) and
   p = clamp(0.95 - 0.9 X) / clamp(0.99 - 0.5 X) / clamp(0.995 - 0.15 X). Otherwise like echo.
+- ``tool-user``, ``tool-parallel``, ``tool-loop``, ``tool-rogue``, ``tool-bad-args``: call tools
+  (see ``_tool_scenarios``); no other model ever does, and all read tool calls and results as text.
 - anything else (``echo``, ``gpt-4o-mini``, ...): "Reply from <model>: " + the first 20 words of the
   last user message, padded to 20-60 tokens.
 
@@ -35,28 +37,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
 
 from harness.sim._directives import Directives, parse_directives, strip_directives
 from harness.sim._tokens import count_tokens, split_tokens
-
-
-@dataclass(frozen=True)
-class Turn:
-    """One message of a request, flattened to text."""
-
-    role: str
-    text: str
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What the simulated model says, and the per-request timing overrides."""
-
-    text: str
-    latency_s: float | None = None
-    tokens_per_s: float | None = None
-
+from harness.sim._tool_scenarios import TOOL_MODELS, tool_scenario
+from harness.sim._turns import Reply, Tool, Turn
 
 _FILLER = (
     "Each point is backed by a short example.",
@@ -84,11 +69,16 @@ _TIER_SLOPES = {"tier-small": (0.95, 0.9), "tier-medium": (0.99, 0.5), "tier-lar
 _DRAFT_MARK = re.compile(r"Draft (?:v(\d+)|\((casual|formal)\))")
 
 
-def scenario_reply(model: str, turns: list[Turn]) -> Reply:
-    """The reply of simulated ``model`` to ``turns`` (a pure function)."""
+def scenario_reply(
+    model: str, turns: list[Turn], tools: tuple[Tool, ...] = (), tool_choice: str = "auto"
+) -> Reply:
+    """The reply of simulated ``model`` to ``turns`` offering ``tools`` (a pure function)."""
     model = model.removeprefix("sim:")  # tolerate a catalog ref sent as the model name
     last = _last_user(turns)
     d = parse_directives(last)
+    if model in TOOL_MODELS:
+        text, calls = tool_scenario(model, turns, tools, tool_choice, d)
+        return Reply(text=text, latency_s=d.latency_s, tokens_per_s=d.tokens_per_s, calls=calls)
     text = d.reply if d.reply is not None else _scenario_text(model, turns, last, d)
     return Reply(text=text, latency_s=d.latency_s, tokens_per_s=d.tokens_per_s)
 
@@ -119,7 +109,8 @@ def _scenario_text(model: str, turns: list[Turn], last: str, d: Directives) -> s
 
 
 def _last_user(turns: list[Turn]) -> str:
-    return next((t.text for t in reversed(turns) if t.role == "user"), "")
+    """The last user message with text (tool results alone do not start a turn)."""
+    return next((t.text for t in reversed(turns) if t.opens_turn), "")
 
 
 def _topic(turns: list[Turn]) -> str:

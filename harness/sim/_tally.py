@@ -14,6 +14,8 @@ _KEYS = (
     "output_tokens",
     "incomplete_input_tokens",
     "incomplete_output_tokens",
+    "tool_call_replies",
+    "tool_calls",
 )
 
 
@@ -25,7 +27,8 @@ class Tally:
     ``incomplete_input_tokens`` (a real provider bills the prompt of a request cut short) and the
     output tokens actually written in ``incomplete_output_tokens``. Error answers count in
     ``requests`` only. What the simulator served in all is ``input_tokens + output_tokens +
-    incomplete_input_tokens + incomplete_output_tokens``.
+    incomplete_input_tokens + incomplete_output_tokens``. ``tool_call_replies`` counts the completed
+    responses that asked for tools, ``tool_calls`` the calls they asked for.
     """
 
     def __init__(self) -> None:
@@ -36,9 +39,16 @@ class Tally:
         """A request for ``model`` arrived."""
         self._add(model, requests=1)
 
-    def completed(self, model: str, input_tokens: int, output_tokens: int) -> None:
-        """A response was fully delivered."""
-        self._add(model, completed=1, input_tokens=input_tokens, output_tokens=output_tokens)
+    def completed(self, model: str, input_tokens: int, output_tokens: int, tool_calls: int = 0) -> None:
+        """A response was fully delivered; it asked for ``tool_calls`` tool calls."""
+        self._add(
+            model,
+            completed=1,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            tool_call_replies=int(tool_calls > 0),
+            tool_calls=tool_calls,
+        )
 
     def incomplete(self, model: str, input_tokens: int, output_tokens_sent: int) -> None:
         """A response to a prompt of ``input_tokens`` was cut short after ``output_tokens_sent``

@@ -1,22 +1,26 @@
 """Wire formats of the two provider APIs: parse a request, build bodies and SSE events.
 
 Both providers share one ``SimRequest``. For OpenAI, ``system``/``developer`` messages become the
-system prompt (joined by newlines) and are not counted as messages, so the same logical request
-costs the same input tokens on either API.
+system prompt (joined by newlines) and are not counted as messages, and its ``tool`` messages merge
+into one user turn with the user message right after them (as Anthropic's ``tool_result`` blocks
+share a user message), so the same logical request costs the same input tokens on either API. A
+message's tokens are counted on its flat text (``Turn.flat``); the tool definitions are not counted.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from harness.sim._scenarios import Turn
-from harness.sim._tokens import prompt_tokens
+from harness.sim._tokens import count_tokens, prompt_tokens
+from harness.sim._turns import Tool, ToolUse, Turn
 
-Finish = Literal["stop", "length", "content_filter", "refusal"]
+Finish = Literal["stop", "length", "content_filter", "refusal", "tool_calls"]
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 class WireError(Exception):
@@ -37,12 +41,14 @@ class SimRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool = True
+    tools: tuple[Tool, ...] = ()
+    tool_choice: str = "auto"
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:24])
 
     @property
     def input_tokens(self) -> int:
         """Prompt tokens, by the simulator's counting rule."""
-        return prompt_tokens(self.system, [t.text for t in self.turns])
+        return prompt_tokens(self.system, [t.flat for t in self.turns])
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,29 @@ class Completion:
 
     pieces: list[str]
     finish: Finish
+    calls: tuple[ToolUse, ...] = ()
 
     @property
     def text(self) -> str:
         """The reply text (all pieces joined)."""
         return "".join(self.pieces)
+
+    @property
+    def output_tokens(self) -> int:
+        """Tokens of the text plus, for each tool call, of its name and its arguments."""
+        return count_tokens(self.text) + sum(call_tokens(c) for c in self.calls)
+
+
+def call_tokens(call: ToolUse) -> int:
+    """Output tokens of one tool call: its name's plus its arguments'."""
+    return count_tokens(call.name) + count_tokens(call.arguments)
+
+
+def parse_tool(name: Any, parameters: Any) -> Tool:
+    """An offered tool; 400 unless its name is 1-64 letters, digits, ``_`` or ``-``."""
+    if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+        raise WireError(400, f"tool name {name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
+    return Tool(name, parameters if isinstance(parameters, dict) else {})
 
 
 def text_of(content: Any) -> str:
@@ -105,13 +129,26 @@ class Wire(ABC):
     def body(self, req: SimRequest, done: Completion) -> dict[str, Any]:
         """The non-streaming response body."""
 
+    def arguments(self, text: str) -> str:
+        """The arguments of a tool call as this API can carry them (OpenAI: any text)."""
+        return text
+
     @abstractmethod
-    def head(self, req: SimRequest) -> list[bytes]:
+    def head(self, req: SimRequest, done: Completion) -> list[bytes]:
         """Events sent before the first token."""
+
+    def events(self, req: SimRequest, done: Completion) -> list[tuple[bytes, int]]:
+        """The events that carry the reply, each with the number of tokens it carries."""
+        return [(self.delta(req, piece, done), 1) for piece in done.pieces] + self.call_events(req, done)
 
     @abstractmethod
     def delta(self, req: SimRequest, piece: str, done: Completion) -> bytes:
-        """The event carrying one token."""
+        """The event carrying one token of text."""
+
+    @abstractmethod
+    def call_events(self, req: SimRequest, done: Completion) -> list[tuple[bytes, int]]:
+        """The events carrying the tool calls (after the text), with their tokens: the name's on the
+        event that opens a call, one on each piece of its arguments."""
 
     @abstractmethod
     def tail(self, req: SimRequest, done: Completion) -> list[bytes]:
