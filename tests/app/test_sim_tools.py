@@ -155,7 +155,11 @@ class Chat:
         if not stream:
             reply = self.oai.chat.completions.create(**kw)
             message, usage = reply.choices[0].message, reply.usage
-            calls = [Call(c.id, c.function.name, c.function.arguments) for c in message.tool_calls or []]  # type: ignore[union-attr]
+            calls = [
+                Call(c.id, c.function.name, c.function.arguments)
+                for c in message.tool_calls or []
+                if c.type == "function"
+            ]
             assert usage is not None
             return Answer(
                 message.content or "", calls, reply.choices[0].finish_reason, usage.completion_tokens
@@ -218,12 +222,12 @@ def _tokens(answer: Answer) -> int:
     )
 
 
-def _tally(server: SimServer, model: str, completed: int) -> dict[str, Any]:
-    """The tally once ``model`` has ``completed`` responses (handler threads finish a bit later)."""
+def _tally(server: SimServer, completed: int) -> dict[str, Any]:
+    """The tally once ``completed`` responses are done (handler threads finish a bit later)."""
     deadline = time.monotonic() + 3
     while True:
         tally: dict[str, Any] = sim_call(server, "/_sim/tally")
-        if tally["models"].get(model, {}).get("completed") == completed or time.monotonic() > deadline:
+        if tally["total"]["completed"] == completed or time.monotonic() > deadline:
             return tally
         time.sleep(0.02)
 
@@ -392,7 +396,7 @@ def test_input_tokens_count_flattened_tool_messages_alike_on_both_wires(
 ) -> None:
     chat = _chat(wire, oai, ant, "tool-user", "Weather?")
     chat.answered(chat.ask([WEATHER]), "snow").ask([WEATHER])
-    tally = _tally(server, "tool-user", 2)["models"]["tool-user"]
+    tally = _tally(server, 2)["models"]["tool-user"]
     args = json.dumps(WEATHER_ARGS)
     flat = ["Weather?", f"[tool get_weather {args}]", "snow"]
     first = count_tokens("Weather?") + 4 + 3
@@ -458,15 +462,18 @@ def test_a_bad_tool_name_is_a_400(wire: str, oai: openai.OpenAI, ant: anthropic.
 def test_tally_counts_tool_call_replies_and_calls(
     wire: str, stream: bool, server: SimServer, oai: openai.OpenAI, ant: anthropic.Anthropic
 ) -> None:
-    parallel = _chat(wire, oai, ant, "tool-parallel", "Both.")
-    answers = [parallel.ask([WEATHER, CLOCK], stream)]
-    answers.append(parallel.answered(answers[0], "rain", "noon").ask([WEATHER, CLOCK], stream))
+    """Only replies that ask for tools count in tool_call_replies, each call in tool_calls."""
+    tools = [WEATHER, CLOCK, {**CLOCK, "name": "get_date"}]
+    parallel = _chat(wire, oai, ant, "tool-parallel", "All three.")
+    answers = [parallel.ask(tools, stream)]
+    answers.append(parallel.answered(answers[0], "rain", "noon", "monday").ask(tools, stream))
     answers.append(_chat(wire, oai, ant, "tool-user", "One.").ask([WEATHER], stream))
-    tally = _tally(server, "tool-user", 1)
+    assert [len(a.calls) for a in answers] == [3, 0, 1]
+    tally = _tally(server, 3)
     models = tally["models"]
-    assert (models["tool-parallel"]["tool_call_replies"], models["tool-parallel"]["tool_calls"]) == (1, 2)
+    assert (models["tool-parallel"]["tool_call_replies"], models["tool-parallel"]["tool_calls"]) == (1, 3)
     assert (models["tool-user"]["tool_call_replies"], models["tool-user"]["tool_calls"]) == (1, 1)
-    assert (tally["total"]["tool_call_replies"], tally["total"]["tool_calls"]) == (2, 3)
+    assert (tally["total"]["tool_call_replies"], tally["total"]["tool_calls"]) == (2, 4)
     assert (
         tally["total"]["output_tokens"] == sum(a.output_tokens for a in answers) == sum(map(_tokens, answers))
     )
