@@ -198,7 +198,7 @@ def _tools(value: Any) -> tuple[Tool, ...]:
     for i, tool in enumerate(value):
         if not isinstance(tool.get("input_schema"), dict):
             raise WireError(400, f"tools.{i}.input_schema: Field required")
-    return tuple(parse_tool(t.get("name"), t.get("input_schema")) for t in value)
+    return tuple(parse_tool(t.get("name"), t.get("input_schema"), t.get("description")) for t in value)
 
 
 def _choice(value: Any) -> str:

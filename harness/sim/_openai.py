@@ -208,7 +208,9 @@ def _tools(value: Any) -> tuple[Tool, ...]:
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict):
             raise WireError(400, "each tool must be {'type': 'function', 'function': {...}}")
-        tools.append(parse_tool(function.get("name"), function.get("parameters")))
+        tools.append(
+            parse_tool(function.get("name"), function.get("parameters"), function.get("description"))
+        )
     return tuple(tools)
 
 

@@ -4,7 +4,8 @@ A token is a run of word characters or a single punctuation character:
 ``count_tokens(text) == len(re.findall(r"\\w+|[^\\w\\s]", text))``. Whitespace is never a token.
 
 Prompt tokens of a request are ``count_tokens(system) + sum(count_tokens(content) + 4 per message) + 3``
-(the 4 and the 3 stand for the role markers and the reply primer real chat templates add).
+(the 4 and the 3 stand for the role markers and the reply primer real chat templates add). The
+tools a request offers count as one more message (see ``_wire``).
 Output tokens are ``count_tokens(reply)``.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,10 +56,16 @@ class Turn:
 
 @dataclass(frozen=True)
 class Tool:
-    """A tool the request offers: its name and the JSON Schema of its arguments."""
+    """A tool the request offers: its name, description and the JSON Schema of its arguments."""
 
     name: str
     parameters: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def flat(self) -> str:
+        """The definition as text, ``name: description {schema}``, as its prompt tokens are counted."""
+        return f"{self.name}: {self.description} {json.dumps(self.parameters, separators=(',', ':'))}"
 
 
 @dataclass(frozen=True)

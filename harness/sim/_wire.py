@@ -4,7 +4,8 @@ Both providers share one ``SimRequest``. For OpenAI, ``system``/``developer`` me
 system prompt (joined by newlines) and are not counted as messages, and its ``tool`` messages merge
 into one user turn with the user message right after them (as Anthropic's ``tool_result`` blocks
 share a user message), so the same logical request costs the same input tokens on either API. A
-message's tokens are counted on its flat text (``Turn.flat``); the tool definitions are not counted.
+message's tokens are counted on its flat text (``Turn.flat``); the tools offered count as one more
+message, their definitions (``Tool.flat``) one per line.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ class SimRequest:
     @property
     def input_tokens(self) -> int:
         """Prompt tokens, by the simulator's counting rule."""
-        return prompt_tokens(self.system, [t.flat for t in self.turns])
+        tools = ["\n".join(t.flat for t in self.tools)] if self.tools else []
+        return prompt_tokens(self.system, [t.flat for t in self.turns] + tools)
 
 
 @dataclass(frozen=True)
@@ -75,11 +77,15 @@ def call_tokens(call: ToolUse) -> int:
     return count_tokens(call.name) + count_tokens(call.arguments)
 
 
-def parse_tool(name: Any, parameters: Any) -> Tool:
+def parse_tool(name: Any, parameters: Any, description: Any) -> Tool:
     """An offered tool; 400 unless its name is 1-64 letters, digits, ``_`` or ``-``."""
     if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
         raise WireError(400, f"tool name {name!r} must match ^[a-zA-Z0-9_-]{{1,64}}$")
-    return Tool(name, parameters if isinstance(parameters, dict) else {})
+    return Tool(
+        name,
+        parameters if isinstance(parameters, dict) else {},
+        description if isinstance(description, str) else "",
+    )
 
 
 def text_of(content: Any) -> str:

@@ -394,12 +394,15 @@ def test_non_tool_models_read_tool_messages_as_text(
 def test_input_tokens_count_flattened_tool_messages_alike_on_both_wires(
     wire: str, oai: openai.OpenAI, ant: anthropic.Anthropic, server: SimServer
 ) -> None:
+    """Calls count as "[tool NAME ARGS]", results as their text, the tool definitions as one more
+    message; OpenAI's tool messages merge into one turn, so both wires count the same."""
     chat = _chat(wire, oai, ant, "tool-user", "Weather?")
     chat.answered(chat.ask([WEATHER]), "snow").ask([WEATHER])
     tally = _tally(server, 2)["models"]["tool-user"]
     args = json.dumps(WEATHER_ARGS)
-    flat = ["Weather?", f"[tool get_weather {args}]", "snow"]
-    first = count_tokens("Weather?") + 4 + 3
+    tools = f"get_weather: {WEATHER['description']} {json.dumps(WEATHER['parameters'])}"
+    flat = ["Weather?", f"[tool get_weather {args}]", "snow", tools]
+    first = count_tokens("Weather?") + count_tokens(tools) + 2 * 4 + 3
     assert tally["input_tokens"] == first + sum(count_tokens(t) + 4 for t in flat) + 3
 
 
