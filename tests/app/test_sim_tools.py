@@ -140,14 +140,24 @@ class Chat:
         return self
 
     def ask(
-        self, tools: list[dict[str, Any]] | None, stream: bool = False, choice: str | None = None
+        self,
+        tools: list[dict[str, Any]] | None,
+        stream: bool = False,
+        choice: str | None = None,
+        max_tokens: int = 1000,
     ) -> Answer:
         if self.wire == "openai":
-            return self._openai(tools, stream, choice)
-        return self._anthropic(tools, stream, choice)
+            return self._openai(tools, stream, choice, max_tokens)
+        return self._anthropic(tools, stream, choice, max_tokens)
 
-    def _openai(self, tools: list[dict[str, Any]] | None, stream: bool, choice: str | None) -> Answer:
-        kw: dict[str, Any] = {"model": self.model, "messages": self.messages}
+    def _openai(
+        self, tools: list[dict[str, Any]] | None, stream: bool, choice: str | None, max_tokens: int
+    ) -> Answer:
+        kw: dict[str, Any] = {
+            "model": self.model,
+            "messages": self.messages,
+            "max_completion_tokens": max_tokens,
+        }
         if tools is not None:
             kw["tools"] = [{"type": "function", "function": t} for t in tools]
         if choice is not None:
@@ -182,8 +192,10 @@ class Chat:
                 finish = choice_.finish_reason or finish
         return Answer(text, [by_index[i] for i in sorted(by_index)], finish, tokens)
 
-    def _anthropic(self, tools: list[dict[str, Any]] | None, stream: bool, choice: str | None) -> Answer:
-        kw: dict[str, Any] = {"model": self.model, "max_tokens": 1000, "messages": self.messages}
+    def _anthropic(
+        self, tools: list[dict[str, Any]] | None, stream: bool, choice: str | None, max_tokens: int
+    ) -> Answer:
+        kw: dict[str, Any] = {"model": self.model, "max_tokens": max_tokens, "messages": self.messages}
         if tools is not None:
             kw["tools"] = [
                 {"name": t["name"], "description": t["description"], "input_schema": t["parameters"]}
@@ -286,6 +298,7 @@ def test_tool_parallel_calls_every_tool_at_once(
 
 @both
 def test_tool_parallel_caps_at_eight_calls(wire: str, oai: openai.OpenAI, ant: anthropic.Anthropic) -> None:
+    """At most 8 calls in one reply, the first 8 tools offered."""
     tools = [{**CLOCK, "name": f"tool_{i}"} for i in range(10)]
     answer = _chat(wire, oai, ant, "tool-parallel", "all of them").ask(tools)
     assert [c.name for c in answer.calls] == [f"tool_{i}" for i in range(8)]
@@ -296,6 +309,7 @@ def test_tool_parallel_caps_at_eight_calls(wire: str, oai: openai.OpenAI, ant: a
 def test_tool_loop_calls_the_same_tool_again_after_a_result(
     wire: str, stream: bool, oai: openai.OpenAI, ant: anthropic.Anthropic
 ) -> None:
+    """tool-loop never answers while it may call: the same call, with a new id, every round."""
     chat = _chat(wire, oai, ant, "tool-loop", "Loop.")
     first = chat.ask([CLOCK, WEATHER], stream)
     second = chat.answered(first, "12:00").ask([CLOCK, WEATHER], stream)
@@ -311,6 +325,7 @@ def test_tool_loop_calls_the_same_tool_again_after_a_result(
 def test_tool_rogue_calls_a_tool_that_was_not_offered(
     wire: str, stream: bool, oai: openai.OpenAI, ant: anthropic.Anthropic
 ) -> None:
+    """tool-rogue calls delete_everything (or the tool a directive names), then quotes the result."""
     chat = _chat(wire, oai, ant, "tool-rogue", "Tidy up.")
     first = chat.ask([WEATHER], stream)
     assert [(c.name, json.loads(c.arguments)) for c in first.calls] == [
@@ -406,6 +421,23 @@ def test_input_tokens_count_flattened_tool_messages_alike_on_both_wires(
     assert tally["input_tokens"] == first + sum(count_tokens(t) + 4 for t in flat) + 3
 
 
+@both
+@streams
+def test_max_tokens_drops_a_call_that_does_not_fit_whole(
+    wire: str, stream: bool, server: SimServer, oai: openai.OpenAI, ant: anthropic.Anthropic
+) -> None:
+    """A reply cut by max_tokens ends with "length" and keeps only the calls that fit whole."""
+    weather = count_tokens("get_weather") + count_tokens(json.dumps(WEATHER_ARGS))
+    chat = _chat(wire, oai, ant, "tool-parallel", "Both.")
+    cut = chat.ask([WEATHER, CLOCK], stream, max_tokens=weather + 1)
+    assert ([c.name for c in cut.calls], cut.finish, cut.output_tokens) == (
+        ["get_weather"],
+        "length",
+        weather,
+    )
+    assert _tally(server, 1)["total"]["output_tokens"] == weather
+
+
 # --- protocol checks -----------------------------------------------------------------------------
 
 
@@ -419,6 +451,8 @@ def _rejects(wire: str, chat: Chat, tools: list[dict[str, Any]], message: str) -
 
 @both
 def test_an_unanswered_tool_call_is_a_400(wire: str, oai: openai.OpenAI, ant: anthropic.Anthropic) -> None:
+    """A call without a result right after it is rejected, naming the call: one result of two
+    missing, or a text message instead of the results."""
     chat = _chat(wire, oai, ant, "tool-parallel", "Both.")
     first = chat.ask([WEATHER, CLOCK])
     chat.answered(first, "rain", "noon")
@@ -437,6 +471,7 @@ def test_an_unanswered_tool_call_is_a_400(wire: str, oai: openai.OpenAI, ant: an
 def test_a_result_for_an_unknown_call_is_a_400(
     wire: str, oai: openai.OpenAI, ant: anthropic.Anthropic
 ) -> None:
+    """A result naming a call the previous assistant message did not make is rejected."""
     chat = _chat(wire, oai, ant, "tool-user", "Weather?")
     first = chat.ask([WEATHER])
     chat.answered(first, "rain")
@@ -449,6 +484,7 @@ def test_a_result_for_an_unknown_call_is_a_400(
 
 @both
 def test_a_bad_tool_name_is_a_400(wire: str, oai: openai.OpenAI, ant: anthropic.Anthropic) -> None:
+    """A tool name must match ^[A-Za-z0-9_-]{1,64}$."""
     for name in ("has space", "x" * 65, ""):
         _rejects(wire, _chat(wire, oai, ant, "tool-user", "hi"), [{**WEATHER, "name": name}], "tool name")
     assert (
