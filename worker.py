@@ -29,6 +29,8 @@ from activities.checks import CheckActivities, load_check_modules
 from activities.model_call import ModelCallActivities
 from activities.routing_stats import RoutingStatsActivities
 from activities.team_board import TeamBoardActivities
+from activities.tool_catalog import load_tool_catalog
+from activities.tools import ToolActivities
 from contracts.names import TASK_QUEUE, TASK_QUEUE_ENV
 from workflows import ALL_WORKFLOWS
 
@@ -113,8 +115,9 @@ def build_worker(
 ) -> Worker:
     """A worker serving every harness workflow and the model-call activities.
 
-    With ``activities`` omitted it makes its own (gateway, routing stats, checks, team board) and
-    closes the gateway's SDK clients when it stops; given ``activities`` are the caller's to close.
+    With ``activities`` omitted it makes its own (gateway, routing stats, checks, team board, tools)
+    and closes the gateway's SDK clients and the MCP sessions when it stops; given ``activities`` are
+    the caller's to close.
     """
     closers: list[Callable[[], Awaitable[None]]] = []
     if activities is None:
@@ -125,6 +128,9 @@ def build_worker(
         checks = CheckActivities()
         board = TeamBoardActivities(client)  # team members reach their coordinator's board through it
         accounts = BudgetAccountActivities(client)
+        # HARNESS_TOOLS: the tool catalog (its Python modules imported here); none: no tools at all.
+        tools = ToolActivities(load_tool_catalog())
+        closers.append(tools.aclose)  # stops the MCP servers it started
         activities = [
             gateway.model_call,
             gateway.resolve_models,
@@ -133,6 +139,8 @@ def build_worker(
             board.team_board,
             accounts.budget_account,  # leases of jobs naming an account
             accounts.budget_account_reap,  # the accounts' check of leases whose job ended
+            tools.list_tools,
+            tools.tool_call,
         ]
     return HarnessWorker(
         client,

@@ -1,0 +1,360 @@
+"""The worker side of tools: Python function tools, the tool catalog, and the two tool activities."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.function_tools import ToolRegistry
+from activities.tool_catalog import ToolCatalog, check_tool_refs, load_tool_catalog
+from activities.tools import ToolActivities, cap_result
+from contracts.tools import ListToolsRequest, ToolCallRequest, ToolDef
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def make_registry() -> ToolRegistry:
+    """A registry of small tools, one of each kind the activity treats differently."""
+    registry = ToolRegistry()
+
+    @registry.tool(idempotent=True, price_usd="0.001")
+    def lookup_order(order_id: str, verbose: bool = False, tags: list[str] | None = None) -> dict[str, Any]:
+        """Look an order up by its id."""
+        return {"id": order_id, "verbose": verbose, "tags": tags or []}
+
+    @registry.tool(name="shout")
+    async def loud(text: str) -> str:
+        """Say it loudly."""
+        return text.upper() + "!"
+
+    @registry.tool(idempotent=True)
+    def divide(a: float, b: float) -> float:
+        """a / b."""
+        return a / b
+
+    @registry.tool(idempotent=True)
+    def long_text(n: int) -> str:
+        """n copies of a two-byte character."""
+        return "é" * n
+
+    @registry.tool(idempotent=True, timeout_s=30)
+    async def slow(seconds: float) -> str:
+        """Sleep, then answer."""
+        await asyncio.sleep(seconds)
+        return "woke"
+
+    return registry
+
+
+def request(tool: ToolDef, arguments: dict[str, Any], **extra: Any) -> ToolCallRequest:
+    return ToolCallRequest(call_id="job/t1", job_id="job", agent="a", tool=tool, arguments=arguments, **extra)
+
+
+# ----- the decorator -------------------------------------------------------------------------------
+
+
+def test_the_schema_comes_from_the_type_hints_and_the_description_from_the_docstring() -> None:
+    """Hints give types, defaults make a parameter optional, extras are refused; the docstring is the
+    description, and the decorator's options land in the ToolDef."""
+    tool = make_registry().get("lookup_order")
+    assert tool is not None
+    tool_def = tool.tool_def()
+    assert tool_def.description == "Look an order up by its id."
+    assert tool_def.idempotent is True and tool_def.price_usd == Decimal("0.001")
+    schema = tool_def.parameters
+    assert schema["type"] == "object"
+    assert schema["required"] == ["order_id"]
+    assert schema["properties"]["order_id"] == {"type": "string"}
+    assert schema["properties"]["verbose"] == {"type": "boolean", "default": False}
+    assert schema["properties"]["tags"]["anyOf"][0] == {"type": "array", "items": {"type": "string"}}
+    assert schema["additionalProperties"] is False
+    assert "title" not in schema and all("title" not in p for p in schema["properties"].values())
+
+
+def test_the_decorator_keeps_the_function_and_renames_on_request() -> None:
+    """``@tool(name=...)`` registers under that name and returns the function itself."""
+    registry = make_registry()
+    assert registry.names() == ["divide", "long_text", "lookup_order", "shout", "slow"]
+    shout = registry.get("shout")
+    assert shout is not None and shout.function.__name__ == "loud" and shout.is_async
+
+
+def test_a_tool_with_star_args_is_refused() -> None:
+    """A function with ``**kwargs`` has no schema: refused when registered, naming it."""
+    registry = ToolRegistry()
+    with pytest.raises(TypeError, match="tool 'anything'"):
+        registry.tool(lambda **kw: kw, name="anything")
+
+
+def test_the_user_facing_decorator_is_harness_tools() -> None:
+    """``harness.tools.tool`` registers on the registry the worker serves."""
+    from activities.function_tools import DEFAULT_TOOLS
+    from harness.tools import tool
+
+    @tool(name="harness_tools_probe")
+    def probe() -> str:
+        """Probe."""
+        return "ok"
+
+    assert DEFAULT_TOOLS.get("harness_tools_probe") is not None
+
+
+# ----- the catalog ---------------------------------------------------------------------------------
+
+
+def test_the_example_catalog_loads_and_its_overrides_apply() -> None:
+    """examples/tools-catalog.yaml imports its module, and the override makes publish_summary gated."""
+    catalog = load_tool_catalog(ROOT / "examples" / "tools-catalog.yaml")
+    assert catalog.python == ["examples.tools_research"]
+    publish = catalog.python_tool("publish_summary")
+    assert publish.approval == "always" and publish.needs_approval() and not publish.idempotent
+    assert catalog.python_tool("search_notes").idempotent
+    assert catalog.mcp["time"].transport == "stdio" and catalog.mcp["time"].idempotent
+
+
+def test_catalog_errors_name_the_file_and_the_field(tmp_path: Path) -> None:
+    """A bad field, a server with both transports, or an override of an unknown tool is refused with
+    the file and field named, never a value from the file."""
+    bad = tmp_path / "tools.yaml"
+    bad.write_text("mcp:\n  s:\n    command: x\n    timeout_s: -1\n    env: {K: hunter2}\n")
+    with pytest.raises(
+        ValueError, match=r"tools\.yaml: mcp\.s\.timeout_s: Input should be greater"
+    ) as caught:
+        load_tool_catalog(bad)
+    assert "hunter2" not in str(caught.value)
+    bad.write_text("mcp:\n  s: {command: x, url: 'http://127.0.0.1/?key=hunter2'}\n")
+    with pytest.raises(ValueError, match="either 'command'") as caught:
+        load_tool_catalog(bad)
+    assert "hunter2" not in str(caught.value)
+    bad.write_text("tools:\n  nope: {approval: always}\n")
+    with pytest.raises(ValueError, match="tools: overrides of unknown tools nope"):
+        load_tool_catalog(bad)
+
+
+def test_check_tool_refs_names_each_unknown_tool_and_server() -> None:
+    """Unknown Python tools and MCP servers are named with what is known; no server is started."""
+    catalog = ToolCatalog.from_yaml("mcp: {time: {command: /nonexistent/never-started}}", source="t.yaml")
+    registry = make_registry()
+    problems = check_tool_refs(
+        catalog, ["lookup_order", "nope", "mcp:time/anything", "mcp:git/git_log", "bad/ref"], registry
+    )
+    assert problems == [
+        "unknown tool 'nope' (known: divide, long_text, lookup_order, shout, slow)",
+        "unknown MCP server 'git' in 'mcp:git/git_log' (known: time)",
+        "tool reference 'bad/ref' is neither a tool name nor 'mcp:SERVER/TOOL'",
+    ]
+
+
+async def test_without_a_catalog_list_tools_refuses_naming_harness_tools(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No HARNESS_TOOLS: an empty catalog, and any reference is refused for good, naming the variable."""
+    monkeypatch.delenv("HARNESS_TOOLS", raising=False)
+    activities = ToolActivities(load_tool_catalog(), registry=ToolRegistry())
+    for ref in ("lookup_order", "mcp:time/*"):
+        with pytest.raises(ApplicationError) as caught:
+            await ActivityEnvironment().run(activities.list_tools, ListToolsRequest(refs=[ref]))
+        assert caught.value.type == "UnknownTool" and caught.value.non_retryable
+        assert "HARNESS_TOOLS" in caught.value.message
+
+
+async def test_list_tools_resolves_python_tools_with_overrides() -> None:
+    """A Python reference resolves to its one ToolDef, with the catalog's override applied."""
+    catalog = ToolCatalog.from_yaml("tools: {shout: {approval: always, price_usd: '0.5'}}", source="t.yaml")
+    activities = ToolActivities(catalog, registry=make_registry())
+    result = await ActivityEnvironment().run(
+        activities.list_tools, ListToolsRequest(refs=["shout", "lookup_order"])
+    )
+    assert list(result.tools) == ["shout", "lookup_order"]
+    [shout] = result.tools["shout"]
+    assert (shout.name, shout.approval, shout.price_usd) == ("shout", "always", Decimal("0.5"))
+
+
+# ----- tool_call -----------------------------------------------------------------------------------
+
+
+async def python_tool(registry: ToolRegistry, name: str) -> ToolDef:
+    entry = registry.get(name)
+    assert entry is not None
+    return entry.tool_def()
+
+
+async def test_a_call_runs_the_tool_and_renders_its_result() -> None:
+    """Sync and async tools run; a str comes back as is, anything else as JSON; the duration is set."""
+    registry = make_registry()
+    activities = ToolActivities(ToolCatalog(), registry=registry)
+    env = ActivityEnvironment()
+    looked = await env.run(
+        activities.tool_call, request(await python_tool(registry, "lookup_order"), {"order_id": "A7"})
+    )
+    assert (looked.outcome, looked.is_error) == ("ok", False)
+    assert looked.content == '{"id":"A7","verbose":false,"tags":[]}'
+    assert looked.duration_s > 0
+    shouted = await env.run(
+        activities.tool_call, request(await python_tool(registry, "shout"), {"text": "hi"})
+    )
+    assert shouted.content == "HI!"
+
+
+async def test_bad_arguments_are_an_invalid_result_naming_the_field_and_the_tool_does_not_run() -> None:
+    """Arguments against the schema: outcome invalid, the field and the problem named, nothing run."""
+    registry = ToolRegistry()
+    ran: list[int] = []
+
+    @registry.tool
+    def count(n: int) -> int:
+        """Count."""
+        ran.append(n)
+        return n
+
+    activities = ToolActivities(ToolCatalog(), registry=registry)
+    env = ActivityEnvironment()
+    for arguments, expected in (
+        ({"n": "three"}, "n: 'three' is not of type 'integer'"),
+        ({}, "(arguments): 'n' is a required property"),
+        ({"n": 1, "m": 2}, "Additional properties are not allowed ('m' was unexpected)"),
+    ):
+        result = await env.run(activities.tool_call, request(await python_tool(registry, "count"), arguments))
+        assert (result.outcome, result.is_error) == ("invalid", True)
+        assert expected in result.content and "count" in result.content
+    assert ran == []
+
+
+async def test_pydantic_catches_what_the_schema_lets_through() -> None:
+    """A ToolDef whose schema is looser than the function (an edited schema) still gets a pydantic
+    check before the call: invalid, naming the field."""
+    registry = make_registry()
+    tool = (await python_tool(registry, "divide")).model_copy(update={"parameters": {"type": "object"}})
+    result = await ActivityEnvironment().run(
+        ToolActivities(ToolCatalog(), registry=registry).tool_call, request(tool, {"a": "x", "b": 1})
+    )
+    assert result.outcome == "invalid" and "a: Input should be a valid number" in result.content
+
+
+async def test_a_tool_that_raises_is_an_error_result_not_a_failure() -> None:
+    """The tool's own exception comes back as outcome error, 'TYPE: message', not raised (no retry)."""
+    registry = make_registry()
+    result = await ActivityEnvironment().run(
+        ToolActivities(ToolCatalog(), registry=registry).tool_call,
+        request(await python_tool(registry, "divide"), {"a": 1, "b": 0}),
+    )
+    assert (result.outcome, result.is_error) == ("error", True)
+    assert result.content == "ZeroDivisionError: float division by zero"
+
+
+def test_cap_result_cuts_on_a_character_boundary() -> None:
+    """A result over the cap is cut to at most the cap in UTF-8 bytes, never mid-character."""
+    assert cap_result("short", 10) == ("short", None)
+    text, size = cap_result("é" * 10, 5)  # 20 bytes; 5 would split the third character
+    assert size == 20
+    assert text == "éé\n[cut: 4 bytes of 20]"
+
+
+async def test_a_result_over_the_cap_is_cut_with_a_note() -> None:
+    """The activity caps a big result at max_result_bytes and records the size before the cut."""
+    registry = make_registry()
+    result = await ActivityEnvironment().run(
+        ToolActivities(ToolCatalog(), registry=registry).tool_call,
+        request(await python_tool(registry, "long_text"), {"n": 1000}, max_result_bytes=101),
+    )
+    assert result.truncated_from == 2000 and result.outcome == "ok"
+    assert result.content == "é" * 50 + "\n[cut: 100 bytes of 2000]"
+
+
+async def test_a_non_idempotent_tool_is_not_run_on_a_retry() -> None:
+    """Attempt 2 of a non-idempotent tool: outcome not retried, saying so, and the tool not run;
+    an idempotent tool runs on attempt 2."""
+    registry = ToolRegistry()
+    ran: list[str] = []
+
+    @registry.tool
+    def publish(text: str) -> str:
+        """Publish."""
+        ran.append(text)
+        return "done"
+
+    @registry.tool(idempotent=True)
+    def read(text: str) -> str:
+        """Read."""
+        ran.append(text)
+        return "read"
+
+    activities = ToolActivities(ToolCatalog(), registry=registry)
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, attempt=2)
+    result = await env.run(
+        activities.tool_call, request(await python_tool(registry, "publish"), {"text": "x"})
+    )
+    assert (result.outcome, result.is_error) == ("not retried", True)
+    assert "may have run it once; it was not run again" in result.content
+    assert ran == []
+    again = await env.run(activities.tool_call, request(await python_tool(registry, "read"), {"text": "y"}))
+    assert again.outcome == "ok" and ran == ["y"]
+
+
+async def test_cancelling_the_activity_cancels_a_slow_tool() -> None:
+    """An activity cancellation (an interrupt, through the heartbeat) cancels the running async tool
+    and re-raises: the tool does not finish."""
+    registry = ToolRegistry()
+    finished: list[bool] = []
+    started = asyncio.Event()
+
+    @registry.tool(idempotent=True)
+    async def slow() -> str:
+        """Slow."""
+        started.set()
+        await asyncio.sleep(30)
+        finished.append(True)
+        return "late"
+
+    activities = ToolActivities(ToolCatalog(), registry=registry)
+    env = ActivityEnvironment()
+    call = asyncio.create_task(
+        env.run(activities.tool_call, request(await python_tool(registry, "slow"), {}))
+    )
+    await asyncio.wait_for(started.wait(), 5)
+    began = time.monotonic()
+    env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert time.monotonic() - began < 2
+    await asyncio.sleep(0.05)
+    assert finished == []
+
+
+async def test_a_tool_past_its_timeout_is_stopped() -> None:
+    """A tool running past its own timeout_s is stopped: outcome timed out."""
+    registry = make_registry()
+    tool = (await python_tool(registry, "slow")).model_copy(update={"timeout_s": 0.2})
+    result = await ActivityEnvironment().run(
+        ToolActivities(ToolCatalog(), registry=registry).tool_call, request(tool, {"seconds": 10})
+    )
+    assert (result.outcome, result.is_error) == ("timed out", True) and result.duration_s < 2
+
+
+async def test_the_example_publish_summary_appends_to_its_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example's publish_summary writes under the published folder; search_notes finds notes."""
+    monkeypatch.setenv("HARNESS_PUBLISHED_DIR", str(tmp_path))
+    catalog = load_tool_catalog(ROOT / "examples" / "tools-catalog.yaml")
+    activities = ToolActivities(catalog)
+    env = ActivityEnvironment()
+    found = await env.run(
+        activities.tool_call,
+        request(catalog.python_tool("search_notes"), {"query": "heartbeats", "limit": 1}),
+    )
+    assert '"id":"n2"' in found.content and '"n1"' not in found.content
+    published = await env.run(
+        activities.tool_call, request(catalog.python_tool("publish_summary"), {"title": "T", "body": "B"})
+    )
+    assert published.outcome == "ok"
+    assert "## T" in (tmp_path / "summaries.md").read_text()
