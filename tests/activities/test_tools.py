@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -358,3 +359,243 @@ async def test_the_example_publish_summary_appends_to_its_file(
     )
     assert published.outcome == "ok"
     assert "## T" in (tmp_path / "summaries.md").read_text()
+
+
+# ----- MCP over stdio: real servers from PyPI, and the test server -------------------------------
+
+TEST_SERVER = str(Path(__file__).with_name("mcp_http_server.py"))
+CANARY = "canary-7f3a9c1e-do-not-leak"
+
+
+def stdio_catalog(repo: Path) -> ToolCatalog:
+    """A catalog of three stdio servers: mcp-server-time, mcp-server-git on ``repo``, the test server."""
+    return ToolCatalog.from_yaml(
+        f"""
+mcp:
+  time:
+    command: python
+    args: ["-m", "mcp_server_time", "--local-timezone", "UTC"]
+    env: {{TZ: UTC}}
+    idempotent: true
+    timeout_s: 30
+    tools: {{get_current_time: {{price_usd: "0.002"}}}}
+  git:
+    command: python
+    args: ["-m", "mcp_server_git", "--repository", "{repo}"]
+    idempotent: true
+  test:
+    command: python
+    args: ["{TEST_SERVER}", "--stdio"]
+    env: {{HARNESS_CANARY: "${{HARNESS_TEST_CANARY}}"}}
+""",
+        source="stdio.yaml",
+    )
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A git repository with one commit."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=T", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "notes.md").write_text("first note\n")
+    subprocess.run([*git, "add", "notes.md"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "Add the first note"], check=True)
+    (repo / "draft.md").write_text("untracked\n")
+    return repo
+
+
+@pytest.fixture
+async def stdio_tools(git_repo: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Tool activities over the stdio catalog; its servers are stopped when the test ends."""
+    monkeypatch.setenv("HARNESS_TEST_CANARY", CANARY)
+    activities = ToolActivities(stdio_catalog(git_repo), registry=ToolRegistry())
+    try:
+        yield activities
+    finally:
+        await activities.aclose()
+
+
+def alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/status").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+
+
+async def mcp_tool(activities: ToolActivities, ref: str) -> ToolDef:
+    listed = await ActivityEnvironment().run(activities.list_tools, ListToolsRequest(refs=[ref]))
+    [tool] = listed.tools[ref]
+    return tool
+
+
+async def test_list_tools_of_mcp_server_time(stdio_tools: ToolActivities) -> None:
+    """A real mcp-server-time lists its tools as ToolDefs: reference, model name, schema, server, and
+    the catalog's defaults and per-tool overrides."""
+    result = await ActivityEnvironment().run(stdio_tools.list_tools, ListToolsRequest(refs=["mcp:time/*"]))
+    tools = {tool.ref: tool for tool in result.tools["mcp:time/*"]}
+    assert set(tools) == {"mcp:time/get_current_time", "mcp:time/convert_time"}
+    current = tools["mcp:time/get_current_time"]
+    assert current.name == "time__get_current_time" and current.server == "time"
+    assert current.parameters["type"] == "object" and "timezone" in current.parameters["properties"]
+    assert current.idempotent and current.timeout_s == 30 and current.price_usd == Decimal("0.002")
+    assert tools["mcp:time/convert_time"].price_usd == 0
+
+
+async def test_an_unknown_tool_of_a_known_server_is_refused_when_listing(stdio_tools: ToolActivities) -> None:
+    """'mcp:time/nope' passes the submission check (no server started) but list_tools refuses it."""
+    assert check_tool_refs(stdio_tools.catalog, ["mcp:time/nope"], ToolRegistry()) == []
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(stdio_tools.list_tools, ListToolsRequest(refs=["mcp:time/nope"]))
+    assert caught.value.type == "UnknownTool" and caught.value.non_retryable
+    assert "unknown tool 'nope' of MCP server 'time'" in caught.value.message
+    assert "get_current_time" in caught.value.message
+
+
+async def test_calls_of_mcp_server_time_and_mcp_server_git(
+    stdio_tools: ToolActivities, git_repo: Path
+) -> None:
+    """Real servers answer through tool_call: the time in UTC; the git log and status of the test's repo;
+    arguments against a server's schema are refused before the call."""
+    env = ActivityEnvironment()
+    now = await env.run(
+        stdio_tools.tool_call,
+        request(await mcp_tool(stdio_tools, "mcp:time/get_current_time"), {"timezone": "UTC"}),
+    )
+    assert now.outcome == "ok" and '"timezone": "UTC"' in now.content
+    log = await env.run(
+        stdio_tools.tool_call,
+        request(await mcp_tool(stdio_tools, "mcp:git/git_log"), {"repo_path": str(git_repo)}),
+    )
+    assert log.outcome == "ok" and "Add the first note" in log.content
+    status = await env.run(
+        stdio_tools.tool_call,
+        request(await mcp_tool(stdio_tools, "mcp:git/git_status"), {"repo_path": str(git_repo)}),
+    )
+    assert status.outcome == "ok" and "draft.md" in status.content
+    invalid = await env.run(
+        stdio_tools.tool_call, request(await mcp_tool(stdio_tools, "mcp:git/git_log"), {"repo_path": 7})
+    )
+    assert invalid.outcome == "invalid" and "repo_path: 7 is not of type 'string'" in invalid.content
+
+
+async def test_an_mcp_tool_error_is_an_error_result(stdio_tools: ToolActivities) -> None:
+    """A tool that fails on the server (isError) comes back as outcome error, not a raise."""
+    result = await ActivityEnvironment().run(
+        stdio_tools.tool_call, request(await mcp_tool(stdio_tools, "mcp:test/fail"), {"why": "boom"})
+    )
+    assert (result.outcome, result.is_error) == ("error", True) and "fail" in result.content
+
+
+async def test_the_session_is_reused_and_a_killed_server_is_restarted(stdio_tools: ToolActivities) -> None:
+    """Two calls share one session and one server process; once the process is killed, an idempotent
+    call raises a retryable error, and the next call starts a new process; aclose stops it."""
+    import os
+    import signal
+
+    env = ActivityEnvironment()
+    pid_tool = (await mcp_tool(stdio_tools, "mcp:test/pid")).model_copy(update={"idempotent": True})
+    session = await stdio_tools.sessions.session("test")
+    first = int((await env.run(stdio_tools.tool_call, request(pid_tool, {}))).content)
+    second = int((await env.run(stdio_tools.tool_call, request(pid_tool, {}))).content)
+    assert first == second and alive(first)
+    assert await stdio_tools.sessions.session("test") is session
+    os.kill(first, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    with pytest.raises(ApplicationError) as caught:
+        await env.run(stdio_tools.tool_call, request(pid_tool, {}))
+    assert caught.value.type == "McpServerDied" and not caught.value.non_retryable
+    third = int((await env.run(stdio_tools.tool_call, request(pid_tool, {}))).content)
+    assert third != first and alive(third)
+    assert await stdio_tools.sessions.session("test") is not session
+    await stdio_tools.aclose()
+    await asyncio.sleep(0.2)
+    assert not alive(third)
+
+
+async def test_a_non_idempotent_call_goes_to_a_live_server_after_an_idle_death(
+    stdio_tools: ToolActivities,
+) -> None:
+    """A server that died while idle is noticed before a non-idempotent call, which then runs on a
+    fresh server instead of coming back 'not retried'."""
+    import os
+    import signal
+
+    env = ActivityEnvironment()
+    pid_tool = await mcp_tool(stdio_tools, "mcp:test/pid")
+    assert not pid_tool.idempotent
+    first = int((await env.run(stdio_tools.tool_call, request(pid_tool, {}))).content)
+    os.kill(first, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    result = await env.run(stdio_tools.tool_call, request(pid_tool, {}))
+    assert result.outcome == "ok" and int(result.content) != first
+
+
+async def test_cancelling_a_slow_mcp_call(stdio_tools: ToolActivities) -> None:
+    """Cancelling the activity cancels the MCP request; the session stays usable."""
+    env = ActivityEnvironment()
+    slow = await mcp_tool(stdio_tools, "mcp:test/slow")
+    call = asyncio.create_task(env.run(stdio_tools.tool_call, request(slow, {"seconds": 30})))
+    await asyncio.sleep(0.5)
+    began = time.monotonic()
+    env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert time.monotonic() - began < 3
+    echo = await mcp_tool(stdio_tools, "mcp:test/echo")
+    assert (
+        await ActivityEnvironment().run(stdio_tools.tool_call, request(echo, {"text": "still"}))
+    ).content == ("still")
+
+
+async def test_a_secret_in_a_servers_env_reaches_it_and_nothing_else(
+    stdio_tools: ToolActivities, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The canary from the worker's environment is set in the server, and appears in no ToolDef, no
+    result, no error and no log line."""
+    caplog.set_level(logging.DEBUG)
+    env = ActivityEnvironment()
+    listed = await env.run(stdio_tools.list_tools, ListToolsRequest(refs=["mcp:test/*"]))
+    has_env = next(tool for tool in listed.tools["mcp:test/*"] if tool.ref == "mcp:test/has_env")
+    seen = await env.run(stdio_tools.tool_call, request(has_env, {"name": "HARNESS_CANARY"}))
+    assert seen.content == "true"
+    unset = await env.run(stdio_tools.tool_call, request(has_env, {"name": "HARNESS_NOT_SET"}))
+    assert unset.content == "false"
+    failed = await env.run(
+        stdio_tools.tool_call, request(await mcp_tool(stdio_tools, "mcp:test/fail"), {"why": "x"})
+    )
+    texts = [listed.model_dump_json(), seen.model_dump_json(), failed.model_dump_json(), caplog.text]
+    assert all(CANARY not in text for text in texts)
+    assert "HARNESS_CANARY" not in str(stdio_tools.catalog.mcp["test"].tool_def("test", "x", "", {}))
+
+
+async def test_a_missing_env_variable_is_named_and_a_dead_command_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unset ${VAR} fails the listing naming the variable; a command that cannot start is a
+    retryable McpServerUnavailable."""
+    catalog = ToolCatalog.from_yaml(
+        f"""
+mcp:
+  test: {{command: python, args: ["{TEST_SERVER}", "--stdio"], env: {{K: "${{HARNESS_UNSET_VAR}}"}}}}
+  gone: {{command: /nonexistent/mcp-server}}
+""",
+        source="t.yaml",
+    )
+    monkeypatch.delenv("HARNESS_UNSET_VAR", raising=False)
+    activities = ToolActivities(catalog, registry=ToolRegistry())
+    try:
+        with pytest.raises(ApplicationError) as caught:
+            await ActivityEnvironment().run(activities.list_tools, ListToolsRequest(refs=["mcp:test/*"]))
+        assert "HARNESS_UNSET_VAR is not set" in caught.value.message
+        with pytest.raises(ApplicationError) as caught:
+            await ActivityEnvironment().run(activities.list_tools, ListToolsRequest(refs=["mcp:gone/*"]))
+        assert caught.value.type == "McpServerUnavailable" and not caught.value.non_retryable
+    finally:
+        await activities.aclose()
