@@ -11,7 +11,7 @@ import asyncio
 import os
 import sys
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 
 server = MCPServer("harness-test")
 
@@ -32,6 +32,14 @@ def pid() -> int:
 def has_env(name: str) -> bool:
     """Whether the environment variable is set in this server (never its value)."""
     return bool(os.environ.get(name))
+
+
+@server.tool()
+def header_is(header: str, env: str, ctx: Context) -> bool:
+    """Whether the request's header equals this server's environment variable ``env`` (never either value)."""
+    headers = {key.lower(): value for key, value in (ctx.headers or {}).items()}
+    expected = os.environ.get(env)
+    return expected is not None and headers.get(header.lower()) == expected
 
 
 @server.tool()

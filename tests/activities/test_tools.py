@@ -599,3 +599,140 @@ mcp:
         assert caught.value.type == "McpServerUnavailable" and not caught.value.non_retryable
     finally:
         await activities.aclose()
+
+
+# ----- MCP over streamable HTTP: a server the fixture starts on localhost -------------------------
+
+TOKEN = "token-5b1d-do-not-leak"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class HttpServer:
+    """The test MCP server as a subprocess serving streamable HTTP on a localhost port."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}/mcp"
+        self.process: Any = None
+
+    def start(self) -> None:
+        import os
+        import socket
+        import subprocess
+        import sys
+
+        env = {**os.environ, "HARNESS_EXPECTED_TOKEN": f"Bearer {TOKEN}"}
+        self.process = subprocess.Popen(
+            [sys.executable, TEST_SERVER, str(self.port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "the MCP HTTP server exited"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"the MCP HTTP server did not listen on {self.port}")
+
+    def stop(self) -> None:
+        import os
+        import signal
+
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)  # SIGKILL cannot be ignored
+
+
+@pytest.fixture
+def http_server() -> Any:
+    """The HTTP MCP server on a free localhost port, stopped by PID when the test ends."""
+    server = HttpServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def http_tools(http_server: HttpServer, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Tool activities whose catalog names the HTTP server, with a bearer token from the environment."""
+    monkeypatch.setenv("HARNESS_TEST_TOKEN", TOKEN)
+    catalog = ToolCatalog.from_yaml(
+        f"""
+mcp:
+  notes:
+    url: {http_server.url}
+    headers: {{Authorization: "Bearer ${{HARNESS_TEST_TOKEN}}"}}
+    idempotent: true
+    tools: {{slow: {{timeout_s: 5}}}}
+""",
+        source="http.yaml",
+    )
+    activities = ToolActivities(catalog, registry=ToolRegistry())
+    try:
+        yield activities
+    finally:
+        await activities.aclose()
+
+
+async def test_list_and_call_an_http_mcp_server(
+    http_tools: ToolActivities, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The streamable-HTTP server lists its tools and answers calls; the bearer token reaches it and
+    appears in no ToolDef, result or log line."""
+    caplog.set_level(logging.DEBUG)
+    env = ActivityEnvironment()
+    listed = await env.run(http_tools.list_tools, ListToolsRequest(refs=["mcp:notes/*"]))
+    tools = {tool.ref: tool for tool in listed.tools["mcp:notes/*"]}
+    assert {"mcp:notes/echo", "mcp:notes/header_is", "mcp:notes/slow"} <= set(tools)
+    assert tools["mcp:notes/slow"].timeout_s == 5 and tools["mcp:notes/echo"].server == "notes"
+    echo = await env.run(http_tools.tool_call, request(tools["mcp:notes/echo"], {"text": "over http"}))
+    assert (echo.outcome, echo.content) == ("ok", "over http")
+    token = await env.run(
+        http_tools.tool_call,
+        request(tools["mcp:notes/header_is"], {"header": "Authorization", "env": "HARNESS_EXPECTED_TOKEN"}),
+    )
+    assert token.content == "true"
+    wrong = await env.run(
+        http_tools.tool_call,
+        request(tools["mcp:notes/header_is"], {"header": "Authorization", "env": "PATH"}),
+    )
+    assert wrong.content == "false"
+    for text in (listed.model_dump_json(), echo.model_dump_json(), token.model_dump_json(), caplog.text):
+        assert TOKEN not in text
+
+
+async def test_an_http_session_is_reused_and_reopened_after_the_server_restarts(
+    http_tools: ToolActivities, http_server: HttpServer
+) -> None:
+    """Calls share one HTTP session; when the server goes away an idempotent call raises a retryable
+    error (a non-idempotent one is 'not retried'), and once it is back the next call opens a new one."""
+    env = ActivityEnvironment()
+    echo = await mcp_tool(http_tools, "mcp:notes/echo")
+    session = await http_tools.sessions.session("notes")
+    await env.run(http_tools.tool_call, request(echo, {"text": "one"}))
+    await env.run(http_tools.tool_call, request(echo, {"text": "two"}))
+    assert await http_tools.sessions.session("notes") is session
+    http_server.stop()
+    with pytest.raises(ApplicationError) as caught:
+        await env.run(http_tools.tool_call, request(echo, {"text": "three"}))
+    assert caught.value.type == "McpServerDied" and not caught.value.non_retryable
+    assert TOKEN not in caught.value.message
+    http_server.start()
+    again = await env.run(http_tools.tool_call, request(echo, {"text": "four"}))
+    assert again.content == "four"
+    assert await http_tools.sessions.session("notes") is not session
