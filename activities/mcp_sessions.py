@@ -40,6 +40,34 @@ PING_TIMEOUT_S = 5.0
 
 _log = logging.getLogger(__name__)
 
+# Loggers of the libraries under us that print an endpoint's URL (with its query) in their messages.
+_URL_LOGGERS = ("mcp.client.streamable_http", "httpx2")
+
+
+class _Redact(logging.Filter):
+    """Replaces the servers' secrets in the messages of the loggers it is attached to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        redacted = message
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            redacted = redacted.replace(secret, "***")
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+# One per process: logging's loggers are process-wide, so is what they must not print.
+_REDACT = _Redact()
+for _name in _URL_LOGGERS:
+    logging.getLogger(_name).addFilter(_REDACT)
+
 
 class McpServerError(Exception):
     """The server could not be started or reached, or died: the world's fault, not the tool's."""
@@ -101,9 +129,8 @@ class _Connection:
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret of this server replaced."""
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, "***")
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
         return text
 
     async def open(self) -> ClientSession:
@@ -146,7 +173,8 @@ class _Connection:
         what = f"MCP server {self.name!r}"
         if config.transport == "stdio":
             env = expand_env(config.env, f"{what} env")
-            self.secrets = list(env.values())
+            # Any value may be a key (written in the catalog or read from ${VAR}): all are scrubbed.
+            self.secrets = [value for value in env.values() if len(value) >= 4]
             params = StdioServerParameters(
                 command=config.executable(), args=list(config.args), env=env, cwd=config.cwd
             )
@@ -157,7 +185,10 @@ class _Connection:
         headers = expand_env(config.headers, f"{what} headers")
         url = expand_env({"url": config.url}, f"{what} url")["url"]
         # The URL's query (and the headers) may hold keys; the host alone is not a secret.
-        self.secrets = [*headers.values(), url, *httpx2.URL(url).query.decode().split("&")]
+        query = httpx2.URL(url).query.decode()
+        values = [part.partition("=")[2] for part in query.split("&")]
+        self.secrets = [secret for secret in (*headers.values(), query, *values) if len(secret) >= 4]
+        _REDACT.secrets.update(self.secrets)
         async with (
             create_mcp_http_client(headers=headers) as client,
             streamable_http_client(url, http_client=client) as streams,

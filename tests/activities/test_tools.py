@@ -736,3 +736,54 @@ async def test_an_http_session_is_reused_and_reopened_after_the_server_restarts(
     again = await env.run(http_tools.tool_call, request(echo, {"text": "four"}))
     assert again.content == "four"
     assert await http_tools.sessions.session("notes") is not session
+
+
+async def test_an_unreachable_server_with_a_key_in_its_url_names_no_key(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server that cannot be reached is a retryable McpServerUnavailable whose message and logs
+    carry neither the key in its URL's query nor its header."""
+    caplog.set_level(logging.DEBUG)
+    monkeypatch.setenv("HARNESS_TEST_TOKEN", TOKEN)
+    catalog = ToolCatalog.from_yaml(
+        f"""
+mcp:
+  away:
+    url: "http://127.0.0.1:{free_port()}/mcp?key=${{HARNESS_TEST_TOKEN}}"
+    headers: {{X-Key: "${{HARNESS_TEST_TOKEN}}"}}
+""",
+        source="t.yaml",
+    )
+    activities = ToolActivities(catalog, registry=ToolRegistry())
+    try:
+        with pytest.raises(ApplicationError) as caught:
+            await ActivityEnvironment().run(activities.list_tools, ListToolsRequest(refs=["mcp:away/*"]))
+    finally:
+        await activities.aclose()
+    assert caught.value.type == "McpServerUnavailable" and "'away'" in caught.value.message
+    assert TOKEN not in caught.value.message and TOKEN not in caplog.text
+
+
+async def test_a_cancelled_sync_tool_is_said_to_run_on(caplog: pytest.LogCaptureFixture) -> None:
+    """A sync tool cannot be stopped: the cancellation is raised at once and a warning names the
+    tool and says its thread runs on."""
+    registry = ToolRegistry()
+
+    @registry.tool(idempotent=True)
+    def blocking() -> str:
+        """Block a while."""
+        time.sleep(1.0)
+        return "done"
+
+    activities = ToolActivities(ToolCatalog(), registry=registry)
+    env = ActivityEnvironment()
+    call = asyncio.create_task(
+        env.run(activities.tool_call, request(await python_tool(registry, "blocking"), {}))
+    )
+    await asyncio.sleep(0.2)
+    began = time.monotonic()
+    env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert time.monotonic() - began < 0.5
+    assert "tool blocking cancelled; a sync function runs in a thread that cannot be stopped" in caplog.text
