@@ -91,17 +91,7 @@ class AnthropicWire(Wire):
         for index, call in enumerate(done.calls, start=len(events)):
             start = {"type": "content_block_start", "index": index, "content_block": _tool_use(call, {})}
             events.append((sse(start, "content_block_start"), count_tokens(call.name)))
-            for piece in split_tokens(call.arguments):
-                delta = {"type": "input_json_delta", "partial_json": piece}
-                events.append(
-                    (
-                        sse(
-                            {"type": "content_block_delta", "index": index, "delta": delta},
-                            "content_block_delta",
-                        ),
-                        1,
-                    )
-                )
+            events += [(_json_delta(index, piece), 1) for piece in split_tokens(call.arguments)]
             events.append((_stop(index), 0))
         return events
 
@@ -132,6 +122,11 @@ class AnthropicWire(Wire):
 
 def _has_text(done: Completion) -> bool:
     return bool(done.pieces) or not done.calls
+
+
+def _json_delta(index: int, piece: str) -> bytes:
+    delta = {"type": "input_json_delta", "partial_json": piece}
+    return sse({"type": "content_block_delta", "index": index, "delta": delta}, "content_block_delta")
 
 
 def _stop(index: int) -> bytes:
