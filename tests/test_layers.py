@@ -20,6 +20,7 @@ KERNEL = {
     "_port",
     "_job_errors",
     "_activities",
+    "_tools",
 }
 
 

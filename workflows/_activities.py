@@ -22,25 +22,30 @@ with workflow.unsafe.imports_passed_through():
     from contracts.names import (
         ACCOUNT_REAP_ACTIVITY,
         BUDGET_ACCOUNT_ACTIVITY,
+        LIST_TOOLS_ACTIVITY,
         MODEL_CALL_ACTIVITY,
         RESOLVE_MODELS_ACTIVITY,
         ROUTING_STATS_ACTIVITY,
         RUN_CHECK_ACTIVITY,
         TEAM_BOARD_ACTIVITY,
+        TOOL_CALL_ACTIVITY,
     )
     from contracts.routing import RoutingOutcomes
+    from contracts.tools import ListToolsRequest, ListToolsResult, ToolCallRequest, ToolCallResult
     from policies.goals import CheckOutcome, RunCheckRequest
     from policies.routing import RoutingStats
 
 __all__ = [
     "ACCOUNT_REAP",
     "BUDGET_ACCOUNT",
+    "LIST_TOOLS",
     "MODEL_CALL",
     "NON_RETRYABLE_ERRORS",
     "RESOLVE_MODELS",
     "ROUTING_STATS",
     "RUN_CHECK",
     "TEAM_BOARD",
+    "TOOL_CALL",
     "ActivityStub",
 ]
 
@@ -60,13 +65,16 @@ class ActivityStub(Generic[Req, Res]):
     schedule_to_close_timeout: timedelta | None = None
     cancellation_type: workflow.ActivityCancellationType = workflow.ActivityCancellationType.TRY_CANCEL
 
-    def start(self, request: Req, *, summary: str) -> workflow.ActivityHandle[Res]:
-        """Schedule the activity and return its handle (cancel it to cancel the activity)."""
+    def start(
+        self, request: Req, *, summary: str, start_to_close_timeout: timedelta | None = None
+    ) -> workflow.ActivityHandle[Res]:
+        """Schedule the activity and return its handle (cancel it to cancel the activity); a call
+        whose work has its own time limit (a tool's) may give its own ``start_to_close_timeout``."""
         return workflow.start_activity(
             self.name,
             request,
             result_type=self.result_type,
-            start_to_close_timeout=self.start_to_close_timeout,
+            start_to_close_timeout=start_to_close_timeout or self.start_to_close_timeout,
             schedule_to_close_timeout=self.schedule_to_close_timeout,
             heartbeat_timeout=self.heartbeat_timeout,
             retry_policy=self.retry_policy,
@@ -162,4 +170,35 @@ TEAM_BOARD: ActivityStub[BoardRequest, BoardReply] = ActivityStub(
     BoardReply,
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10),
+)
+LIST_TOOLS: ActivityStub[ListToolsRequest, ListToolsResult] = ActivityStub(
+    LIST_TOOLS_ACTIVITY,
+    ListToolsResult,
+    # Starting an MCP server (a subprocess, or a session over HTTP) can take a few seconds.
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        maximum_interval=timedelta(seconds=10),
+        maximum_attempts=5,
+        non_retryable_error_types=["UnknownTool"],
+    ),
+)
+TOOL_CALL: ActivityStub[ToolCallRequest, ToolCallResult] = ActivityStub(
+    TOOL_CALL_ACTIVITY,
+    ToolCallResult,
+    # Each call passes its tool's own limit (plus a margin); this is the default.
+    start_to_close_timeout=timedelta(minutes=2),
+    # The same policy for every tool: a tool that is not idempotent is never run twice because the
+    # activity itself refuses a second attempt ("not retried"), which is then recorded as such.
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=10),
+        maximum_attempts=3,
+    ),
+    # The activity heartbeats about every second while the tool runs: a cancel (interrupt, abort)
+    # reaches it, and a worker that dies mid-call is noticed within this long.
+    heartbeat_timeout=timedelta(seconds=5),
+    # A cancelled call reports back (its record says cancelled) before the workflow goes on.
+    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 )

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows._budget import child_node
 from workflows._job import JobWorkflow
 from workflows._job_errors import StopJob
+from workflows._tools import tool_refs
 
 _LEAST_USD = Decimal("0.000001")
 END_GRACE = timedelta(seconds=30)  # how long stopping children get to report their spend
@@ -90,10 +91,11 @@ def child_spec(
 
 
 def child_input(job: JobWorkflow, spec: JobSpec) -> JobInput:
-    """A child's input: its spec, and the models the parent resolved, so the child resolves none
-    (one activity less per child, and the whole job prices a model the same way)."""
+    """A child's input: its spec, and the models and tools the parent resolved, so the child resolves
+    none (an activity less per child, and the whole job prices a model and sees a tool the same way)."""
     models = {ref: job.state.models[ref] for ref in spec.model_refs() if ref in job.state.models}
-    return JobInput(spec=spec, state=JobState(models=models))
+    tools = {ref: job.state.tools[ref] for ref in tool_refs(spec) if ref in job.state.tools}
+    return JobInput(spec=spec, state=JobState(models=models, tools=tools))
 
 
 def absorb(

@@ -61,7 +61,7 @@ class Gates:
         for gate in self.spec.gates:
             if gate.before_step != step or self._met(gate.name):
                 continue
-            if await self._wait(gate, "before_step", step) == "rejected":
+            if await self._wait_at(gate, "before_step", step) == "rejected":
                 return False
         return True
 
@@ -77,7 +77,7 @@ class Gates:
                 target = f"{gate.spend_tokens} tokens"
             else:
                 continue
-            if await self._wait(gate, "spend", target) == "rejected":
+            if await self._wait_at(gate, "spend", target) == "rejected":
                 record = self.records[-1]
                 raise StopJob(
                     StopReason.budget_exhausted,
@@ -89,13 +89,19 @@ class Gates:
         for gate in self.spec.gates:
             if not gate.before_final or self._met(gate.name):
                 continue
-            if await self._wait(gate, "before_final", "final") == "rejected":
+            if await self._wait_at(gate, "before_final", "final") == "rejected":
                 self.state.withheld = True
                 raise StopJob(
                     StopReason.aborted,
                     f"the final answer was rejected at gate {gate.name!r} by {self.records[-1].by}; "
                     "it is withheld",
                 )
+
+    async def before_tool(self, name: str, target: str, within: timedelta) -> GateRecord:
+        """Wait for a person to approve the tool call ``target`` (the tool's name and arguments) at a
+        gate named ``name``; nobody deciding ``within`` that long rejects it. Returns the closed record."""
+        await self._wait(name, "tool", target, within, "rejected")
+        return self._last(name)
 
     # ----- the updates -------------------------------------------------------------------------
 
@@ -136,21 +142,30 @@ class Gates:
                 return record
         return None
 
-    async def _wait(self, gate: GateSpec, kind: GateKind, target: str) -> GateOutcome:
-        """Open ``gate``, wait for a decision or its timeout, and return the outcome."""
+    def _last(self, name: str) -> GateRecord:
+        return [record for record in self.records if record.gate == name][-1]
+
+    async def _wait_at(self, gate: GateSpec, kind: GateKind, target: str) -> GateOutcome:
+        """Open a declared ``gate``, wait for a decision or its timeout, and return the outcome."""
+        return await self._wait(gate.name, kind, target, gate.timeout, _OUTCOME[gate.default])
+
+    async def _wait(
+        self, name: str, kind: GateKind, target: str, within: timedelta, default: GateOutcome
+    ) -> GateOutcome:
+        """Open gate ``name``, wait for a decision or ``within`` (then ``default``), return the outcome."""
         record = GateRecord(
-            gate=gate.name,
+            gate=name,
             kind=kind,
             target=target,
             opened_at=workflow.now(),
-            timeout_s=gate.timeout.total_seconds(),
-            default=_OUTCOME[gate.default],
+            timeout_s=within.total_seconds(),
+            default=default,
         )
         self.records.append(record)
         self.job.set_status(JobStatus.waiting)
         self._show()
         try:
-            decided = await self._wait_decided(record, gate.timeout)
+            decided = await self._wait_decided(record, within)
         except StopJob as stop:
             if record.outcome is None:
                 by = "abort" if stop.reason is StopReason.aborted else stop.reason.value
@@ -159,11 +174,11 @@ class Gates:
         finally:
             self.job.set_status(JobStatus.running)
         if not decided:
-            self._close(record, record.default, "timeout", f"no decision within {gate.timeout}")
+            self._close(record, record.default, "timeout", f"no decision within {within}")
         outcome = record.outcome
         assert outcome is not None
         if outcome == "aborted":
-            raise StopJob(StopReason.aborted, f"gate {gate.name!r} timed out; its default is abort")
+            raise StopJob(StopReason.aborted, f"gate {name!r} timed out; its default is abort")
         return outcome
 
     async def _wait_decided(self, record: GateRecord, within: timedelta) -> bool:
@@ -185,7 +200,8 @@ class Gates:
                     {
                         "gate": item.gate,
                         "kind": item.kind,
-                        "target": item.target,
+                        # A tool gate's target holds the call's arguments: only the tool's name here.
+                        "target": item.target.split(" ", 1)[0] if item.kind == "tool" else item.target,
                         "outcome": item.outcome,
                         "by": item.by,
                         "decided_at": item.decided_at.isoformat() if item.decided_at else None,
@@ -213,9 +229,10 @@ class Gates:
 
 def _consequence(kind: GateKind, outcome: GateOutcome) -> str:
     if outcome == "approved":
-        return "the job goes on"
+        return "the tool runs" if kind == "tool" else "the job goes on"
     return {
         "before_step": "the step is skipped",
         "spend": "the job stops (budget_exhausted)",
         "before_final": "the answer is withheld and the job stops (aborted)",
+        "tool": "the tool is not run; the model is told it was rejected",
     }[kind]

@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, NoReturn, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
@@ -45,10 +45,12 @@ with workflow.unsafe.imports_passed_through():
         ModelInfo,
         ResolveModelsRequest,
         Usage,
+        tools_text,
     )
     from contracts.outputs import estimate_request_tokens
     from contracts.spec import AgentSpec, JobSpec
     from contracts.state import JobInput, JobState
+    from contracts.tools import ToolDef
     from policies.scheduling import PriorityItem
     from policies.tokens import TokenSample, likely_tokens
 
@@ -56,6 +58,7 @@ from workflows._activities import MODEL_CALL, RESOLVE_MODELS
 from workflows._budget import BudgetKeeper
 from workflows._gates import Gates
 from workflows._job_errors import CallFailed, StopJob, refusal
+from workflows._tools import Tools, signature
 
 __all__ = ["CallFailed", "JobWorkflow", "StopJob"]
 
@@ -130,6 +133,7 @@ class JobWorkflow:
         self.budget = BudgetKeeper(self, self.spec, self.state.budget)
         self.state.budget = self.budget.state
         self.gates = Gates(self, self.spec, self.state.gates)
+        self.tools = Tools(self, self.budget, self.gates)
         self.in_flight: str | None = None
         self._interrupt_pending = False
 
@@ -159,6 +163,7 @@ class JobWorkflow:
                     StopReason.failed, f"could not resolve the models {', '.join(refs)}: {kind}: {message}"
                 ) from None
             self.state.models.update(resolved.models)
+        await self.tools.fetch(self.spec)  # no command for a job whose agents name no tools
         self.set_status(JobStatus.running)
 
     @property
@@ -213,20 +218,77 @@ class JobWorkflow:
         "Continue." when there are none; the finished reply is returned. A mode whose conversation
         is shared (group chat) delivers messages itself and keeps the partial turn (``resume=False``).
         ``messages`` grows in place with what the turn added (delivered messages, a cut reply and
-        what followed it), so a mode that keeps a conversation keeps them too.
+        what followed it, tool calls and their results), so a mode that keeps a conversation keeps
+        them too.
+
+        An agent with tools runs the tool loop here: a reply asking for tools gets their results
+        (``Tools.run_round``: allow-list, arguments, approval, budget, parallel activities) and the
+        model is asked again, until it answers without a tool call. After ``max_tool_rounds`` the
+        last call must answer (``tool_choice`` none); the same calls getting the same results
+        ``tool_repeat_limit`` rounds in a row stop the job (``livelock``, the call named).
         """
         if deliver:
             await self._wait_while_paused()  # so messages sent during a pause reach this turn
             messages += self._delivered(agent.name)
-        result = await self._call_turn(agent, messages, step, max_output_tokens, output_type, note)
-        while resume and result.finish_reason == "cancelled":
-            said = self._delivered(agent.name) if deliver else []
-            messages += [
-                Message(role="assistant", content=result.text or "(cut off)"),
-                *(said or [Message(role="user", content="Continue.")]),
-            ]
-            result = await self._call_turn(agent, messages, step, max_output_tokens, output_type, note)
-        return result
+        offered = self.tools.offered(agent)
+        choice: Literal["auto", "none"] = "auto"
+        rounds, streak, last = 0, 0, ""
+        while True:
+            result = await self._call_turn(
+                agent, messages, step, max_output_tokens, output_type, note, offered, choice
+            )
+            if resume and result.finish_reason == "cancelled":
+                said = self._delivered(agent.name) if deliver else []
+                messages += [
+                    Message(role="assistant", content=result.text or "(cut off)"),
+                    *(said or [Message(role="user", content="Continue.")]),
+                ]
+                continue
+            if result.finish_reason != "tool_calls" or not result.tool_calls or choice == "none":
+                return result
+            rounds += 1
+            answers = await self.tools.run_round(agent, result.tool_calls, self._turn_record(result), step)
+            messages.append(Message(role="assistant", content=result.text, tool_calls=result.tool_calls))
+            notes = [m.content for m in self._delivered(agent.name)] if deliver else []
+            now = signature(result.tool_calls, answers)
+            streak, last = (streak + 1 if now == last else 1), now
+            if streak >= agent.tool_repeat_limit:
+                messages.append(Message(role="user", content="", tool_results=answers))
+                self._tool_livelock(agent, result, streak)
+            if rounds >= agent.max_tool_rounds:
+                choice = "none"
+                notes.append(
+                    f"That was the last of your {rounds} tool rounds: answer now with what you have."
+                )
+            messages.append(Message(role="user", content="\n\n".join(notes), tool_results=answers))
+
+    def _turn_record(self, result: ModelCallResult) -> TurnRecord | None:
+        """The transcript record of ``result``'s call (other steps may have recorded theirs since)."""
+        for record in reversed(self.state.turns):
+            if record.call_id == result.call_id:
+                return record
+        return None
+
+    def _tool_livelock(self, agent: AgentSpec, result: ModelCallResult, repeats: int) -> NoReturn:
+        call = result.tool_calls[0]
+        self.state.evidence = {
+            **self.state.evidence,
+            "tool_livelock": {
+                "agent": agent.name,
+                "tool": call.name,
+                "calls": len(result.tool_calls),
+                "rounds": repeats,
+            },
+        }
+        raise StopJob(
+            StopReason.livelock,
+            f"{agent.name} called {call.name} with the same arguments {repeats} rounds in a row and got "
+            "the same result each time",
+        )
+
+    def preempted(self) -> bool:
+        """Whether the running work is to stop now: an interrupt that beats it, or an abort."""
+        return self._interrupt_pending or self.state.abort_reason is not None
 
     def _delivered(self, agent: str) -> list[Message]:
         return [Message(role="user", content=m.message) for m in self.pending_messages(agent)]
@@ -239,6 +301,8 @@ class JobWorkflow:
         max_output_tokens: int | None,
         output_type: str | None,
         note: dict[str, Any] | None,
+        tools: list[ToolDef] | None = None,
+        tool_choice: Literal["auto", "none"] = "auto",
     ) -> ModelCallResult:
         """One model call: checked against the budget, cancellable, charged, recorded."""
         await self._wait_while_paused()
@@ -247,7 +311,7 @@ class JobWorkflow:
         max_out = min(max_output_tokens or agent.max_output_tokens, model.max_output_tokens)
         self.state.call_seq += 1
         call_id = f"{self.job_id}/{self.state.call_seq}"
-        texts = [m.counted_text() for m in messages]
+        texts = [m.counted_text() for m in messages] + ([tools_text(tools)] if tools else [])
         estimate = estimate_request_tokens(agent.instructions, texts, output_type)
         max_out = self._fit_context(agent, model, estimate, max_out)
         grant = await self.budget.reserve(call_id, agent, model, estimate, max_out)
@@ -271,6 +335,8 @@ class JobWorkflow:
             temperature=agent.temperature,
             output_type=output_type,
             token_scale=self._token_scale(model),
+            tools=tools or [],
+            tool_choice=tool_choice,
         )
         started = workflow.now()
         self.in_flight = f"{agent.name} on {model.ref}" + (f" (step {step})" if step else "")
@@ -375,7 +441,7 @@ class JobWorkflow:
                 step=step,
                 model=model.ref,
                 provider=model.provider,
-                prompt_preview=messages[-1].content[:PREVIEW_CHARS] if messages else "",
+                prompt_preview=messages[-1].counted_text()[:PREVIEW_CHARS] if messages else "",
                 text=result.text,
                 usage=result.usage,
                 cost_usd=result.cost_usd,
@@ -601,6 +667,8 @@ class JobWorkflow:
             signals_refused=self.state.signals_refused,
             last_refused_signal=self.state.last_refused_signal,
             queued_messages=len(self.state.inbox),
+            tool_calls=self.state.tool_seq,
+            tool_calls_refused=self.state.tool_calls_refused,
         )
 
     @workflow.query(name="ledger")

@@ -26,6 +26,12 @@ class Job(Protocol):
     job_id: str
     state: JobState
     """The job's whole state (models, detail, evidence, round, stop reason...): read and noted here."""
+    in_flight: str | None
+    """What runs now, as ``status`` shows it: '<agent> on <model>', '<agent> on tools: <names>'."""
+
+    def preempted(self) -> bool:
+        """Whether the running work is to stop now: an interrupt that beats it, or an abort."""
+        ...
 
     @property
     def totals(self) -> LedgerTotals:

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import TurnRouter
 from workflows._termination import Termination
+from workflows._tools import exchanges
 from workflows.sequential import render
 
 HUMAN = "human"
@@ -93,7 +94,10 @@ class GroupChatJob(JobWorkflow):
                     # The conversation is shared: messages join it (above); a cut turn stays in it as it is.
                     view = view_for(speaker, chat.conversation)
                     before = len(self.state.turns)
+                    seen = len(view)
                     result = await router.agent_turn(spec.agent(speaker), view, deliver=False, resume=False)
+                    # The conversation shows the turn's tool calls and results, then its answer.
+                    chat.conversation += [(speaker, line) for line in exchanges(view[seen:])]
                     chat.conversation.append((speaker, result.text))
                     # Every call of the turn counts: a routed turn's failed rungs and judges too.
                     chat.fair.charge(speaker, sum(t.usage.total_tokens for t in self.state.turns[before:]))
