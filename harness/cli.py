@@ -22,6 +22,7 @@ from rich.text import Text
 
 from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
 from contracts.models import Usage
+from contracts.names import TOOLS_ENV
 from contracts.spec import SpecError
 from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
@@ -101,6 +102,13 @@ def _progress_table(progress: JobProgress) -> Table:
     table.add_row("step", step)
     table.add_row("calling", progress.in_flight or "-")
     table.add_row("spent", f"{progress.tokens} tokens, {_usd(progress.cost_usd)}")
+    if progress.tool_calls:
+        refused = (
+            f", {progress.tool_calls_refused} refused (not the agent's)"
+            if progress.tool_calls_refused
+            else ""
+        )
+        table.add_row("tools", f"{progress.tool_calls} call(s){refused}")
     if progress.paused:
         table.add_row("paused", "yes: `harness resume` to go on")
     for gate in progress.gates:
@@ -216,16 +224,27 @@ def run(
     file: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON.")],
     follow: Annotated[bool, typer.Option(help="Show live progress and wait for the result.")] = True,
     worker: Annotated[bool, typer.Option(help="Run a worker in this process.")] = True,
+    tools: Annotated[
+        Path | None,
+        typer.Option(
+            "--tools",
+            help="Tool catalog (YAML) for the worker in this process; sets HARNESS_TOOLS. "
+            "Tools the spec names are checked against it before the job starts.",
+        ),
+    ] = None,
     data_dir: DataDir = Path(".harness"),
 ) -> None:
     """Run a job, starting whatever is missing (server, simulator, worker); print its result."""
     from activities.catalog import load_catalog
     from activities.config import ProviderSettings
-    from harness.runner import check_models, run_job
+    from harness.runner import check_models, check_tools, run_job
 
+    if tools is not None:
+        os.environ[TOOLS_ENV] = str(tools)  # the in-process worker reads its catalog from here
     try:
         spec = load_spec(file)
         check_models(spec, load_catalog(ProviderSettings.from_env().catalog_path))
+        check_tools(spec, os.environ.get(TOOLS_ENV), needed=worker)
     except SpecError as error:
         _fail(str(error), code=2)
     if not follow:
@@ -353,7 +372,18 @@ def transcript(
         head = f"#{turn.index} {turn.agent} ({turn.model}) {turn.usage.total_tokens} tokens"
         if turn.usage.estimated:
             head += f" (estimated: {estimate_reasons(turn.usage)})"
-        console.print(Panel(turn.text, title=head, expand=False))
+        body = Text(turn.text)
+        for call in turn.tool_calls:
+            # name, arguments, size, duration, outcome: one line per tool call the reply asked for
+            cut = f", cut from {call.truncated_from:,}" if call.truncated_from is not None else ""
+            line = (
+                f"tool {call.name} {call.arguments[:120]} -> {call.outcome}, "
+                f"{call.result_bytes:,} bytes{cut}, {call.duration_s:.2f}s"
+            )
+            body.append(
+                ("\n" if body.plain else "") + line, style="cyan" if call.outcome == "ok" else "yellow"
+            )
+        console.print(Panel(body, title=head, expand=False))
 
 
 @app.command()

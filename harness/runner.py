@@ -24,6 +24,7 @@ from temporalio.client import Client
 from activities.catalog import ModelCatalog, load_catalog, resolve
 from activities.config import ProviderSettings
 from contracts.jobs import JobProgress, JobResult
+from contracts.names import TOOLS_ENV
 from contracts.spec import JobSpec, SpecError
 from harness.client import start_job
 from harness.devserver import DevServer, ensure_search_attributes, ensure_server, known_ui_url
@@ -53,6 +54,32 @@ def check_models(spec: JobSpec, catalog: ModelCatalog | None) -> None:
             resolve(ref, catalog)
         except (ValueError, LookupError) as error:
             raise SpecError(f"model {ref!r}: {error}") from None
+
+
+def check_tools(spec: JobSpec, catalog_path: str | None, *, needed: bool = True) -> None:
+    """Refuse, before anything starts, a tool or MCP server the catalog does not name.
+
+    Without a catalog here the worker's is unknown: a spec naming tools is refused when this
+    process runs the worker (``needed``), and otherwise left to the worker's ``list_tools``.
+    """
+    refs = list(dict.fromkeys(ref for agent in spec.agents for ref in agent.tools))
+    if not refs:
+        return
+    if not catalog_path:
+        if needed:
+            raise SpecError(
+                f"the spec names tools ({', '.join(refs)}) but no tool catalog is set: "
+                f"pass --tools PATH or set {TOOLS_ENV}"
+            )
+        return
+    from activities.tool_catalog import check_tool_refs, load_tool_catalog
+
+    try:
+        problems = check_tool_refs(load_tool_catalog(catalog_path), refs)
+    except ValueError as error:  # the catalog file itself: unreadable, a bad field, a module missing
+        raise SpecError(str(error)) from None
+    if problems:
+        raise SpecError("; ".join(problems))
 
 
 def _sim_answers(url: str) -> bool:
