@@ -1,0 +1,366 @@
+"""The tool loop inside the turn, on real workers: Python tools from a catalog, the real model-call
+activities against the simulator's tool-calling models, and real MCP servers.
+
+Each test runs one job whose model asks for tools and checks what the transcript, status, ledger
+and the tools' own log say happened. Real-time behaviour (parallel runs, cancels) runs on the dev
+server; gate timeouts on the time-skipping server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from temporalio.client import Client, WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.model_call import ModelCallActivities
+from activities.tool_catalog import load_tool_catalog
+from activities.tools import ToolActivities
+from contracts.controls import GateDecision, InterruptRequest
+from contracts.jobs import JobProgress, JobResult, StopReason, ToolCallRecord, TurnRecord
+from contracts.spec import JobSpec, parse_spec
+from tests.helpers import make_worker, start_job, status_of, transcript_of, until
+from tests.workflows.tool_fixtures import LOG_ENV, read_log
+
+FIXTURES = "tests.workflows.tool_fixtures"
+
+
+def directive(tool: str, **arguments: Any) -> str:
+    """A ``[[sim ...]]`` block making sim:tool-user call ``tool`` with ``arguments``."""
+    quoted = json.dumps(arguments).replace('"', '\\"')
+    return f'[[sim tool={tool} args="{quoted}"]]'
+
+
+def tool_job(model: str, tools: list[str], prompt: str = "{task}", **agent: Any) -> JobSpec:
+    """A one-step sequential job for one tool-using agent on the simulator."""
+    return parse_spec(
+        {
+            "id": f"tools-{uuid.uuid4().hex[:8]}",
+            "mode": "sequential",
+            "task": "Find out about order A1.",
+            "agents": [{"name": "clerk", "model": model, "tools": tools, "max_output_tokens": 200, **agent}],
+            "steps": [{"id": "ask", "agent": "clerk", "prompt": prompt}],
+            "budget": {"tokens": 50_000},
+        }
+    )
+
+
+def write_catalog(path: Path, **sections: Any) -> Path:
+    """A tool catalog with the fixture tools, plus ``sections`` (``tools=``, ``mcp=``)."""
+    path.write_text(yaml.safe_dump({"python": [FIXTURES], **sections}))
+    return path
+
+
+@pytest.fixture
+def tool_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Where the fixture tools log their runs (for this test only)."""
+    path = str(tmp_path / "tools.log")
+    monkeypatch.setenv(LOG_ENV, path)
+    return path
+
+
+@pytest.fixture
+async def tools(tmp_path: Path) -> AsyncIterator[ToolActivities]:
+    """The real tool activities over the fixture tools."""
+    activities = ToolActivities(load_tool_catalog(write_catalog(tmp_path / "tools.yaml")))
+    try:
+        yield activities
+    finally:
+        await activities.aclose()
+
+
+def tool_worker(client: Client, gateway: ModelCallActivities, tools: ToolActivities) -> Worker:
+    return make_worker(
+        client,
+        gateway,
+        activities=[gateway.model_call, gateway.resolve_models, tools.list_tools, tools.tool_call],
+    )
+
+
+def tool_calls(turns: list[TurnRecord]) -> list[ToolCallRecord]:
+    return [call for turn in turns for call in turn.tool_calls]
+
+
+async def run_tools(
+    env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities, spec: JobSpec
+) -> tuple[JobResult, list[TurnRecord], JobProgress]:
+    """Run ``spec`` to its end; its result, transcript and last status (queried while a worker runs)."""
+    async with tool_worker(env.client, gateway, tools) as worker:
+        handle = await start_job(env.client, worker.task_queue, spec)
+        result = await handle.result()
+        turns = await transcript_of(handle)
+        progress = await status_of(handle)
+    return result, turns, progress
+
+
+async def test_a_tool_call_runs_and_its_result_reaches_the_next_model_call(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities
+) -> None:
+    """model -> tool call -> result -> model: the answer quotes the tool's result, the turn records
+    the call, and both model calls of the loop are charged."""
+    spec = tool_job("sim:tool-user", ["lookup_order"], "{task} " + directive("lookup_order", order_id="A1"))
+    result, turns, progress = await run_tools(dev_env, gateway, tools, spec)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert [turn.finish_reason for turn in turns] == ["tool_calls", "stop"]
+    (call,) = turns[0].tool_calls
+    assert (call.name, call.ref, call.outcome) == ("lookup_order", "lookup_order", "ok")
+    assert json.loads(call.arguments) == {"order_id": "A1"}
+    assert "shipped" in call.result_preview and call.result_bytes > 0
+    assert "shipped" in result.output
+    assert result.ledger.calls == 2
+    assert result.ledger.usage.input_tokens == sum(turn.usage.input_tokens for turn in turns)
+    # the tool result is input of the second call: it costs more input than the first
+    assert turns[1].usage.input_tokens > turns[0].usage.input_tokens
+    assert (progress.tool_calls, progress.tool_calls_refused) == (1, 0)
+
+
+async def test_tool_calls_asked_at_once_run_in_parallel(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities, tool_log: str
+) -> None:
+    """sim:tool-parallel asks for both tools in one reply: both 1-second runs overlap in time."""
+    spec = tool_job("sim:tool-parallel", ["stamp", "lookup_order"])
+    started = time.monotonic()
+    result, turns, _ = await run_tools(dev_env, gateway, tools, spec)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    calls = turns[0].tool_calls
+    assert sorted(call.name for call in calls) == ["lookup_order", "stamp"]
+    assert all(call.outcome == "ok" for call in calls)
+    (stamped,) = read_log(tool_log)
+    assert stamped["ended"] - stamped["began"] >= 1.0
+    assert time.monotonic() - started < 30
+
+
+async def test_two_slow_calls_at_once_overlap(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tmp_path: Path, tool_log: str
+) -> None:
+    """Two slow tools asked in one reply run at the same time: their intervals overlap."""
+    catalog = write_catalog(tmp_path / "two.yaml")
+    activities = ToolActivities(load_tool_catalog(catalog))
+    spec = tool_job("sim:tool-parallel", ["stamp", "slow_tool"])
+    try:
+        result, turns, _ = await run_tools(dev_env, gateway, activities, spec)
+    finally:
+        await activities.aclose()
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert sorted(call.name for call in turns[0].tool_calls) == ["slow_tool", "stamp"]
+    entries = read_log(tool_log)
+    stamp_entry = next(e for e in entries if e["tool"] == "stamp")
+    slow_start = next(e for e in entries if e.get("event") == "start")
+    slow_end = next(e for e in entries if e.get("event") == "end")
+    # overlap: each began before the other ended
+    assert slow_start["at"] < stamp_entry["ended"] and stamp_entry["began"] < slow_end["at"]
+
+
+async def test_a_tool_the_agent_may_not_use_is_refused_recorded_and_counted(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities, tool_log: str
+) -> None:
+    """sim:tool-rogue asks for charge_card, which the agent was not given: it is not run, the model
+    is told so, the transcript says ``refused`` and status counts it."""
+    spec = tool_job("sim:tool-rogue", ["lookup_order"], "{task} [[sim tool=charge_card]]")
+    result, turns, progress = await run_tools(dev_env, gateway, tools, spec)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    (call,) = tool_calls(turns)
+    assert (call.name, call.outcome, call.ref) == ("charge_card", "refused", None)
+    assert "not available to clerk" in call.result_preview
+    assert read_log(tool_log) == []  # never ran
+    assert (progress.tool_calls, progress.tool_calls_refused) == (1, 1)
+
+
+async def test_bad_arguments_are_an_error_result_not_a_crash(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities
+) -> None:
+    """Arguments that are not JSON reach the model as an error result; the job goes on."""
+    spec = tool_job("sim:tool-bad-args", ["lookup_order"])
+    result, turns, _ = await run_tools(dev_env, gateway, tools, spec)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    (call,) = tool_calls(turns)
+    assert call.outcome == "invalid"
+    assert "invalid arguments" in call.result_preview
+    assert turns[-1].finish_reason == "stop"
+
+
+async def test_arguments_against_the_schema_are_invalid(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities
+) -> None:
+    """A JSON object that misses a required property is refused by the schema check, not run."""
+    spec = tool_job("sim:tool-user", ["lookup_order"], "{task} " + directive("lookup_order", wrong=1))
+    result, turns, _ = await run_tools(dev_env, gateway, tools, spec)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    (call,) = tool_calls(turns)
+    assert call.outcome == "invalid"
+    assert "order_id" in call.result_preview
+
+
+async def test_a_result_over_the_cap_is_cut_with_a_note(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities
+) -> None:
+    """A 50,000-byte result under a 1,000-byte cap reaches the model cut, and the record says so."""
+    spec = tool_job(
+        "sim:tool-user",
+        ["big_result"],
+        "{task} " + directive("big_result", size=50_000),
+        max_tool_result_bytes=1_000,
+    )
+    result, turns, _ = await run_tools(dev_env, gateway, tools, spec)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    (call,) = tool_calls(turns)
+    assert call.outcome == "ok"
+    assert call.truncated_from is not None and call.truncated_from >= 50_000
+    assert call.result_bytes <= 1_100  # the cap plus its note
+    assert turns[1].usage.input_tokens < 5_000  # the model never saw the 50 KB
+
+
+async def test_a_tool_call_over_the_tool_budget_is_refused_before_it_runs(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities, tool_log: str
+) -> None:
+    """An agent with a budget of one tool call asks for two at once: one runs, the other is refused
+    ``over budget`` before it starts; the ledger counts one tool call."""
+    spec = tool_job("sim:tool-parallel", ["stamp", "lookup_order"], budget={"tool_calls": 1})
+    result, turns, _ = await run_tools(dev_env, gateway, tools, spec)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    outcomes = {call.name: call.outcome for call in tool_calls(turns)}
+    assert sorted(outcomes.values()) == ["ok", "over budget"]
+    refused = next(call for call in tool_calls(turns) if call.outcome == "over budget")
+    assert "tool call" in refused.result_preview
+    ran = [entry["label"] for entry in read_log(tool_log)]
+    assert len(ran) == (1 if outcomes["stamp"] == "ok" else 0)
+    assert result.ledger.tool_calls == 1
+
+
+async def test_an_interrupt_cancels_a_slow_tool_call(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities, tool_log: str
+) -> None:
+    """An urgent interrupt while a 60-second tool runs cancels it through its heartbeat: the call is
+    recorded ``cancelled``, the tool never reaches its end, and the message reaches the model."""
+    spec = tool_job("sim:tool-user", ["slow_tool"], "{task} " + directive("slow_tool", seconds=60))
+    async with tool_worker(dev_env.client, gateway, tools) as worker:
+        handle = await start_job(dev_env.client, worker.task_queue, spec)
+        await until(lambda: _on_tools(handle), within=30)
+        await until(lambda: _logged(tool_log, "start"), within=10)
+        sent = time.monotonic()
+        await handle.signal("interrupt", InterruptRequest(message="Stop waiting.", priority=0))
+        result = await asyncio.wait_for(handle.result(), timeout=30)
+        took = time.monotonic() - sent
+        turns = await transcript_of(handle)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    first, *later = tool_calls(turns)
+    assert first.outcome == "cancelled" and "interrupt" in first.result_preview
+    assert took < 10
+    # The message reached the model with the cut call's result (the simulator took it for a new
+    # request and called the tool again, for its default 1 second); the cut run never ended.
+    assert "Stop waiting." in turns[1].prompt_preview
+    events = [entry["event"] for entry in read_log(tool_log)]
+    assert events.count("end") == sum(call.outcome == "ok" for call in later)
+    assert events.count("start") == 1 + len(later)
+    assert turns[-1].finish_reason == "stop"
+
+
+async def _on_tools(handle: WorkflowHandle[Any, Any]) -> bool:
+    progress = await status_of(handle)
+    return bool(progress.in_flight and "on tools" in progress.in_flight)
+
+
+async def _logged(path: str, event: str) -> bool:
+    return any(entry.get("event") == event for entry in read_log(path))
+
+
+async def test_the_same_call_with_the_same_result_three_rounds_in_a_row_is_a_livelock(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities
+) -> None:
+    """sim:tool-loop calls lookup_order with the same arguments for ever: the job stops with
+    ``livelock`` after three identical rounds, naming the call."""
+    spec = tool_job("sim:tool-loop", ["lookup_order"], max_tool_rounds=50)
+    result, turns, _ = await run_tools(dev_env, gateway, tools, spec)
+    assert result.stop_reason is StopReason.livelock
+    assert "lookup_order" in result.explanation
+    assert result.evidence["tool_livelock"]["rounds"] == 3
+    assert len(tool_calls(turns)) == 3
+
+
+async def test_max_tool_rounds_makes_the_last_call_answer(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities
+) -> None:
+    """With two tool rounds allowed and a model that would loop (results differ, so no livelock), the
+    third call is sent with tool_choice none and answers."""
+    spec = tool_job("sim:tool-loop", ["lookup_order"], max_tool_rounds=2, tool_repeat_limit=5)
+    result, turns, _ = await run_tools(dev_env, gateway, tools, spec)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert [turn.finish_reason for turn in turns] == ["tool_calls", "tool_calls", "stop"]
+
+
+# ----- approval gates (time-skipping: an hour-long gate passes in milliseconds) -----------------
+
+
+@pytest.fixture
+async def gated_tools(tmp_path: Path) -> AsyncIterator[ToolActivities]:
+    catalog = write_catalog(tmp_path / "gated.yaml", tools={"charge_card": {"approval": "always"}})
+    activities = ToolActivities(load_tool_catalog(catalog))
+    try:
+        yield activities
+    finally:
+        await activities.aclose()
+
+
+@pytest.mark.parametrize(("decision", "outcome"), [("approve", "ok"), ("reject", "rejected")])
+async def test_an_approval_gated_tool_waits_for_a_person(
+    dev_env: WorkflowEnvironment,
+    gateway: ModelCallActivities,
+    gated_tools: ToolActivities,
+    tool_log: str,
+    decision: str,
+    outcome: str,
+) -> None:
+    """charge_card needs approval: the job waits at gate ``charge_card-t1`` naming the tool and its
+    arguments; approved it runs, rejected it does not, and the decision is recorded."""
+    spec = tool_job("sim:tool-user", ["charge_card"], "{task} " + directive("charge_card", amount=42))
+    async with tool_worker(dev_env.client, gateway, gated_tools) as worker:
+        handle = await start_job(dev_env.client, worker.task_queue, spec)
+        waiting = await until(lambda: _gate_waiting(handle), within=30)
+        await handle.execute_update(decision, GateDecision(gate="charge_card-t1", by="ops", note="checked"))
+        result = await handle.result()
+        turns = await transcript_of(handle)
+    assert "charge_card" in waiting and "42" in waiting
+    assert result.stop_reason is StopReason.completed, result.explanation
+    (call,) = tool_calls(turns)
+    assert call.outcome == outcome
+    ran = [entry for entry in read_log(tool_log) if entry["event"] == "start"]
+    assert len(ran) == (1 if decision == "approve" else 0)
+    (gate,) = [g for g in result.gates if g.gate == "charge_card-t1"]
+    assert gate.outcome == ("approved" if decision == "approve" else "rejected") and gate.by == "ops"
+
+
+async def _gate_waiting(handle: WorkflowHandle[Any, Any]) -> str | None:
+    """The waiting gate's target (tool and arguments) once ``charge_card-t1`` waits."""
+    progress = await status_of(handle)
+    if "charge_card-t1" not in progress.pending_gates:
+        return None
+    return next(gate.target for gate in progress.gates if gate.gate == "charge_card-t1")
+
+
+async def test_a_gated_tool_nobody_approves_is_rejected_at_its_timeout(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, gated_tools: ToolActivities, tool_log: str
+) -> None:
+    """Nobody decides within tool_approval_timeout (2h, time-skipped): the call is rejected, not run,
+    and the job goes on to an answer."""
+    spec = tool_job(
+        "sim:tool-user",
+        ["charge_card"],
+        "{task} " + directive("charge_card", amount=42),
+        tool_approval_timeout="2h",
+    )
+    result, turns, _ = await run_tools(ts_env, gateway, gated_tools, spec)
+    assert result.stop_reason is StopReason.completed, result.explanation
+    (call,) = tool_calls(turns)
+    assert call.outcome == "rejected"
+    assert read_log(tool_log) == []
+    (gate,) = [g for g in result.gates if g.gate == "charge_card-t1"]
+    assert gate.outcome == "rejected"
