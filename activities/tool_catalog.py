@@ -230,6 +230,10 @@ def load_tool_catalog(path: Path | str | None = None, registry: ToolRegistry | N
         return ToolCatalog()
     catalog = ToolCatalog.from_file(path)
     registry = registry or DEFAULT_TOOLS
+    if catalog.python and os.getcwd() not in sys.path:
+        # Modules are named as from the worker's working directory, as `python -m` would find them
+        # (`python worker.py` has its own folder on the path; the `harness` command does not).
+        sys.path.append(os.getcwd())
     for module in catalog.python:
         try:
             importlib.import_module(module)
