@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -28,6 +29,7 @@ from activities.tools import ToolActivities
 from contracts.controls import GateDecision, InterruptRequest
 from contracts.jobs import JobProgress, JobResult, StopReason, ToolCallRecord, TurnRecord
 from contracts.spec import JobSpec, parse_spec
+from tests.activities.test_tools import HttpServer, free_port
 from tests.helpers import make_worker, start_job, status_of, transcript_of, until
 from tests.workflows.tool_fixtures import LOG_ENV, read_log
 
@@ -364,3 +366,99 @@ async def test_a_gated_tool_nobody_approves_is_rejected_at_its_timeout(
     assert read_log(tool_log) == []
     (gate,) = [g for g in result.gates if g.gate == "charge_card-t1"]
     assert gate.outcome == "rejected"
+
+
+# ----- MCP servers in a job -----------------------------------------------------------------------
+
+
+async def test_a_job_uses_a_streamable_http_mcp_server(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tmp_path: Path
+) -> None:
+    """mcp:notes/* over streamable HTTP (a localhost server the test starts): the job lists its tools,
+    the model calls echo, and the answer carries what the server said."""
+    server = HttpServer(free_port())
+    server.start()
+    catalog = write_catalog(tmp_path / "http.yaml", mcp={"notes": {"url": server.url, "idempotent": True}})
+    activities = ToolActivities(load_tool_catalog(catalog))
+    spec = tool_job("sim:tool-user", ["mcp:notes/*"], "{task} " + directive("notes__echo", text="over HTTP"))
+    try:
+        result, turns, _ = await run_tools(dev_env, gateway, activities, spec)
+    finally:
+        await activities.aclose()
+        server.stop()
+    assert result.stop_reason is StopReason.completed, result.explanation
+    (call,) = tool_calls(turns)
+    assert (call.ref, call.outcome, call.result_preview) == ("mcp:notes/echo", "ok", "over HTTP")
+    assert "over HTTP" in result.output
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A git repository with one commit, "First note about heartbeats"."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (repo / "notes.txt").write_text("hello\n")
+    subprocess.run([*git, "add", "notes.txt"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "First note about heartbeats"], check=True)
+    return repo
+
+
+async def test_a_job_reads_a_git_repository_through_mcp_server_git(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tmp_path: Path, git_repo: Path
+) -> None:
+    """mcp-server-git (from PyPI, a stdio subprocess) on a repository the test makes: git_log shows the
+    commit the test wrote; the agent was given only git_log."""
+    repo = git_repo
+    server = {"command": "python", "args": ["-m", "mcp_server_git", "--repository", str(repo)]}
+    catalog = write_catalog(tmp_path / "git.yaml", mcp={"git": server})
+    activities = ToolActivities(load_tool_catalog(catalog))
+    spec = tool_job(
+        "sim:tool-user", ["mcp:git/git_log"], "{task} " + directive("git__git_log", repo_path=str(repo))
+    )
+    try:
+        result, turns, _ = await run_tools(dev_env, gateway, activities, spec)
+    finally:
+        await activities.aclose()
+    assert result.stop_reason is StopReason.completed, result.explanation
+    (call,) = tool_calls(turns)
+    assert (call.ref, call.outcome) == ("mcp:git/git_log", "ok")
+    assert "First note about heartbeats" in call.result_preview
+
+
+# ----- every mode uses the same turn --------------------------------------------------------------
+
+
+async def test_a_group_chat_speaker_uses_tools_and_the_conversation_shows_them(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities
+) -> None:
+    """In a group chat, the speaker with tools calls lookup_order; the next speaker's input shows the
+    tool call and its result."""
+    spec = parse_spec(
+        {
+            "id": f"chat-tools-{uuid.uuid4().hex[:8]}",
+            "mode": "groupchat",
+            "task": "Where is order A1? " + directive("lookup_order", order_id="A1"),
+            "agents": [
+                {
+                    "name": "clerk",
+                    "model": "sim:tool-user",
+                    "tools": ["lookup_order"],
+                    "max_output_tokens": 100,
+                },
+                {"name": "echo", "model": "sim:echo", "max_output_tokens": 100},
+            ],
+            "termination": {"max_rounds": 1},
+        }
+    )
+    result, turns, _ = await run_tools(dev_env, gateway, tools, spec)
+    assert result.stop_reason is not StopReason.failed, result.explanation
+    (call,) = tool_calls(turns)
+    assert (turns[0].agent, call.name, call.outcome) == ("clerk", "lookup_order", "ok")
+    second = next(turn for turn in turns if turn.agent == "echo")
+    # sim:echo repeats its input: the shared conversation held the call and its result
+    assert (
+        '[clerk] [tool lookup_order {"order_id": "A1"}] -> {"order_id":"A1","status":"shipped"}'
+        in second.text
+    )
