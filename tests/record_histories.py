@@ -19,6 +19,8 @@ from temporalio.testing import WorkflowEnvironment
 from activities.config import ProviderSettings
 from activities.model_call import ModelCallActivities
 from activities.team_board import TeamBoardActivities
+from activities.tool_catalog import load_tool_catalog
+from activities.tools import ToolActivities
 from contracts.jobs import JobResult
 from harness.devserver import add_search_attributes
 from harness.sim import SimConfig, SimServer
@@ -34,6 +36,7 @@ async def record(examples: list[Path], suffix: str = "") -> None:
     """Run each example and save its history."""
     with SimServer(SimConfig(port=0)) as sim:
         gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url))
+        tools = ToolActivities(load_tool_catalog(ROOT / "examples" / "tools-catalog.yaml"))  # tools.yaml
         env = await WorkflowEnvironment.start_time_skipping(
             data_converter=pydantic_data_converter,
             test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
@@ -48,6 +51,8 @@ async def record(examples: list[Path], suffix: str = "") -> None:
                     gateway.model_call,
                     gateway.resolve_models,
                     TeamBoardActivities(env.client).team_board,
+                    tools.list_tools,
+                    tools.tool_call,
                 ],
             ):
                 for example in examples:
@@ -62,6 +67,7 @@ async def record(examples: list[Path], suffix: str = "") -> None:
                     OUT.mkdir(exist_ok=True)
                     (OUT / f"{job_id}.json").write_text(history.to_json())
                     print(f"{example.stem}: {result.stop_reason.value}, {len(history.events)} events")
+        await tools.aclose()
 
 
 if __name__ == "__main__":
