@@ -462,6 +462,7 @@ async def test_a_calibrated_ratio_brings_the_input_estimate_close(sim: SimServer
     async with own_activities(settings, catalog) as acts:
         reported = await call(acts, request("sim:writer", prose + "[[sim tokens=250]]"))
         assert reported.sample is not None and reported.sample.scale() is not None
+        served(sim, "writer")  # the simulator records a reply after writing it: let it, then forget it
         sim.reset()
         blind = request(resolve("local", catalog), prose + "[[sim tokens=20]]")
         conservative = await call(acts, blind)
