@@ -12,8 +12,10 @@ from contracts.spec import SpecError, parse_spec
 from harness.specfile import load_spec
 from tests.helpers import PLAN_SCHEMA, ROOT
 
-# examples/catalog.yaml is a model catalog, not a spec (tests/e2e/test_providers_e2e.py runs with it).
-EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.name != "catalog.yaml")
+# examples/catalog.yaml is a model catalog and examples/tools-catalog.yaml a tool catalog, not specs
+# (tests/e2e/test_providers_e2e.py and tests/app/test_tool_examples.py run with them).
+CATALOGS = {"catalog.yaml", "tools-catalog.yaml"}
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.yaml") if p.name not in CATALOGS)
 
 
 def base(**overrides: Any) -> dict[str, Any]:
