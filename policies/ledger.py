@@ -14,6 +14,8 @@ call from ``reserve``, one tool call from ``reserve_tool``; ``settle`` charges t
     ledger.settle(call_id, tokens=, usd=, estimated=False) -> None
     ledger.fail(call_id) -> None          # usage unknown: charge the reservation, marked estimated
     ledger.release(call_id) -> None       # the call never ran: no charge
+    ledger.charge(charge_id, node_id, tokens, usd, now=) -> None       # spend with no reservation
+    ledger.charge_tool_calls(charge_id, node_id, count, now=) -> None  # a child's tool calls
     ledger.quota_wait(node_id, tokens=, usd=, now=) -> None | timedelta | Refusal
     ledger.carve(child_id, parent_id, limits, quota=None, period_anchor=None) -> Refusal | None
     ledger.close_child(child_id) -> None
@@ -414,6 +416,19 @@ class Ledger(BaseModel):
         node.own_spent = node.own_spent + Amount(tokens=tokens, usd=usd, calls=1)
         node.overrun = True
         node.estimated = node.estimated or estimated
+
+    def charge_tool_calls(self, charge_id: str, node_id: str, count: int, *, now: datetime) -> None:
+        """Count ``count`` tool calls that ran without a reservation here (a child job's) on
+        ``node_id``. Their price comes with the spend they were reported in; over a ``tool_calls``
+        cap they are counted all the same and the node is flagged ``overrun``."""
+        _non_negative(tool_calls=count)
+        need = Amount(tool_calls=count)
+        if self._reserve(charge_id, node_id, need, now) is None:
+            self.settle(charge_id, 0, _ZERO)
+            return
+        node = self.nodes[node_id]
+        node.own_spent = node.own_spent + need
+        node.overrun = True
 
     def release(self, call_id: str) -> None:
         """Drop the reservation of a call that never reached the provider: no charge."""

@@ -237,6 +237,21 @@ class BudgetKeeper:
                 totals.per_agent_cost_usd[agent] = cost + tool.price_usd
         self._refresh()
 
+    def count_child_tools(self, ledger: LedgerTotals, node: str | None = None) -> None:
+        """Count the tool calls a child job ran, per agent (on ``node`` if given, else each agent's).
+        Their price is in the usd the child reported for its agents: counted here, not charged again."""
+        for agent, count in ledger.per_agent_tool_calls.items():
+            if count <= 0:
+                continue
+            target = node or self._agent(agent)
+            self.state.extra_seq += 1
+            charge_id = f"{target}#extra-{self.state.extra_seq}"
+            self.ledger.charge_tool_calls(charge_id, target, count, now=workflow.now())
+            self.totals.tool_calls += count
+            self.totals.per_agent_tool_calls[agent] = self.totals.per_agent_tool_calls.get(agent, 0) + count
+        self.totals.tool_cost_usd += ledger.tool_cost_usd
+        self._refresh()
+
     # ----- add_budget --------------------------------------------------------------------------
 
     def add(self, request: AddBudgetRequest) -> LedgerTotals:

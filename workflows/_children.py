@@ -116,6 +116,7 @@ def absorb_ledger(job: JobWorkflow, child_id: str, ledger: LedgerTotals, node: s
     for agent, usage in ledger.per_agent.items():
         cost = ledger.per_agent_cost_usd.get(agent) if ledger.cost_known else None
         absorb(job, child_id, agent, usage, cost, node=node)
+    job.budget.count_child_tools(ledger, node=node)
 
 
 def open_child(job: JobWorkflow, child_id: str, budget: BudgetSpec | None) -> str | None:

@@ -774,3 +774,16 @@ def test_quota_is_never_exceeded_within_a_period(steps: list[tuple[int, int, str
         per_period[index] = per_period.get(index, 0) + charge
         assert per_period[index] <= quota
         assert ledger.view().node("job").quota_used.tokens == per_period[index]
+
+
+def test_a_childs_tool_calls_are_counted_and_flag_overrun_past_a_cap() -> None:
+    """Tool calls a child ran are counted on the node (no model call, no usd); past a cap they are
+    counted all the same and the node is flagged overrun."""
+    ledger = tool_tree()
+    ledger.charge_tool_calls("c1", "a", 2, now=T0)
+    assert spent(ledger, "a") == Amount(tool_calls=2)
+    assert not ledger.view().node("a").overrun
+    ledger.charge_tool_calls("c2", "a", 1, now=T0)
+    assert spent(ledger, "a") == Amount(tool_calls=3)
+    assert ledger.view().node("a").overrun
+    assert spent(ledger, "job") == Amount(tool_calls=3)

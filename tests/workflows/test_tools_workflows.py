@@ -24,6 +24,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.model_call import ModelCallActivities
+from activities.team_board import TeamBoardActivities
 from activities.tool_catalog import load_tool_catalog
 from activities.tools import ToolActivities
 from contracts.controls import GateDecision, InterruptRequest
@@ -462,3 +463,49 @@ async def test_a_group_chat_speaker_uses_tools_and_the_conversation_shows_them(
         '[clerk] [tool lookup_order {"order_id": "A1"}] -> {"order_id":"A1","status":"shipped"}'
         in second.text
     )
+
+
+async def test_a_team_member_uses_tools_and_the_team_ledger_counts_its_calls(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tools: ToolActivities
+) -> None:
+    """A team member (a child job) that calls a tool: the call is in its transcript, and the team's
+    ledger counts it (the child's tool calls are absorbed with its spend, not only its usd)."""
+    spec = parse_spec(
+        {
+            "id": f"team-tools-{uuid.uuid4().hex[:8]}",
+            "mode": "team",
+            "task": "Answer the customer.",
+            "agents": [
+                {
+                    "name": "clerk",
+                    "model": "sim:tool-user",
+                    "tools": ["lookup_order"],
+                    "max_output_tokens": 100,
+                }
+            ],
+            "team": {
+                "tasks": ["Where is order A1? " + directive("lookup_order", order_id="A1")],
+                "max_tasks": 1,
+            },
+            "budget": {"tokens": 50_000},
+        }
+    )
+    board = TeamBoardActivities(dev_env.client)
+    activities = [
+        gateway.model_call,
+        gateway.resolve_models,
+        tools.list_tools,
+        tools.tool_call,
+        board.team_board,
+    ]
+    async with make_worker(dev_env.client, gateway, activities=activities) as worker:
+        result = await (await start_job(dev_env.client, worker.task_queue, spec)).result()
+        member = dev_env.client.get_workflow_handle(f"{spec.id}--clerk")
+        turns = await transcript_of(member)
+    assert result.stop_reason is not StopReason.failed, result.explanation
+    (call,) = tool_calls(turns)
+    assert (call.name, call.outcome) == ("lookup_order", "ok")
+    assert result.ledger.tool_calls == 1
+    assert result.ledger.per_agent_tool_calls == {"clerk": 1}
+    job = next(node for node in result.ledger.nodes if node.id == "job")
+    assert job.spent.tool_calls == 1
