@@ -268,7 +268,7 @@ class ModelCallActivities:
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             if details is not None and not details.cancel_requested:
-                await receipt.record(meter)
+                await receipt.record(meter, live=False)
                 raise  # worker shutdown or timeout: no one waits for a result; retry elsewhere
             task = asyncio.current_task()
             if task is not None:
@@ -292,6 +292,7 @@ class ModelCallActivities:
         except Exception as err:
             mapped = errors.from_provider_error(err, secrets=self.settings.secrets())
             if mapped is None:
+                await receipt.record(meter, live=False)
                 raise
             if mapped.non_retryable and not mapped.details:
                 mapped = errors.with_usage(mapped, meter.spent_on_failure())

@@ -15,6 +15,10 @@ first attempt's completion was lost, by a worker killed after the reply or a Tem
 forgot the activity: no second bill, and the ledger charges the call once). One that finds an
 incomplete receipt charges what it records as ``lost_usage`` (estimated): the previous attempt was
 billed for what it had streamed, plus what can have streamed since the last record (``margin``).
+One that finds the earlier attempt still running (the Temporal server gave up on it, say after a
+restart, while its worker streams on) waits for that attempt to end and goes on from what it leaves:
+its answer, or its progress. A running attempt rewrites its receipt at least every
+``LIVE_INTERVAL_S``; one silent for ``STALE_AFTER_S`` is taken for dead.
 
 Provider errors are counted here, not by Temporal's attempt number, so a worker lost mid-call (a
 heartbeat timeout) does not use up a call's retries: ``MAX_PROVIDER_ERRORS`` errors make the next one
@@ -65,6 +69,11 @@ DEFAULT_RECEIPTS_DIR = Path(".harness") / "receipts"
 DEFAULT_MAX_AGE = timedelta(days=7)
 RECORD_INTERVAL_S = 0.1
 """Seconds between progress records of a streaming call (written only when something changed)."""
+LIVE_INTERVAL_S = 1.0
+"""A running attempt rewrites its receipt at least this often, to show it is alive."""
+STALE_AFTER_S = 5.0
+"""A receipt of a running attempt not written for this long belongs to a dead one."""
+WAIT_POLL_S = 0.2
 MAX_PROVIDER_ERRORS = 8
 """Provider errors a call may meet before the next one fails it for good (the old ``maximum_attempts``)."""
 _MARGIN_WINDOW_S = 0.5
@@ -98,6 +107,16 @@ class Receipt(BaseModel):
     """Characters of the reply in flight received so far."""
     streaming_s: float = 0.0
     """Seconds from the reply's first chunk to its last recorded one."""
+    live: bool = False
+    """The writing attempt was still running when it wrote this (it rewrites at least every
+    ``LIVE_INTERVAL_S``); an attempt that ends without an answer writes False."""
+    written_at: float = 0.0
+    """When it was written (Unix time)."""
+
+    def running(self, now: float) -> bool:
+        """Whether the attempt that wrote it is, by all signs, still running (so another attempt of
+        the same call must wait for it rather than call the provider a second time)."""
+        return not self.complete and self.live and now - self.written_at < STALE_AFTER_S
 
     @property
     def complete(self) -> bool:
@@ -248,6 +267,8 @@ class CallRecorder:
         recorder = cls(store, request, info.attempt, info.workflow_run_id or info.workflow_id or "")
         if store is not None:
             found = await store.get(recorder.receipt.key)
+            if found is not None and found.running(time.time()):
+                found = await _wait_for_running_attempt(store, found)
             if found is not None and found.call_id == request.call_id:
                 recorder.found = True
                 if found.complete:
@@ -272,14 +293,15 @@ class CallRecorder:
         """What earlier attempts spent without an answer, per the receipt."""
         return self.receipt.lost
 
-    async def record(self, meter: Progress) -> None:
-        """Write the meter's figures, if they changed since the last write."""
+    async def record(self, meter: Progress, live: bool = True) -> None:
+        """Write the meter's figures, if they changed since the last write (or the last write is
+        ``LIVE_INTERVAL_S`` old: a sign of life). ``live=False``: the attempt ends without an answer."""
         if self.store is None:
             return
         first_at = meter.first_at
         streaming = time.monotonic() - first_at if first_at is not None else 0.0
-        figures = (meter.settled, meter.input_estimate, len(meter.pieces), meter.chars)
-        if figures == self._written:
+        figures = (meter.settled, meter.input_estimate, len(meter.pieces), meter.chars, live)
+        if figures == self._written and time.time() - self.receipt.written_at < LIVE_INTERVAL_S:
             return
         self.receipt = self.receipt.model_copy(
             update={
@@ -289,6 +311,7 @@ class CallRecorder:
                 "output_tokens": meter.streamed_output_tokens() if meter.pieces else 0,
                 "chars": meter.chars,
                 "streaming_s": streaming,
+                "live": live,
             }
         )
         await self._put()
@@ -345,5 +368,20 @@ class CallRecorder:
 
     async def _put(self) -> None:
         assert self.store is not None
-        self.receipt = self.receipt.model_copy(update={"attempt": self.attempt})
+        self.receipt = self.receipt.model_copy(update={"attempt": self.attempt, "written_at": time.time()})
         await self.store.put(self.receipt)
+
+
+async def _wait_for_running_attempt(store: ReceiptStore, found: Receipt) -> Receipt | None:
+    """Wait while an earlier attempt of the call still runs (its worker lost touch with the Temporal
+    server, which started this attempt), heartbeating; the receipt it leaves: complete (its answer),
+    or incomplete once it ended or went silent. Two attempts never pay for one call twice."""
+    activity.logger.info(
+        "an earlier attempt of this call is still running: waiting for it", extra={"call_id": found.call_id}
+    )
+    receipt: Receipt | None = found
+    while receipt is not None and receipt.running(time.time()):
+        activity.heartbeat()
+        await asyncio.sleep(WAIT_POLL_S)
+        receipt = await store.get(found.key)
+    return receipt

@@ -157,6 +157,56 @@ async def test_the_margin_never_passes_max_output_tokens(store: DiskReceiptStore
     )
 
 
+async def test_an_attempt_started_while_the_first_still_runs_waits_for_its_answer(
+    acts: ModelCallActivities, sim: SimServer, store: DiskReceiptStore
+) -> None:
+    """The Temporal server gave up on attempt 1 (its worker lost touch, say through a server
+    restart) and started attempt 2 while attempt 1 still streams: attempt 2 waits for attempt 1's
+    answer instead of calling the provider again. Both return the one reply; the simulator served it once."""
+    req = request("Write at length. [[sim latency=0 tps=40 tokens=60]]")
+    first = asyncio.create_task(call(acts, req, attempt(1)))
+    key = receipt_key("run-1", req.call_id)
+    for _ in range(200):
+        receipt = await store.get(key)
+        if receipt is not None and receipt.chunks >= 5:
+            break
+        await asyncio.sleep(0.05)
+    assert receipt is not None and receipt.live and not receipt.complete
+    second = await call(acts, req, attempt(2))
+    answer = await first
+    assert second.text == answer.text and second.usage == answer.usage
+    total = tally(sim, ended=1)
+    assert (total["requests"], total["completed"]) == (1, 1)
+
+
+async def test_a_silent_running_receipt_is_a_dead_attempt(
+    acts: ModelCallActivities, sim: SimServer, store: DiskReceiptStore
+) -> None:
+    """A receipt marked running but not written for STALE_AFTER_S belongs to a dead attempt: the
+    next attempt does not wait, it charges the progress and calls."""
+    req = request("Say something. [[sim tokens=10]]")
+    stale = time.time() - 60
+    await store.put(
+        Receipt(
+            key=receipt_key("run-1", req.call_id),
+            call_id=req.call_id,
+            attempt=1,
+            live=True,
+            written_at=stale,
+            input_estimate=30,
+            chunks=4,
+            output_tokens=4,
+            chars=16,
+            streaming_s=0.2,
+        )
+    )
+    started = time.monotonic()
+    result = await call(acts, req, attempt(2))
+    assert time.monotonic() - started < 3.0
+    assert result.lost_usage is not None and result.lost_usage.output_tokens >= 4
+    assert tally(sim, ended=1)["completed"] == 1
+
+
 async def test_an_attempt_that_streamed_nothing_is_not_charged(
     acts: ModelCallActivities, store: DiskReceiptStore
 ) -> None:
