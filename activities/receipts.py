@@ -74,6 +74,8 @@ LIVE_INTERVAL_S = 1.0
 STALE_AFTER_S = 5.0
 """A receipt of a running attempt not written for this long belongs to a dead one."""
 WAIT_POLL_S = 0.2
+_LAG_DECAY = 0.98
+"""Per record tick: how fast a past stall of the event loop stops counting (half-life about 3.5 s)."""
 MAX_PROVIDER_ERRORS = 8
 """Provider errors a call may meet before the next one fails it for good (the old ``maximum_attempts``)."""
 _MARGIN_WINDOW_S = 0.5
@@ -107,6 +109,9 @@ class Receipt(BaseModel):
     """Characters of the reply in flight received so far."""
     streaming_s: float = 0.0
     """Seconds from the reply's first chunk to its last recorded one."""
+    lag_s: float = 0.0
+    """How late the writing worker's event loop ran lately: chunks can sit unread in its socket for
+    that long, so a dead attempt is charged for them too."""
     live: bool = False
     """The writing attempt was still running when it wrote this (it rewrites at least every
     ``LIVE_INTERVAL_S``); an attempt that ends without an answer writes False."""
@@ -123,11 +128,12 @@ class Receipt(BaseModel):
         return self.result is not None
 
     def margin(self, max_output_tokens: int) -> int:
-        """Output tokens that can have streamed after the last record: half a second at the rate the
-        reply streamed (chunks per second), plus two, never past ``max_output_tokens``."""
+        """Output tokens that can have streamed after the last record: half a second (plus how late
+        the worker's event loop ran lately) at the rate the reply streamed (chunks per second), plus
+        two, never past ``max_output_tokens``."""
         # A chunk is about a token: the chunk rate, not the (coarser) token estimate, sets the pace.
         rate = self.chunks / self.streaming_s if self.streaming_s > 0 else 0.0
-        margin = math.ceil(rate * _MARGIN_WINDOW_S) + _MARGIN_TOKENS
+        margin = math.ceil(rate * (_MARGIN_WINDOW_S + self.lag_s)) + _MARGIN_TOKENS
         return max(0, min(margin, max_output_tokens - self.output_tokens))
 
     def dead_attempt(self, max_output_tokens: int) -> Usage:
@@ -259,6 +265,7 @@ class CallRecorder:
         )
         self.found = False
         self._written: tuple[Any, ...] | None = None
+        self._lag = 0.0
 
     @classmethod
     async def open(cls, store: ReceiptStore | None, request: ModelCallRequest) -> CallRecorder:
@@ -311,6 +318,7 @@ class CallRecorder:
                 "output_tokens": meter.streamed_output_tokens() if meter.pieces else 0,
                 "chars": meter.chars,
                 "streaming_s": streaming,
+                "lag_s": round(self._lag, 3),
                 "live": live,
             }
         )
@@ -318,9 +326,13 @@ class CallRecorder:
         self._written = figures
 
     async def follow(self, meter: Progress) -> None:
-        """Record the meter every ``RECORD_INTERVAL_S`` until cancelled."""
+        """Record the meter every ``RECORD_INTERVAL_S`` until cancelled, and how late the event loop
+        woke for it (a busy worker reads its streams that late too)."""
         while True:
+            asked = time.monotonic()
             await asyncio.sleep(RECORD_INTERVAL_S)
+            late = max(0.0, time.monotonic() - asked - RECORD_INTERVAL_S)
+            self._lag = max(late, self._lag * _LAG_DECAY)
             await self.record(meter)
 
     async def answered(self, result: ModelCallResult) -> None:

@@ -157,6 +157,37 @@ async def test_the_margin_never_passes_max_output_tokens(store: DiskReceiptStore
     )
 
 
+def test_a_lagging_worker_is_charged_for_what_sat_unread_in_its_socket() -> None:
+    """The margin covers half a second at the stream's rate plus how late the worker's event loop
+    ran: 20 tokens/s with a 1 s lag is ceil(20 * 1.5) + 2 = 32 tokens, against 12 without."""
+    quiet = Receipt(key="k", call_id="c", chunks=40, output_tokens=40, chars=160, streaming_s=2.0)
+    assert quiet.margin(400) == 12
+    assert quiet.model_copy(update={"lag_s": 1.0}).margin(400) == 32
+
+
+async def test_a_stalled_event_loop_is_recorded_as_lag(
+    acts: ModelCallActivities, sim: SimServer, store: DiskReceiptStore
+) -> None:
+    """While a call streams, the event loop is blocked for 0.6 s (CPU work elsewhere in the
+    worker): the receipt records a lag of about that much, so a death right after is charged for it."""
+    req = request("Write at length. [[sim latency=0 tps=40 tokens=200]]")
+    env = attempt(1)
+    task = asyncio.create_task(call(acts, req, env))
+    key = receipt_key("run-1", req.call_id)
+    for _ in range(200):
+        receipt = await store.get(key)
+        if receipt is not None and receipt.chunks >= 5:
+            break
+        await asyncio.sleep(0.05)
+    time.sleep(0.6)  # noqa: ASYNC251  (blocks the loop on purpose, as a busy worker does)
+    await asyncio.sleep(0.3)
+    receipt = await store.get(key)
+    env.cancel(ActivityCancellationDetails(timed_out=True))
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert receipt is not None and 0.4 <= receipt.lag_s <= 0.9
+
+
 async def test_an_attempt_started_while_the_first_still_runs_waits_for_its_answer(
     acts: ModelCallActivities, sim: SimServer, store: DiskReceiptStore
 ) -> None:
