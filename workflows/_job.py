@@ -88,6 +88,12 @@ def _why_undecodable(error: Exception) -> str:
 
 
 MAX_CHECK_ERRORS = 20
+SPEND_PUBLISH_TURNS = 10
+"""Search attributes for spend (tokens, USD) are upserted every this many turns, and whenever a
+value that filters jobs (mode, status, stop reason) changes: not on every turn, which cost a command
+per turn in history and about 30% of the server's CPU."""
+THROTTLED_SEARCH_ATTRIBUTES = "search-attributes-throttled"
+"""Patch id: runs recorded before it upserted search attributes on every turn."""
 
 
 def _cause(error: ActivityError) -> tuple[str, str]:
@@ -136,6 +142,7 @@ class JobWorkflow:
         self.tools = Tools(self, self.budget, self.gates)
         self.in_flight: str | None = None
         self._interrupt_pending = False
+        self._published: tuple[Any, ...] | None = None  # (mode, status, stop reason, turns) last upserted
 
     # ----- setup -------------------------------------------------------------------------------
 
@@ -560,6 +567,20 @@ class JobWorkflow:
         self._publish()
 
     def _publish(self) -> None:
+        """Upsert the search attributes when a filtering value changed or every
+        ``SPEND_PUBLISH_TURNS`` turns (every time in runs recorded before the patch)."""
+        stop = self.state.stop_reason.value if self.state.stop_reason is not None else None
+        filters = (self.mode, self.state.status.value, stop)
+        turns = len(self.state.turns)
+        last = self._published
+        if (
+            last is not None
+            and last[:3] == filters
+            and turns - last[3] < SPEND_PUBLISH_TURNS
+            and workflow.patched(THROTTLED_SEARCH_ATTRIBUTES)
+        ):
+            return
+        self._published = (*filters, turns)
         updates: list[SearchAttributeUpdate[Any]] = [
             sa.MODE.value_set(self.mode),
             sa.STATUS.value_set(self.state.status.value),

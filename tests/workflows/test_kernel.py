@@ -264,3 +264,42 @@ async def test_later_calls_carry_the_ratio_calibrated_from_settled_ones(
     tokens = usage.input_tokens - input_overhead(len(first.messages)) + usage.output_tokens
     assert second.token_scale == pytest.approx(tokens / counted)
     assert second.token_scale < 1  # the conservative count is above what the simulator counts
+
+
+async def test_search_attributes_are_upserted_when_filters_change_and_every_ten_turns(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """A 25-turn chain upserts its search attributes at start, every 10 turns and at the end, not
+    on every turn; the final values are the job's whole spend."""
+    spec = parse_spec(
+        {
+            "id": f"sa-{uuid.uuid4().hex[:6]}",
+            "mode": "sequential",
+            "task": "Count.",
+            "agents": [{"name": "a", "model": "sim:echo", "max_output_tokens": 20}],
+            "steps": [{"id": f"s{i}", "agent": "a", "prompt": f"Say {i}."} for i in range(25)],
+        }
+    )
+    async with make_worker(ts_env.client, gateway) as worker:
+        handle = await start_job(ts_env.client, worker.task_queue, spec)
+        result = await handle.result()
+        described = await handle.describe()
+        upserts = [
+            event
+            async for event in handle.fetch_history_events()
+            if event.HasField("upsert_workflow_search_attributes_event_attributes")
+        ]
+    assert result.stop_reason is StopReason.completed and result.turns == 25
+    # running at start, turns 10 and 20, finished: 4 (it was 27, one per turn and two more)
+    ours = [
+        event
+        for event in upserts
+        if "HarnessStatus"
+        in event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    ]
+    # running at start, turns 10 and 20, finished: 4 (it was 27, one per turn and two more); the
+    # SDK adds one of its own for the patch marker (TemporalChangeVersion)
+    assert len(ours) == 4 and len(upserts) == 5
+    attributes = described.typed_search_attributes
+    assert attributes.get(sa.TOKENS) == result.ledger.usage.total_tokens
+    assert attributes.get(sa.STATUS) == "finished"
