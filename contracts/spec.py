@@ -457,6 +457,13 @@ class JobSpec(_Model):
     delegation: DelegationSpec | None = None
     team: TeamSpec = Field(default_factory=TeamSpec)
     max_concurrency: int = Field(default=4, gt=0, le=100, description="Parallel steps in a DAG.")
+    turns_per_run: int | None = Field(
+        default=None,
+        gt=0,
+        description="Continue as new after this many turns of one workflow run (between steps, "
+        "carrying the whole state) in a sequential chain; default: only when the server suggests "
+        "it. A testing knob (group chat has its own, chat.turns_per_run).",
+    )
     gates: list[GateSpec] = Field(default_factory=list, description="Approval gates; see GateSpec.")
     priority: int = Field(
         default=3, ge=0, le=9, description="The job's own work; an interrupt more urgent (lower) preempts it."

@@ -63,6 +63,13 @@ class TerminationState(BaseModel):
     monitor: ConvergenceMonitor | None = None
 
 
+class ChainState(BaseModel):
+    """A sequential chain's own part of the state: what the steps so far produced."""
+
+    outputs: dict[str, str] = Field(default_factory=dict, description="Output per step id, so far.")
+    previous: str = Field(description="What {input} of the next step is: the last output (or the task).")
+
+
 class ChatState(BaseModel):
     """A group chat: the conversation, who speaks next, where the round stands."""
 
@@ -125,6 +132,7 @@ class JobState(BaseModel):
         "what usage a provider does not report is estimated with.",
     )
     chat: ChatState | None = None
+    chain: ChainState | None = Field(default=None, description="A sequential chain's outputs so far.")
     tools: dict[str, list[ToolDef]] = Field(
         default_factory=dict,
         description="The tools each reference of the spec stands for, listed once at the job's start "

@@ -1,7 +1,9 @@
 """Sequential chain, the batch analogue: steps run in order, each step's output feeds the next.
 
 A finished step is never re-run: its result is in the workflow's history, so after a worker crash
-the replay skips straight to the step that was running.
+the replay skips straight to the step that was running. A long chain continues as new between two
+steps when the server suggests it (or after ``turns_per_run`` turns of one run), carrying the
+outputs so far in the state; the next run starts at the first step not done.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message
-    from contracts.state import JobInput
+    from contracts.state import ChainState, JobInput
 
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import TurnRouter
@@ -37,25 +39,32 @@ class SequentialJob(JobWorkflow):
         """Run every step in order; stop early on budget, deadline or abort."""
         spec = self.spec
         self.state.steps_total = len(spec.steps)
-        outputs: dict[str, str] = {}
-        previous = spec.task
+        if self.state.chain is None:
+            self.state.chain = ChainState(previous=spec.task)
+        chain = self.state.chain
+        outputs = chain.outputs
         router = TurnRouter(self, spec)  # routes the steps (or their agents) with 'route' or 'cascade'
+        turns_before = len(self.state.turns)
         try:
             await self.start_job()  # a worker-side error (unknown price, say) ends the job failed
-            for step in spec.steps:
+            for step in spec.steps[self.state.steps_done :]:
+                if self.should_continue_as_new(len(self.state.turns) - turns_before, spec.turns_per_run):
+                    await self.continue_as_new()
                 self.state.step = step.id
                 self.state.round = self.state.steps_done + 1
                 if not await self.gates.before_step(step.id):
                     # Rejected at its gate: skipped, the next step gets {input} as is.
                     self.state.steps_done += 1
                     continue
-                prompt = render(step.prompt, {"task": spec.task, "input": previous, **outputs})
+                prompt = render(step.prompt, {"task": spec.task, "input": chain.previous, **outputs})
                 result = await router.step_turn(step, [Message(role="user", content=prompt)])
                 outputs[step.id] = result.text
-                previous = result.text
+                chain.previous = result.text
                 self.state.steps_done += 1
-            await self.gates.before_final(previous)
+            await self.gates.before_final(chain.previous)
         except StopJob as stop:
-            return router.annotate(await self.conclude(stop.reason, stop.explanation, previous, outputs))
+            return router.annotate(
+                await self.conclude(stop.reason, stop.explanation, chain.previous, outputs)
+            )
         ran = f"all {len(spec.steps)} steps ran"
-        return router.annotate(await self.conclude(StopReason.completed, ran, previous, outputs))
+        return router.annotate(await self.conclude(StopReason.completed, ran, chain.previous, outputs))

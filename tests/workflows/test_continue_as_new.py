@@ -190,3 +190,60 @@ async def test_a_budget_account_is_leased_once_and_given_back_once_across_runs(
     assert account_calls == [[BUDGET_ACCOUNT_ACTIVITY], [], [BUDGET_ACCOUNT_ACTIVITY]]  # lease, give back
     assert not view.state.leases
     assert view.state.spent_usd == result.ledger.cost_usd > 0
+
+
+async def test_a_long_sequential_chain_continues_as_new_and_loses_nothing(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """Five steps at two turns per run make three runs: each run starts at the first step not
+    done, {input} and earlier outputs reach later steps across runs, and the ledger equals the
+    turns' usage and what the simulator served."""
+    sim_call(sim, "/_sim/reset", {})
+    spec = parse_spec(
+        {
+            "id": f"can-seq-{uuid.uuid4().hex[:8]}",
+            "mode": "sequential",
+            "task": "Count up.",
+            "agents": [{"name": "a", "model": "sim:echo", "max_output_tokens": 200}],
+            "steps": [
+                {"id": "s1", "agent": "a", "prompt": "one"},
+                {"id": "s2", "agent": "a", "prompt": "two after {input}"},
+                {"id": "s3", "agent": "a", "prompt": "three after {input}"},
+                {"id": "s4", "agent": "a", "prompt": "four, first was {s1}"},
+                {"id": "s5", "agent": "a", "prompt": "five after {input}"},
+            ],
+            "turns_per_run": 2,
+            "budget": {"tokens": 50000},
+        }
+    )
+    client = ts_env.client
+    async with make_worker(client, gateway) as worker:
+        handle = await start_job(client, worker.task_queue, spec)
+        result = await handle.result()
+        turns = await transcript_of(handle)
+        runs = await run_chain(client, handle)
+
+    statuses = [status for status, _ in runs]
+    assert statuses == [WorkflowExecutionStatus.CONTINUED_AS_NEW] * 2 + [WorkflowExecutionStatus.COMPLETED]
+    assert [activities_of(history) for _, history in runs] == [
+        [RESOLVE_MODELS_ACTIVITY, MODEL_CALL_ACTIVITY, MODEL_CALL_ACTIVITY],
+        [MODEL_CALL_ACTIVITY] * 2,
+        [MODEL_CALL_ACTIVITY],
+    ]
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert sorted(result.outputs) == ["s1", "s2", "s3", "s4", "s5"]
+    assert [turn.step for turn in turns] == ["s1", "s2", "s3", "s4", "s5"]
+    assert [turn.call_id for turn in turns] == [f"{spec.id}/{n}" for n in range(1, 6)]
+    # sim:echo repeats its input: s3 (run 2) saw s2's output, s4 (run 2) s1's (run 1), s5 (run 3) s4's
+    # (echo's reply is cut at its token limit: compare the start of each)
+    outputs = result.outputs
+    assert turns[2].text.startswith(f"Reply from echo: three after {outputs['s2'][:40]}")
+    assert turns[3].text.startswith(f"Reply from echo: four, first was {outputs['s1'][:40]}")
+    assert turns[4].text.startswith(f"Reply from echo: five after {outputs['s4'][:40]}")
+    assert result.output == outputs["s5"]
+    served = sum((turn.usage for turn in turns), Usage())
+    assert result.ledger.usage == served and result.ledger.calls == 5
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    assert tally["completed"] == 5 and tally["incomplete"] == 0, tally
+    job_node = next(node for node in result.ledger.nodes if node.id == "job")
+    assert job_node.spent.tokens == served.total_tokens
