@@ -461,7 +461,7 @@ class JobSpec(_Model):
         default=None,
         gt=0,
         description="Continue as new after this many turns of one workflow run (between steps, "
-        "carrying the whole state) in a sequential chain; default: only when the server suggests "
+        "carrying the whole state) in a sequential chain or a DAG; default: only when the server suggests "
         "it. A testing knob (group chat has its own, chat.turns_per_run).",
     )
     gates: list[GateSpec] = Field(default_factory=list, description="Approval gates; see GateSpec.")

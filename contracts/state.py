@@ -64,10 +64,12 @@ class TerminationState(BaseModel):
 
 
 class ChainState(BaseModel):
-    """A sequential chain's own part of the state: what the steps so far produced."""
+    """A sequential chain's or a DAG's own part of the state: what the steps so far produced."""
 
     outputs: dict[str, str] = Field(default_factory=dict, description="Output per step id, so far.")
-    previous: str = Field(description="What {input} of the next step is: the last output (or the task).")
+    previous: str = Field(
+        default="", description="A chain's {input} for its next step: the last output (or the task)."
+    )
 
 
 class ChatState(BaseModel):
@@ -132,7 +134,7 @@ class JobState(BaseModel):
         "what usage a provider does not report is estimated with.",
     )
     chat: ChatState | None = None
-    chain: ChainState | None = Field(default=None, description="A sequential chain's outputs so far.")
+    chain: ChainState | None = Field(default=None, description="A chain's or a DAG's outputs so far.")
     tools: dict[str, list[ToolDef]] = Field(
         default_factory=dict,
         description="The tools each reference of the spec stands for, listed once at the job's start "

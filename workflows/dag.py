@@ -4,6 +4,10 @@ finished, up to ``spec.max_concurrency`` steps at once.
 Cycles are refused at submission (the spec validator). Ready steps start in spec order, so the
 schedule is deterministic, as replay requires. Concurrent turns share the job's controls: an
 interrupt cancels whichever calls are in flight, and each of those steps runs again with the message.
+
+When the server suggests it (or after ``turns_per_run`` turns of one run) the job starts no new
+step, lets the running ones finish and continues as new with the outputs so far in its state; the
+next run starts the steps not done.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message, ModelCallResult
     from contracts.spec import JobSpec, StepSpec
-    from contracts.state import JobInput
+    from contracts.state import ChainState, JobInput
 
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import TurnRouter
@@ -35,13 +39,23 @@ class DagJob(JobWorkflow):
         spec = self.spec
         self.router = TurnRouter(self, spec)  # routes the steps (or their agents) with 'route' or 'cascade'
         self.state.steps_total = len(spec.steps)
-        outputs: dict[str, str] = {}
-        pending = list(spec.steps)
+        if self.state.chain is None:
+            self.state.chain = ChainState()
+        outputs = self.state.chain.outputs
+        pending = [step for step in spec.steps if step.id not in outputs]
         running: dict[str, asyncio.Task[ModelCallResult]] = {}
+        turns_before = len(self.state.turns)
+        draining = False  # continuing as new: no new steps; once none runs, the next run goes on
         try:
             await self.start_job()  # a worker-side error (unknown price, say) ends the job failed
             while pending or running:
-                ready = [step for step in pending if all(dep in outputs for dep in step.depends_on)]
+                if pending and not draining:
+                    draining = self.should_continue_as_new(
+                        len(self.state.turns) - turns_before, spec.turns_per_run
+                    )
+                if draining and not running:
+                    await self.continue_as_new()
+                ready = [] if draining else [s for s in pending if all(d in outputs for d in s.depends_on)]
                 for step in ready[: spec.max_concurrency - len(running)]:
                     pending.remove(step)
                     if not await self.gates.before_step(step.id):

@@ -247,3 +247,54 @@ async def test_a_long_sequential_chain_continues_as_new_and_loses_nothing(
     assert tally["completed"] == 5 and tally["incomplete"] == 0, tally
     job_node = next(node for node in result.ledger.nodes if node.id == "job")
     assert job_node.spent.tokens == served.total_tokens
+
+
+async def test_a_dag_continues_as_new_between_steps_and_loses_nothing(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """A five-step DAG, two steps at a time, one turn per run: once a step has finished, the run
+    starts no new one, lets the other running step finish and continues as new; the next starts
+    only the steps not done, every step runs once, dependants see their inputs' outputs across
+    runs, and the ledger holds every call."""
+    sim_call(sim, "/_sim/reset", {})
+    spec = parse_spec(
+        {
+            "id": f"can-dag-{uuid.uuid4().hex[:8]}",
+            "mode": "dag",
+            "task": "Build it.",
+            "agents": [{"name": "a", "model": "sim:echo", "max_output_tokens": 200}],
+            "steps": [
+                {"id": "a", "agent": "a", "prompt": "alpha"},
+                {"id": "b", "agent": "a", "prompt": "beta"},
+                {"id": "c", "agent": "a", "prompt": "gamma from {input}", "depends_on": ["a", "b"]},
+                {"id": "d", "agent": "a", "prompt": "delta from {input}", "depends_on": ["c"]},
+                {"id": "e", "agent": "a", "prompt": "epsilon from {a}", "depends_on": ["a"]},
+            ],
+            "max_concurrency": 2,
+            "turns_per_run": 1,
+            "budget": {"tokens": 50000},
+        }
+    )
+    client = ts_env.client
+    async with make_worker(client, gateway) as worker:
+        handle = await start_job(client, worker.task_queue, spec)
+        result = await handle.result()
+        turns = await transcript_of(handle)
+        runs = await run_chain(client, handle)
+
+    statuses = [status for status, _ in runs]
+    assert statuses == [WorkflowExecutionStatus.CONTINUED_AS_NEW] * 2 + [WorkflowExecutionStatus.COMPLETED]
+    # run 1: a and b; run 2: c and e (ready once a and b are done); run 3: d
+    calls = [activities_of(history).count(MODEL_CALL_ACTIVITY) for _, history in runs]
+    assert calls == [2, 2, 1]
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert sorted(turn.step or "" for turn in turns) == ["a", "b", "c", "d", "e"]
+    by_step = {turn.step: turn for turn in turns}
+    outputs = result.outputs
+    assert by_step["c"].text.startswith(f"Reply from echo: gamma from {outputs['a'][:30]}")
+    assert by_step["d"].text.startswith(f"Reply from echo: delta from {outputs['c'][:30]}")
+    assert by_step["e"].text.startswith(f"Reply from echo: epsilon from {outputs['a'][:30]}")
+    served = sum((turn.usage for turn in turns), Usage())
+    assert result.ledger.usage == served and result.ledger.calls == 5
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    assert tally["completed"] == 5 and tally["incomplete"] == 0, tally
