@@ -168,15 +168,19 @@ def uncompiled_workflow_modules(directory: Path | None = None) -> list[Path]:
     return stale
 
 
-async def run_worker(address: str | None = None, namespace: str | None = None) -> None:
-    """Connect and run a worker until cancelled."""
+async def run_worker(
+    address: str | None = None, namespace: str | None = None, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Connect and run a worker until cancelled; ``on_ready(task queue)`` once it is connected."""
     if sys.dont_write_bytecode and uncompiled_workflow_modules():
         logging.getLogger(__name__).warning(
             "workflow modules have no bytecode and PYTHONDONTWRITEBYTECODE is set: every workflow run "
             "compiles them again; run `python -m compileall workflows` once to avoid it"
         )
     client = await connect(address, namespace)
-    async with build_worker(client):  # closes the SDKs' HTTP connections when it stops
+    async with build_worker(client) as worker:  # closes the SDKs' HTTP connections when it stops
+        if on_ready is not None:
+            on_ready(worker.task_queue)
         await asyncio.Event().wait()
 
 

@@ -87,10 +87,13 @@ def sim(
 @app.command()
 def worker() -> None:
     """Run a worker against the configured Temporal (TEMPORAL_* environment)."""
-    from worker import main as worker_main
+    from worker import run_worker
 
-    console.print("worker running; Ctrl-C to stop")
-    worker_main()
+    def ready(queue: str) -> None:
+        console.print(f"worker running on task queue {queue!r}; Ctrl-C to stop")
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_worker(on_ready=ready))
 
 
 def _progress_table(progress: JobProgress) -> Table:
@@ -294,11 +297,11 @@ def _start_detached(spec: Any) -> None:
 
 
 def _query(job_id: str, name: str, result_type: Any) -> Any:
+    from harness.client import query_job
     from worker import connect
 
     async def go() -> Any:
-        client = await connect()
-        return await client.get_workflow_handle(job_id).query(name, result_type=result_type)
+        return await query_job(await connect(), job_id, name, result_type)
 
     return asyncio.run(go())
 
@@ -427,10 +430,44 @@ def main() -> None:
         code = 0
     except SystemExit as done:
         code = _exit_code(done.code)
-    except BaseException:  # not a click error: report it as the interpreter would have
-        sys.excepthook(*sys.exc_info())
-        code = 130 if isinstance(sys.exc_info()[1], KeyboardInterrupt) else 1
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException as error:  # not a click error: one line, or the traceback with HARNESS_DEBUG
+        line = None if os.environ.get("HARNESS_DEBUG") else one_line_error(error)
+        if line is None:
+            sys.excepthook(*sys.exc_info())
+        else:
+            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        code = 1
     _exit_without_finalizing(code)
+
+
+def one_line_error(error: BaseException) -> str | None:
+    """What to tell the user, in one line, for a failure that is not a bug of ours (None: a bug,
+    show the traceback). Set ``HARNESS_DEBUG=1`` for the traceback anyway."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from harness.client import NoSuchJob, NoWorker
+
+    address = os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233")
+    if isinstance(error, (NoSuchJob, NoWorker)):
+        return str(error)
+    if isinstance(error, RuntimeError) and "Failed client connect" in str(error):
+        return (
+            f"cannot reach Temporal at {address}: start one with `harness server` "
+            "(or set TEMPORAL_ADDRESS to yours)"
+        )
+    if isinstance(error, RPCError):
+        if error.status is RPCStatusCode.NOT_FOUND:
+            return f"not found: {error.message}"
+        if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            return (
+                f"Temporal did not answer in time ({error.message}): is a worker running? (`harness worker`)"
+            )
+        if error.status is RPCStatusCode.UNAVAILABLE:
+            return f"Temporal at {address} is unavailable: {error.message}"
+        return f"Temporal refused the request ({error.status.name}): {error.message}"
+    return None
 
 
 def _exit_code(code: object) -> int:

@@ -6,9 +6,18 @@ import uuid
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import (
+    Client,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from contracts import search_attributes as sa
 from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals
@@ -17,6 +26,18 @@ from worker import task_queue
 from workflows import WORKFLOW_FOR_MODE
 
 T = TypeVar("T")
+QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+class NoSuchJob(LookupError):
+    """No workflow has the job id."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"no job {job_id!r} (no workflow has that id)")
+
+
+class NoWorker(RuntimeError):
+    """A read that needs a worker (a query) found none polling the job's task queue."""
 
 
 def new_job_id(spec: JobSpec) -> str:
@@ -58,7 +79,7 @@ async def start_job(
 async def job_status(client: Client, job_id: str) -> JobProgress:
     """The ``status`` query of a job; for an ended job with no worker to answer, read its result."""
     handle = client.get_workflow_handle(job_id, result_type=JobResult)
-    progress = await _query_live(handle, "status", JobProgress)
+    progress = await _query_live(client, handle, "status", JobProgress)
     if progress is not None:
         return progress
     try:
@@ -81,26 +102,57 @@ async def job_status(client: Client, job_id: str) -> JobProgress:
 async def job_ledger(client: Client, job_id: str) -> LedgerTotals:
     """The ``ledger`` query of a job; for an ended job with no worker to answer, its result's ledger."""
     handle = client.get_workflow_handle(job_id, result_type=JobResult)
-    totals = await _query_live(handle, "ledger", LedgerTotals)
+    totals = await _query_live(client, handle, "ledger", LedgerTotals)
     if totals is not None:
         return totals
     result: JobResult = await handle.result()
     return result.ledger
 
 
-async def _query_live(handle: WorkflowHandle[Any, JobResult], query: str, result_type: type[T]) -> T | None:
-    """A query's answer, or None when the job has ended and no worker answers (read its result then).
+async def _query_live(
+    client: Client, handle: WorkflowHandle[Any, JobResult], query: str, result_type: type[T]
+) -> T | None:
+    """A running job's answer to ``query``, or None for an ended job (read its result then, at
+    once: no worker needed). ``NoSuchJob`` for an unknown id, ``NoWorker`` for a running job that
+    no worker polls for."""
+    description = await _describe(handle)
+    if description.status not in (None, WorkflowExecutionStatus.RUNNING):
+        return None
+    return await query_job(client, handle.id, query, result_type)
 
-    A running job with no worker polling raises: say so rather than guess.
-    """
+
+async def _describe(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
     try:
-        answer: T = await handle.query(query, result_type=result_type, rpc_timeout=timedelta(seconds=5))
-        return answer
-    except RPCError:
-        description = await handle.describe()
-        if description.status in (None, WorkflowExecutionStatus.RUNNING):
-            raise
-    return None
+        return await handle.describe()
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            raise NoSuchJob(handle.id) from None
+        raise
+
+
+async def _has_pollers(client: Client, queue: str) -> bool:
+    """Whether a worker polls ``queue`` for workflow tasks (and so can answer queries)."""
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    described = await client.workflow_service.describe_task_queue(request, timeout=QUERY_TIMEOUT)
+    return bool(described.pollers)
+
+
+async def query_job(client: Client, job_id: str, query: str, result_type: type[T]) -> T:
+    """Query a job (running or ended: a worker answers, replaying an ended one). Says at once when
+    no worker polls the job's task queue instead of waiting for the query to time out."""
+    handle = client.get_workflow_handle(job_id)
+    queue = (await _describe(handle)).task_queue
+    if not await _has_pollers(client, queue):
+        raise NoWorker(
+            f"no worker polls task queue {queue!r}, and reading a job's {query} needs one: "
+            "start `harness worker` (with the same HARNESS_TASK_QUEUE)"
+        )
+    answer: T = await handle.query(query, result_type=result_type, rpc_timeout=QUERY_TIMEOUT)
+    return answer
 
 
 async def job_result(client: Client, job_id: str) -> JobResult:

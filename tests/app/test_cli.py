@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -16,6 +18,9 @@ from harness.cli import budget_table, estimate_reasons
 from harness.sim import SimServer
 from policies.ledger import Ledger, Limits, Quota
 from tests.helpers import harness
+
+STARTUP_S = 3.0
+"""What starting the CLI process itself may take on a loaded machine (imports), beyond the read."""
 
 
 def test_bad_spec_is_refused_with_the_field(tmp_path: Path) -> None:
@@ -69,6 +74,66 @@ def test_run_prints_result_spend_stop_reason_and_link(dev_env: WorkflowEnvironme
     spent = harness("ledger", job_id, env=env)
     assert spent.returncode == 0, spent.stderr
     assert "remaining" in spent.stdout and "writer:" in spent.stdout
+
+
+def one_line(done: object) -> str:
+    """The single stderr line of a failed command (asserting there is exactly one)."""
+    lines = [line for line in getattr(done, "stderr", "").splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status", "x"],
+        ["ledger", "x"],
+        ["transcript", "x"],
+        ["result", "x"],
+        ["worker"],
+        ["budget", "show", "a"],
+    ],
+)
+def test_no_server_is_one_line_and_exit_1(command: list[str]) -> None:
+    """With no Temporal at the address, every command says so in one line (no traceback), exit 1."""
+    done = harness(*command, env={"TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert done.returncode == 1
+    line = one_line(done)
+    assert line.startswith("error: cannot reach Temporal at 127.0.0.1:1"), line
+    assert "harness server" in line
+
+
+@pytest.mark.e2e
+def test_reads_of_unknown_and_ended_jobs_are_one_line_or_instant(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """An unknown job id: one line, exit 1, for each read. An ended job with no worker left: status
+    and ledger answer from its result within 2 s, and the transcript (which needs a worker to
+    replay it) fails in one line within the 5 s query timeout (the server still lists the gone
+    worker's pollers for a while, so the query is tried)."""
+    env = {
+        "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+        "HARNESS_SIM_URL": sim.url,
+        "HARNESS_TASK_QUEUE": f"cli-reads-{uuid.uuid4().hex[:6]}",
+        "HARNESS_UI_URL": "http://ui.example:9000",  # so the run prints the job's link (and id)
+    }
+    for command in ("status", "ledger", "transcript"):
+        done = harness(command, "no-such-job", env=env)
+        assert done.returncode == 1, done.stderr
+        assert one_line(done) == "error: no job 'no-such-job' (no workflow has that id)"
+    ran = harness("run", "examples/sequential.yaml", env=env)
+    assert ran.returncode == 0, ran.stderr
+    job_id = ran.stdout.split("/workflows/")[1].split()[0]
+    for command in ("status", "ledger"):
+        started = time.monotonic()
+        done = harness(command, job_id, env=env)
+        assert done.returncode == 0, done.stderr
+        assert time.monotonic() - started < 2 + STARTUP_S
+    started = time.monotonic()
+    done = harness("transcript", job_id, env=env)
+    assert done.returncode == 1
+    assert "is a worker running?" in one_line(done)
+    assert time.monotonic() - started < 5 + STARTUP_S
 
 
 def test_the_summary_says_why_a_figure_is_estimated() -> None:
