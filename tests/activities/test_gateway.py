@@ -103,14 +103,19 @@ async def failure(acts: ModelCallActivities, req: ModelCallRequest) -> Applicati
 def served(sim: SimServer, model: str, *, settled: int = 1) -> dict[str, int]:
     """The simulator's counters for ``model`` once ``settled`` responses are recorded as ended.
 
-    The simulator records a response after writing it, so the client may read it first: wait a little.
+    The simulator records a response after writing it (a cut one once a write fails), so the
+    client may read it first: wait for it, and fail rather than return counters without it (a
+    loaded run once got a cut stream's tally before the cut was recorded: 0 output tokens served).
     """
-    deadline = time.monotonic() + 2.0
+    deadline = time.monotonic() + 15.0
     while True:
         counters: dict[str, int] = sim.tally()["models"].get(model, {})
         ended = counters.get("completed", 0) + counters.get("incomplete", 0)
-        if ended >= settled or time.monotonic() > deadline:
+        if ended >= settled:
             return counters
+        assert time.monotonic() < deadline, (
+            f"the simulator recorded {ended} of {settled} responses: {counters}"
+        )
         time.sleep(0.01)
 
 
