@@ -94,6 +94,16 @@ def tally(sim: SimServer, *, ended: int) -> dict[str, int]:
         time.sleep(0.01)
 
 
+async def streaming(store: DiskReceiptStore, key: str, chunks: int) -> Receipt:
+    """The receipt under ``key`` once its attempt has recorded ``chunks`` chunks (10 s at most)."""
+    for _ in range(200):
+        receipt = await store.get(key)
+        if receipt is not None and receipt.chunks >= chunks:
+            return receipt
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no receipt with {chunks} chunks under {key}: {await store.get(key)}")
+
+
 async def test_a_complete_receipt_answers_without_calling_the_provider(
     acts: ModelCallActivities, sim: SimServer, store: DiskReceiptStore
 ) -> None:
@@ -174,11 +184,7 @@ async def test_a_stalled_event_loop_is_recorded_as_lag(
     env = attempt(1)
     task = asyncio.create_task(call(acts, req, env))
     key = receipt_key("run-1", req.call_id)
-    for _ in range(200):
-        receipt = await store.get(key)
-        if receipt is not None and receipt.chunks >= 5:
-            break
-        await asyncio.sleep(0.05)
+    receipt = await streaming(store, key, chunks=5)
     time.sleep(0.6)  # noqa: ASYNC251  (blocks the loop on purpose, as a busy worker does)
     await asyncio.sleep(0.3)
     receipt = await store.get(key)
@@ -197,11 +203,7 @@ async def test_an_attempt_started_while_the_first_still_runs_waits_for_its_answe
     req = request("Write at length. [[sim latency=0 tps=40 tokens=60]]")
     first = asyncio.create_task(call(acts, req, attempt(1)))
     key = receipt_key("run-1", req.call_id)
-    for _ in range(200):
-        receipt = await store.get(key)
-        if receipt is not None and receipt.chunks >= 5:
-            break
-        await asyncio.sleep(0.05)
+    receipt = await streaming(store, key, chunks=5)
     assert receipt is not None and receipt.live and not receipt.complete
     second = await call(acts, req, attempt(2))
     answer = await first
@@ -256,11 +258,7 @@ async def test_a_lost_attempt_records_its_progress_and_the_next_charges_it(
     env = attempt(1)
     task = asyncio.create_task(call(acts, req, env))
     key = receipt_key("run-1", req.call_id)
-    for _ in range(200):
-        receipt = await store.get(key)
-        if receipt is not None and receipt.chunks >= 10:
-            break
-        await asyncio.sleep(0.05)
+    receipt = await streaming(store, key, chunks=10)
     env.cancel(ActivityCancellationDetails(timed_out=True))
     with pytest.raises(asyncio.CancelledError):
         await task

@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.model_call import ModelCallActivities
 from contracts.accounts import AccountView
 from contracts.controls import InjectRequest, InterruptRequest
-from contracts.jobs import LedgerTotals, StopReason
+from contracts.jobs import JobResult, LedgerTotals, StopReason, TurnRecord
 from contracts.models import Usage
 from contracts.names import BUDGET_ACCOUNT_ACTIVITY, MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
 from contracts.spec import JobSpec, parse_spec
@@ -70,6 +70,18 @@ async def run_chain(
             assert last.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
             run_id = last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
     return runs
+
+
+async def run_to_end(
+    client: Client, gateway: ModelCallActivities, spec: JobSpec
+) -> tuple[JobResult, list[TurnRecord], list[tuple[WorkflowExecutionStatus, WorkflowHistory]]]:
+    """Run ``spec`` to its end: its result, transcript and every run (see ``run_chain``)."""
+    async with make_worker(client, gateway) as worker:
+        handle = await start_job(client, worker.task_queue, spec)
+        result = await handle.result()
+        turns = await transcript_of(handle)
+        runs = await run_chain(client, handle)
+    return result, turns, runs
 
 
 def activities_of(history: WorkflowHistory) -> list[str]:
@@ -216,12 +228,7 @@ async def test_a_long_sequential_chain_continues_as_new_and_loses_nothing(
             "budget": {"tokens": 50000},
         }
     )
-    client = ts_env.client
-    async with make_worker(client, gateway) as worker:
-        handle = await start_job(client, worker.task_queue, spec)
-        result = await handle.result()
-        turns = await transcript_of(handle)
-        runs = await run_chain(client, handle)
+    result, turns, runs = await run_to_end(ts_env.client, gateway, spec)
 
     statuses = [status for status, _ in runs]
     assert statuses == [WorkflowExecutionStatus.CONTINUED_AS_NEW] * 2 + [WorkflowExecutionStatus.COMPLETED]
@@ -275,12 +282,7 @@ async def test_a_dag_continues_as_new_between_steps_and_loses_nothing(
             "budget": {"tokens": 50000},
         }
     )
-    client = ts_env.client
-    async with make_worker(client, gateway) as worker:
-        handle = await start_job(client, worker.task_queue, spec)
-        result = await handle.result()
-        turns = await transcript_of(handle)
-        runs = await run_chain(client, handle)
+    result, turns, runs = await run_to_end(ts_env.client, gateway, spec)
 
     statuses = [status for status, _ in runs]
     assert statuses == [WorkflowExecutionStatus.CONTINUED_AS_NEW] * 2 + [WorkflowExecutionStatus.COMPLETED]
