@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.budget_account import BudgetAccountActivities
 from activities.checks import CheckActivities, load_check_modules
+from activities.codec import data_converter
 from activities.model_call import ModelCallActivities
 from activities.routing_stats import RoutingStatsActivities
 from activities.team_board import TeamBoardActivities
@@ -38,7 +38,8 @@ DEFAULT_ADDRESS = "127.0.0.1:7233"
 
 
 async def connect(address: str | None = None, namespace: str | None = None) -> Client:
-    """Connect to Temporal with the pydantic converter.
+    """Connect to Temporal with harness's data converter (pydantic; encrypted when a key is set,
+    see ``activities.codec``).
 
     Configuration comes from the standard ``TEMPORAL_*`` environment (``TEMPORAL_ADDRESS``,
     ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``) or a Temporal config file;
@@ -50,7 +51,7 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
         config["target_host"] = address
     if namespace:
         config["namespace"] = namespace
-    config["data_converter"] = pydantic_data_converter
+    config["data_converter"] = data_converter()
     return await Client.connect(**config)
 
 

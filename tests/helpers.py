@@ -22,11 +22,11 @@ from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.budget_account import BudgetAccountActivities
+from activities.codec import data_converter
 from activities.model_call import ModelCallActivities
 from contracts.accounts import AccountState
 from contracts.jobs import JobProgress, JobResult, TurnRecord
@@ -312,8 +312,9 @@ def kill_server(server: DevServer) -> None:
 
 
 async def connect(server: DevServer) -> Client:
-    """A client of ``server`` with the pydantic converter."""
-    return await Client.connect(server.address, data_converter=pydantic_data_converter)
+    """A client of ``server`` with harness's converter (``activities.codec.data_converter``: encrypted
+    when this process's environment has a key)."""
+    return await Client.connect(server.address, data_converter=data_converter())
 
 
 # --- the command line ----------------------------------------------------------------------------
