@@ -58,14 +58,73 @@ def server(
     port: Annotated[int, typer.Option(help="gRPC port of the frontend.")] = 7233,
     ui_port: Annotated[int, typer.Option(help="Port of the Web UI.")] = 8233,
     headless: Annotated[bool, typer.Option(help="Run without the Web UI.")] = False,
+    codec_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Codec server the Web UI decodes payloads through. Default when a key is set "
+            "(HARNESS_CODEC_KEYS or HARNESS_CODEC_KEY_FILE): HARNESS_CODEC_ENDPOINT, else "
+            "http://localhost:8888 (harness codec-server); none without a key.",
+        ),
+    ] = None,
 ) -> None:
     """Run the embedded Temporal dev server (SQLite under --data-dir, Web UI, search attributes)."""
+    from activities.codec import CodecError, describe
+    from harness.codec_server import ui_codec_endpoint
     from harness.devserver import DevServerError, serve_forever
 
     try:
-        serve_forever(data_dir, port, ui_port, headless)
-    except DevServerError as error:
+        console.print(describe(), highlight=False)
+        endpoint = codec_endpoint or ui_codec_endpoint()
+        serve_forever(data_dir, port, ui_port, headless, ui_codec_endpoint=endpoint)
+    except (DevServerError, CodecError) as error:
         _fail(str(error))
+
+
+@app.command("codec-server")
+def codec_server(
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8888,
+    host: Annotated[str, typer.Option(help="Interface to bind.")] = "127.0.0.1",
+    ui_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ui-origin",
+            help="Origin of a Web UI allowed to call it (CORS); repeat for more, * for any. "
+            "Default: the embedded UI, http://localhost:8233 and http://127.0.0.1:8233.",
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="HARNESS_CODEC_TOKEN",
+            show_default=False,
+            help="Require 'Authorization: Bearer TOKEN' on /encode and /decode (prefer the variable: "
+            "a flag shows in ps).",
+        ),
+    ] = None,
+) -> None:
+    """Decrypt for the Web UI and `temporal`: Temporal's codec endpoints (POST /encode, /decode)."""
+    from activities.codec import CodecError, codec_from_env, describe
+    from harness.codec_server import DEFAULT_ORIGINS, CodecServer
+
+    try:
+        codec = codec_from_env()
+    except CodecError as error:
+        _fail(str(error))
+    if codec is None:
+        _fail("no key configured: set HARNESS_CODEC_KEYS or HARNESS_CODEC_KEY_FILE (see README, Encryption)")
+    assert codec is not None
+    try:
+        served = CodecServer(codec, host=host, port=port, origins=ui_origin or DEFAULT_ORIGINS, token=token)
+    except OSError as error:
+        _fail(f"cannot listen on {host}:{port}: {error.strerror}")
+    console.print(describe(), highlight=False)
+    console.print(
+        f"codec server on {served.url} (POST /encode, /decode); CORS for {', '.join(served.origins)}; "
+        + ("bearer token required" if served.requires_token else "no token"),
+        highlight=False,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        served.serve_forever()
 
 
 @app.command()
@@ -285,6 +344,7 @@ def run(
 
 
 def _start_detached(spec: Any) -> None:
+    from activities.codec import describe
     from harness.client import start_job
     from worker import connect
 
@@ -293,6 +353,7 @@ def _start_detached(spec: Any) -> None:
         handle = await start_job(client, spec)
         return handle.id
 
+    console.print(f"[dim]{describe()}[/]")
     console.print(f"started job {asyncio.run(go())}")
 
 

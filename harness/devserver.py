@@ -265,6 +265,7 @@ class DevServer:
         namespace: str = "default",
         headless: bool = False,
         log_file: Path | None = None,
+        ui_codec_endpoint: str | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         """Directory holding `temporal.db` (and the log, by default)."""
@@ -278,6 +279,8 @@ class DevServer:
         """Run without the Web UI."""
         self.log_file = Path(log_file) if log_file is not None else self.data_dir / "temporal.log"
         """Where the server's stdout and stderr go (appended across restarts)."""
+        self.ui_codec_endpoint = ui_codec_endpoint
+        """The codec server the Web UI decodes payloads through (``--ui-codec-endpoint``), if any."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_offset = 0
 
@@ -329,6 +332,8 @@ class DevServer:
         if self.namespace != "default":
             cmd += ["--namespace", self.namespace]
         cmd += ["--headless"] if self.headless else ["--ui-port", str(self.ui_port)]
+        if self.ui_codec_endpoint and not self.headless:
+            cmd += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         for name, kind in SEARCH_ATTRIBUTES.items():
             cmd += ["--search-attribute", f"{name}={kind}"]
         return cmd
@@ -460,12 +465,16 @@ async def _ensure_on(address: str, namespace: str) -> None:
 
 
 def ensure_server(
-    data_dir: Path = Path(".harness"), port: int = 7233, ui_port: int = 8233
+    data_dir: Path = Path(".harness"),
+    port: int = 7233,
+    ui_port: int = 8233,
+    ui_codec_endpoint: str | None = None,
 ) -> tuple[str, DevServer | None]:
     """Find or start a Temporal server; return its address and the DevServer the caller must stop.
 
     TEMPORAL_ADDRESS wins (the server is None); else a Temporal on 127.0.0.1:port is reused (its
-    default namespace gets the harness search attributes); else a dev server is started there.
+    default namespace gets the harness search attributes); else a dev server is started there, its
+    Web UI decoding payloads through ``ui_codec_endpoint`` if given.
     """
     configured = os.environ.get("TEMPORAL_ADDRESS")
     if configured:
@@ -477,7 +486,7 @@ def ensure_server(
         return address, None
     if state == "other":
         raise DevServerError(_held_message(port))
-    server = DevServer(data_dir=data_dir, port=port, ui_port=ui_port)
+    server = DevServer(data_dir=data_dir, port=port, ui_port=ui_port, ui_codec_endpoint=ui_codec_endpoint)
     server.start()
     return server.address, server
 
@@ -487,11 +496,13 @@ def serve_forever(
     port: int = 7233,
     ui_port: int = 8233,
     headless: bool = False,
+    ui_codec_endpoint: str | None = None,
 ) -> None:
     """Run the dev server in the foreground until Ctrl-C or SIGTERM, then stop it (`harness server`).
 
-    Returns at once if a Temporal server already answers on the port; raises `DevServerError` if
-    something else holds it or the server dies.
+    The Web UI decodes payloads through ``ui_codec_endpoint`` when given. Returns at once if a
+    Temporal server already answers on the port; raises `DevServerError` if something else holds it
+    or the server dies.
     """
     state = probe(_LOCALHOST, port)
     if state == "temporal":
@@ -500,7 +511,9 @@ def serve_forever(
     if state == "other":
         raise DevServerError(_held_message(port))
 
-    server = DevServer(data_dir=data_dir, port=port, ui_port=ui_port, headless=headless)
+    server = DevServer(
+        data_dir=data_dir, port=port, ui_port=ui_port, headless=headless, ui_codec_endpoint=ui_codec_endpoint
+    )
     stop_requested = threading.Event()
     serving = False
 
@@ -517,6 +530,8 @@ def serve_forever(
         print(f"Temporal server: {server.address}  (pid {server.pid}, data: {server.data_dir})", flush=True)
         if server.ui_url:
             print(f"Web UI:          {server.ui_url}", flush=True)
+            if server.ui_codec_endpoint:
+                print(f"UI codec:        {server.ui_codec_endpoint}  (harness codec-server)", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
         while not stop_requested.wait(0.5):
             if not server.running:

@@ -22,11 +22,13 @@ from urllib.parse import quote, urlparse
 from temporalio.client import Client
 
 from activities.catalog import ModelCatalog, load_catalog, resolve
+from activities.codec import describe
 from activities.config import ProviderSettings
 from contracts.jobs import JobProgress, JobResult
 from contracts.names import TOOLS_ENV
 from contracts.spec import JobSpec, SpecError
 from harness.client import start_job
+from harness.codec_server import ui_codec_endpoint
 from harness.devserver import DevServer, ensure_search_attributes, ensure_server, known_ui_url
 from harness.sim import SimConfig, SimServer
 from worker import connect
@@ -97,7 +99,9 @@ async def services(spec: JobSpec, data_dir: Path, say: Callable[[str], None]) ->
     sim: SimServer | None = None
     started: list[str] = []
     try:
-        address, server = await asyncio.to_thread(ensure_server, data_dir)
+        say(describe())
+        endpoint = ui_codec_endpoint()
+        address, server = await asyncio.to_thread(ensure_server, data_dir, ui_codec_endpoint=endpoint)
         if server is not None:
             started.append(f"Temporal dev server (pid {server.pid}, data in {data_dir})")
         settings = ProviderSettings.from_env()
