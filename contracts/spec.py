@@ -460,8 +460,9 @@ class JobSpec(_Model):
     turns_per_run: int | None = Field(
         default=None,
         gt=0,
-        description="Continue as new after this many turns of one workflow run (between steps, "
-        "carrying the whole state) in a sequential chain or a DAG; default: only when the server suggests "
+        description="Continue as new after this many turns of one workflow run (carrying the whole "
+        "state): between steps in a sequential chain or a DAG, between rounds in a delegation (the "
+        "primary's turns), between tasks in each team member; default: only when the server suggests "
         "it. A testing knob (group chat has its own, chat.turns_per_run).",
     )
     gates: list[GateSpec] = Field(default_factory=list, description="Approval gates; see GateSpec.")

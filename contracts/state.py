@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, model_validator
 
 from contracts.jobs import GateRecord, JobStatus, LedgerTotals, StopReason, TurnRecord
-from contracts.models import ModelInfo
+from contracts.models import Message, ModelInfo
 from contracts.routing import RoutingRecord
 from contracts.spec import JobSpec
 from contracts.tools import ToolDef
@@ -70,6 +70,36 @@ class ChainState(BaseModel):
     previous: str = Field(
         default="", description="A chain's {input} for its next step: the last output (or the task)."
     )
+
+
+class DelegationState(BaseModel):
+    """A delegation's own part of the state, between two rounds: what the primary has said and what
+    its subtasks gave, so a run started by continue-as-new goes on at the next round."""
+
+    messages: list[Message] = Field(
+        default_factory=list, description="The primary's conversation: the plan prompt, its plans, reviews."
+    )
+    next_round: int = Field(default=1, ge=1, description="The round the next run starts with.")
+    results: dict[str, str] = Field(default_factory=dict, description="Subtask id -> its successful output.")
+    failures: dict[str, str] = Field(
+        default_factory=dict, description="Subtask id -> why its latest run failed."
+    )
+    titles: dict[str, str] = Field(default_factory=dict, description="Subtask id -> its title.")
+    attempts: dict[str, int] = Field(default_factory=dict, description="Subtask id -> runs started.")
+    order: dict[str, int] = Field(
+        default_factory=dict, description="Subtask id -> first-seen position, for the worker rotation."
+    )
+    failed_runs: list[str] = Field(default_factory=list, description="Child workflow ids that failed.")
+
+
+class MemberState(BaseModel):
+    """A team member's own part of the state: what it has done, and whether its board has closed."""
+
+    requests: int = Field(
+        default=0, ge=0, description="Claims made so far: their keys go on across runs, so none is reused."
+    )
+    closed: bool = Field(default=False, description="The coordinator signalled 'close'.")
+    outputs: dict[str, str] = Field(default_factory=dict, description="Task id -> this member's result.")
 
 
 class ChatState(BaseModel):
@@ -135,6 +165,8 @@ class JobState(BaseModel):
     )
     chat: ChatState | None = None
     chain: ChainState | None = Field(default=None, description="A chain's or a DAG's outputs so far.")
+    delegation: DelegationState | None = Field(default=None, description="A delegation's rounds so far.")
+    member: MemberState | None = Field(default=None, description="A team member's tasks so far.")
     tools: dict[str, list[ToolDef]] = Field(
         default_factory=dict,
         description="The tools each reference of the spec stands for, listed once at the job's start "

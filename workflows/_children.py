@@ -86,6 +86,7 @@ def child_spec(
             "budget": budget.model_dump() if budget is not None else None,
             "deadline": remaining_deadline(job),
             "priority": spec.priority,
+            "turns_per_run": spec.turns_per_run,
         }
     )
 

@@ -20,8 +20,12 @@ routed there, and the child's routing records join the parent's as ``<subtask>-r
 
 An abort (or the deadline) reaches running children as an ``abort`` signal: each ends with its
 partial spend, which is charged to the parent before the parent ends. The parent closes with
-``REQUEST_CANCEL`` for its children, so none outlives it. No continue-as-new: rounds are capped at
-20 and a round's history grows by a handful of events per subtask.
+``REQUEST_CANCEL`` for its children, so none outlives it.
+
+A long delegation continues as new between two rounds (no child running) when the server suggests
+it, or after ``turns_per_run`` of the primary's turns in one run: the primary's conversation,
+results, failures and attempts travel in ``JobState.delegation``, and the next run starts at the
+next round.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.models import Message
     from contracts.outputs import Plan, Subtask
     from contracts.spec import DelegationSpec, JobSpec
-    from contracts.state import JobInput
+    from contracts.state import DelegationState, JobInput
     from policies.scheduling import AgingPriorityQueue
 
 from workflows._children import child_input, child_spec, close_child, end_children, open_child
@@ -100,12 +104,16 @@ class DelegationJob(JobWorkflow):
         super().__init__(job_input)
         self.queue = AgingPriorityQueue()
         self.children: dict[str, workflow.ChildWorkflowHandle[SubtaskJob, JobResult]] = {}
-        self.results: dict[str, str] = {}  # subtask id -> output of its successful run
-        self.failures: dict[str, str] = {}  # subtask id -> why its latest run failed
-        self.titles: dict[str, str] = {}
-        self.attempts: dict[str, int] = {}
-        self.order: dict[str, int] = {}  # subtask id -> first-seen position, for worker rotation
-        self.failed_runs: list[str] = []
+        if self.state.delegation is None:
+            self.state.delegation = DelegationState()
+        # The rounds so far live in the state (continue-as-new carries them); these name its parts.
+        carried = self.state.delegation
+        self.results = carried.results  # subtask id -> output of its successful run
+        self.failures = carried.failures  # subtask id -> why its latest run failed
+        self.titles = carried.titles
+        self.attempts = carried.attempts
+        self.order = carried.order  # subtask id -> first-seen position, for worker rotation
+        self.failed_runs = carried.failed_runs
         self.router: TurnRouter | None = None  # set at the start of run
 
     @workflow.run
@@ -116,11 +124,19 @@ class DelegationJob(JobWorkflow):
         assert settings is not None, "the spec validator requires a delegation section"
         primary = spec.agent(settings.primary)
         router = self.router = TurnRouter(self, spec)  # routes agents with "route" or "cascade"
-        messages = [Message(role="user", content=PLAN_PROMPT.format(task=spec.task))]
+        carried = self.state.delegation
+        assert carried is not None  # set up in __init__
+        if not carried.messages:
+            carried.messages.append(Message(role="user", content=PLAN_PROMPT.format(task=spec.task)))
+        messages = carried.messages
+        turns_before = len(self.state.turns)
         final = ""
         try:
             await self.start_job()  # a worker-side error (unknown price, say) ends the job failed
-            for round_no in range(1, settings.max_rounds + 1):
+            for round_no in range(carried.next_round, settings.max_rounds + 1):
+                carried.next_round = round_no
+                if self.should_continue_as_new(len(self.state.turns) - turns_before, spec.turns_per_run):
+                    await self.continue_as_new()
                 self.state.round = round_no
                 self.state.step = f"round {round_no}: plan"
                 reply = await router.agent_turn(

@@ -12,6 +12,12 @@ synchronous handler, and a request key already answered gets its first answer ag
 nothing to claim sleeps until the coordinator signals ``wake`` (a task was posted) or ``close``.
 The job ends, ``completed``, when no task is open and none is being worked on; each member's spend
 is charged to the coordinator when it returns. Outputs map task id to result.
+
+A member continues as new between two tasks when the server suggests it (or after ``turns_per_run``
+turns of one run), carrying its results, its claim count and whether the board has closed in
+``JobState.member``; the coordinator keeps its child handle (a signal reaches the newest run). The
+coordinator does not continue as new: its board holds at most ``team.max_tasks`` tasks (1000), and
+each adds a bounded handful of events (a claim, a result, a wake per member).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.controls import AbortRequest
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message
-    from contracts.state import JobInput
+    from contracts.state import JobInput, MemberState
 
 from workflows._activities import TEAM_BOARD
 from workflows._children import absorb_ledger, child_input, child_spec, end_children
@@ -49,8 +55,10 @@ class TeamMemberJob(JobWorkflow):
     @workflow.init
     def __init__(self, job_input: JobInput) -> None:
         super().__init__(job_input)
+        if self.state.member is None:
+            self.state.member = MemberState()
+        self.member = self.state.member
         self.woken = False
-        self.closed = False
 
     @workflow.run
     async def run(self, job_input: JobInput) -> JobResult:
@@ -59,21 +67,27 @@ class TeamMemberJob(JobWorkflow):
         parent = workflow.info().parent
         assert parent is not None, "a team member runs as a child of its TeamJob"
         agent = spec.agents[0]
-        outputs: dict[str, str] = {}
-        claims = 0
+        member = self.member
+        outputs = member.outputs
+        turns_before = len(self.state.turns)
         try:
             await self.start_job()  # a worker-side error (unknown price, say) ends the job failed
-            while not self.closed:
+            while not member.closed:
+                if self.should_continue_as_new(len(self.state.turns) - turns_before, spec.turns_per_run):
+                    await self.continue_as_new()
                 self.woken = False  # before the claim, so a wake that races the refusal is kept
-                claims += 1
+                member.requests += 1
                 reply = await self._board(
                     BoardRequest(
-                        op="claim", coordinator=parent.workflow_id, agent=agent.name, key=f"c{claims}"
+                        op="claim",
+                        coordinator=parent.workflow_id,
+                        agent=agent.name,
+                        key=f"c{member.requests}",
                     )
                 )
                 if reply.status != "task" or reply.task is None:
                     self.state.step = "waiting for work"
-                    await self.wait_for(lambda: self.woken or self.closed)
+                    await self.wait_for(lambda: self.woken or member.closed)
                     continue
                 task = reply.task
                 self.state.step = task.id
@@ -124,7 +138,7 @@ class TeamMemberJob(JobWorkflow):
     @workflow.signal(name="close")
     def on_close(self) -> None:
         """The board is finished: leave after the current task."""
-        self.closed = True
+        self.member.closed = True
 
 
 @workflow.defn(name="TeamJob")

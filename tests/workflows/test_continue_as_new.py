@@ -1,4 +1,5 @@
-"""Continue-as-new of long group chats, on the time-skipping server against the simulator.
+"""Continue-as-new in every mode, on the time-skipping server (the team on a dev server) against the
+simulator.
 
 ``chat.turns_per_run`` makes a run continue as new after that many turns, as the server's
 suggestion does for a long history: the next run must go on with nothing lost.
@@ -16,6 +17,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, W
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
+from activities.team_board import TeamBoardActivities
 from contracts.accounts import AccountView
 from contracts.controls import InjectRequest, InterruptRequest
 from contracts.jobs import JobResult, LedgerTotals, StopReason, TurnRecord
@@ -300,3 +302,106 @@ async def test_a_dag_continues_as_new_between_steps_and_loses_nothing(
     assert result.ledger.usage == served and result.ledger.calls == 5
     tally = sim_call(sim, "/_sim/tally")["total"]
     assert tally["completed"] == 5 and tally["incomplete"] == 0, tally
+
+
+async def test_a_delegation_continues_as_new_between_rounds_and_loses_nothing(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+) -> None:
+    """One primary turn per run: each round runs in its own run. A subtask that failed in round 1
+    is named in round 2's review (the failures carried), retried there under a fresh child id, the
+    results of round 1 are not run again, and the ledger holds every call of parent and children."""
+    sim_call(sim, "/_sim/reset", {})
+    sim_call(sim, "/_sim/faults", {"kind": "400", "model": "writer", "count": 1})
+    spec = parse_spec(
+        {
+            "id": f"can-dlg-{uuid.uuid4().hex[:8]}",
+            "mode": "delegation",
+            "task": "Write a guide to durable agents.",
+            "agents": [
+                {"name": "lead", "model": "sim:planner", "max_output_tokens": 600},
+                {"name": "writer", "model": "sim:writer", "max_output_tokens": 120},
+            ],
+            "delegation": {"primary": "lead", "max_concurrency": 1, "max_rounds": 4},
+            "turns_per_run": 1,
+            "budget": {"tokens": 60000},
+        }
+    )
+    result, turns, runs = await run_to_end(ts_env.client, gateway, spec)
+
+    # round 1 (t1 fails), round 2 (t1 again), round 3 (a plan of done ids only) and the final answer
+    statuses = [status for status, _ in runs]
+    assert statuses == [WorkflowExecutionStatus.CONTINUED_AS_NEW] * 2 + [WorkflowExecutionStatus.COMPLETED]
+    # The first run resolves the models; no later run resolves them again.
+    assert [activities_of(history).count(RESOLVE_MODELS_ACTIVITY) for _, history in runs] == [1] + [0] * (
+        len(runs) - 1
+    )
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert sorted(result.outputs) == ["t1", "t2", "t3"]
+    assert result.evidence["failed_runs"] == [f"{spec.id}/t1-r1"]
+    assert result.evidence["given_up"] == []
+    assert [turn.step for turn in turns] == ["plan-r1", "plan-r2", "plan-r3", "final"]
+    review = turns[1]
+    assert review.prompt_preview.startswith("Failed subtasks:\n- t1:"), review.prompt_preview
+    retried = await ts_env.client.get_workflow_handle(f"{spec.id}/t1-r2", result_type=JobResult).result()
+    assert retried.stop_reason is StopReason.completed
+    assert result.outputs["t1"] == retried.output
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    # every request the simulator answered is on the ledger: the primary's turns, 2 first-round
+    # children, the refused one (no tokens) and its retry
+    assert result.ledger.calls == len(turns) + 3
+    assert tally["completed"] == len(turns) + 3, tally
+
+
+async def test_team_members_continue_as_new_between_tasks_and_lose_nothing(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """One turn per run: a member that has done a task goes on in a new run, its claims numbered on
+    (none answered twice), its results carried; every task is claimed once, the coordinator still
+    reaches every member's newest run with 'wake' and 'close', and the ledger holds every call."""
+    tasks = [
+        'Outline it. [[sim reply="done\nFOLLOW-UP: write the summary"]]',
+        "List three facts.",
+        "Draft the opening.",
+    ]
+    spec = parse_spec(
+        {
+            "id": f"can-team-{uuid.uuid4().hex[:8]}",
+            "mode": "team",
+            "task": "A briefing on durable agents.",
+            "agents": [
+                {"name": "writer", "model": "sim:writer", "max_output_tokens": 120},
+                {"name": "echo", "model": "sim:echo", "max_output_tokens": 120},
+            ],
+            "team": {"tasks": tasks, "max_tasks": 10},
+            "turns_per_run": 1,
+            "budget": {"tokens": 60000},
+        }
+    )
+    board = TeamBoardActivities(dev_env.client)
+    activities = [gateway.model_call, gateway.resolve_models, board.team_board]
+    async with make_worker(dev_env.client, gateway, activities=activities) as worker:
+        handle = await start_job(dev_env.client, worker.task_queue, spec)
+        result = await handle.result()
+        members = {}
+        for name in ("writer", "echo"):
+            latest = dev_env.client.get_workflow_handle(f"{spec.id}--{name}", result_type=JobResult)
+            started = (await latest.fetch_history()).events[0].workflow_execution_started_event_attributes
+            first = dev_env.client.get_workflow_handle(
+                latest.id, first_execution_run_id=started.first_execution_run_id
+            )
+            members[name] = (await latest.result(), await run_chain(dev_env.client, first))
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert sorted(result.outputs) == ["task1", "task2", "task3", "task4"]
+    claimed = [claim.split(":")[0] for claim in result.evidence["claims"]]
+    assert sorted(claimed) == ["task1", "task2", "task3", "task4"]
+    done_by = {name: sorted(member.outputs) for name, (member, _) in members.items()}
+    assert sorted(done_by["writer"] + done_by["echo"]) == ["task1", "task2", "task3", "task4"]
+    for name, (member, chain) in members.items():
+        assert member.stop_reason is StopReason.completed, (name, member.explanation)
+        statuses = [status for status, _ in chain]
+        # a run per task done, and the last run, which found the board closed
+        assert statuses[-1] is WorkflowExecutionStatus.COMPLETED
+        assert len(chain) >= len(member.outputs), (name, statuses)
+        assert {status for status, _ in chain[:-1]} <= {WorkflowExecutionStatus.CONTINUED_AS_NEW}
+    assert any(len(chain) > 1 for _, chain in members.values())
+    assert result.ledger.calls == 4 and result.turns == 4
