@@ -126,7 +126,9 @@ class SimHandler(BaseHTTPRequestHandler):
             self._pause(math.inf)
             self._abort()
             return
-        reply = scenario_reply(req.model, req.turns, req.tools, req.tool_choice)
+        reply = scenario_reply(
+            req.model, req.turns, req.tools, req.tool_choice, reply_tokens=self.sim.config.reply_tokens
+        )
         done = _complete(wire, reply, req.max_tokens, kind)
         latency = reply.latency_s if reply.latency_s is not None else self.sim.config.latency_s
         tps = reply.tokens_per_s if reply.tokens_per_s is not None else self.sim.config.tokens_per_s

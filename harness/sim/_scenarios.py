@@ -34,6 +34,7 @@ Directives (see ``_directives``) can force the reply, its length and its timing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -70,15 +71,22 @@ _DRAFT_MARK = re.compile(r"Draft (?:v(\d+)|\((casual|formal)\))")
 
 
 def scenario_reply(
-    model: str, turns: list[Turn], tools: tuple[Tool, ...] = (), tool_choice: str = "auto"
+    model: str,
+    turns: list[Turn],
+    tools: tuple[Tool, ...] = (),
+    tool_choice: str = "auto",
+    reply_tokens: int | None = None,
 ) -> Reply:
-    """The reply of simulated ``model`` to ``turns`` offering ``tools`` (a pure function)."""
+    """The reply of simulated ``model`` to ``turns`` offering ``tools`` (a pure function); a free-text
+    reply is ``reply_tokens`` long when no directive says otherwise."""
     model = model.removeprefix("sim:")  # tolerate a catalog ref sent as the model name
     last = _last_user(turns)
     d = parse_directives(last)
     if model in TOOL_MODELS:
         text, calls = tool_scenario(model, turns, tools, tool_choice, d)
         return Reply(text=text, latency_s=d.latency_s, tokens_per_s=d.tokens_per_s, calls=calls)
+    if d.tokens is None and reply_tokens is not None:
+        d = dataclasses.replace(d, tokens=reply_tokens)
     text = d.reply if d.reply is not None else _scenario_text(model, turns, last, d)
     return Reply(text=text, latency_s=d.latency_s, tokens_per_s=d.tokens_per_s)
 

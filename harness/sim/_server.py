@@ -28,6 +28,10 @@ class SimConfig(BaseModel):
     """Seconds before the first token (a ``[[sim latency=...]]`` directive overrides it)."""
     tokens_per_s: float = Field(default=0.0, ge=0)
     """Output tokens per second; 0 means unlimited (a ``[[sim tps=...]]`` directive overrides it)."""
+    reply_tokens: int | None = Field(default=None, gt=0)
+    """Length in tokens of every free-text reply (padding or cutting) when no ``[[sim tokens=...]]``
+    directive sets one; None: each scenario's own length. For benches of long texts in chats, where
+    no directive reaches every turn."""
     host: str = "127.0.0.1"
     """Interface to listen on."""
     port: int = Field(default=8765, ge=0, le=65535)

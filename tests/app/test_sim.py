@@ -511,3 +511,21 @@ def test_directives_force_reply_length_and_timing(oai: openai.OpenAI) -> None:
     assert first and time.monotonic() - started >= 0.4
     stream.close()
     assert re.match(r"Reply from echo", _chat(oai, "echo", _user("x [[sim tps=1000]]")))
+
+
+def test_reply_tokens_sets_every_free_text_reply_unless_a_directive_does() -> None:
+    """SimConfig.reply_tokens pads or cuts each free-text reply to that length; a tokens directive
+    still wins, and structured scenarios (the planner's JSON) are left whole."""
+    with SimServer(SimConfig(port=0, reply_tokens=300)) as sim:
+        client = openai.OpenAI(api_key="sim", base_url=f"{sim.url}/v1", max_retries=0)
+
+        def reply(model: str, text: str) -> str:
+            done = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": text}], max_tokens=1000
+            )
+            return done.choices[0].message.content or ""
+
+        assert count_tokens(reply("echo", "hi")) == 300
+        assert count_tokens(reply("writer", "[a] some earlier turn")) == 300
+        assert count_tokens(reply("echo", "hi [[sim tokens=12]]")) == 12
+        assert json.loads(reply("planner", "Plan it."))["subtasks"]
