@@ -34,6 +34,7 @@ from activities.config import Endpoint, ProviderSettings
 from activities.openai_provider import OpenAIOptions, OpenAIProvider
 from activities.receipts import CallRecorder, ReceiptStore, store_from_env
 from contracts.models import (
+    INLINE_PAYLOAD_LIMIT,
     EstimateReason,
     Message,
     ModelCallRequest,
@@ -176,7 +177,11 @@ class ModelCallActivities:
         settings: ProviderSettings | None = None,
         catalog: ModelCatalog | None = None,
         receipts: ReceiptStore | Literal["env"] | None = "env",
+        payload_limit: int | None = INLINE_PAYLOAD_LIMIT,
     ) -> None:
+        # What jobs resolved here may write inline when the worker's converter stores nothing
+        # outside history (tests lower it to reach it with small texts).
+        self.payload_limit = payload_limit
         self.settings = settings if settings is not None else ProviderSettings.from_env()
         self.catalog = catalog if catalog is not None else load_catalog(self.settings.catalog_path)
         # Durable receipts of calls (activities/receipts.py): HARNESS_RECEIPTS_DIR unless given; None: none.
@@ -240,7 +245,16 @@ class ModelCallActivities:
                 raise errors.unknown_price(str(err)) from None
             except UnknownModelError as err:
                 raise errors.unknown_model(str(err)) from None
-        return ResolveModelsResult(models=models)
+        return ResolveModelsResult(models=models, payload_limit=self._payload_limit())
+
+    def _payload_limit(self) -> int | None:
+        """How large a payload a job can write inline: no limit when this worker's client stores
+        large payloads outside history (its converter's external storage), else ``payload_limit``."""
+        try:
+            converter = activity.client().data_converter
+        except RuntimeError:  # an activity environment without a client: assume the worst
+            return self.payload_limit
+        return None if converter.external_storage is not None else self.payload_limit
 
     @activity.defn(name=MODEL_CALL_ACTIVITY)
     async def model_call(self, request: ModelCallRequest) -> ModelCallResult:

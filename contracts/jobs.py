@@ -28,6 +28,7 @@ class StopReason(StrEnum):
     max_rounds = "max_rounds"
     aborted = "aborted"
     failed = "failed"
+    payload_too_large = "payload_too_large"  # a call's input or the carried state over Temporal's limit
 
 
 class JobStatus(StrEnum):

@@ -219,7 +219,18 @@ class ResolveModelsRequest(BaseModel):
     refs: list[str]
 
 
+INLINE_PAYLOAD_LIMIT = 1_900_000
+"""The most bytes of JSON a job writes as one payload when its worker stores none outside history:
+Temporal refuses payloads over 2 MiB (the server's default blob size limit), and a workflow task
+whose command carries one fails for ever. The margin covers the codec's and the proto's framing."""
+
+
 class ResolveModelsResult(BaseModel):
     """Each reference resolved, with its price; unknown prices are refused, never free."""
 
     models: dict[str, ModelInfo]
+    payload_limit: int | None = Field(
+        default=None,
+        description="The largest payload the worker's converter writes inline, in bytes of JSON; None "
+        "when it stores large payloads outside history (external storage), so there is no limit.",
+    )

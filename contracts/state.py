@@ -174,6 +174,11 @@ class JobState(BaseModel):
     )
     tool_seq: int = Field(default=0, ge=0, description="Tool calls numbered so far (ids are job_id/tN).")
     tool_calls_refused: int = Field(default=0, ge=0, description="Calls of tools the agent may not use.")
+    payload_limit: int | None = Field(
+        default=None,
+        description="The largest payload the job may write inline (bytes of JSON), as the worker that "
+        "resolved its models said; None: no limit (its worker stores large payloads outside history).",
+    )
 
 
 class JobInput(BaseModel):

@@ -96,7 +96,9 @@ def child_input(job: JobWorkflow, spec: JobSpec) -> JobInput:
     none (an activity less per child, and the whole job prices a model and sees a tool the same way)."""
     models = {ref: job.state.models[ref] for ref in spec.model_refs() if ref in job.state.models}
     tools = {ref: job.state.tools[ref] for ref in tool_refs(spec) if ref in job.state.tools}
-    return JobInput(spec=spec, state=JobState(models=models, tools=tools))
+    return JobInput(
+        spec=spec, state=JobState(models=models, tools=tools, payload_limit=job.state.payload_limit)
+    )
 
 
 def absorb(

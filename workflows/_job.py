@@ -170,6 +170,7 @@ class JobWorkflow:
                     StopReason.failed, f"could not resolve the models {', '.join(refs)}: {kind}: {message}"
                 ) from None
             self.state.models.update(resolved.models)
+            self.state.payload_limit = resolved.payload_limit
         await self.tools.fetch(self.spec)  # no command for a job whose agents name no tools
         self.set_status(JobStatus.running)
 
@@ -200,7 +201,25 @@ class JobWorkflow:
         so the state includes every signal and update received so far."""
         await workflow.wait_condition(workflow.all_handlers_finished)
         self.budget.check_settled()
-        workflow.continue_as_new(args=[JobInput(spec=self.spec, state=self.state)])
+        carried = JobInput(spec=self.spec, state=self.state)
+        self.check_payload(carried, "the state to carry into the next run")
+        workflow.continue_as_new(args=[carried])
+
+    def check_payload(self, value: BaseModel, what: str) -> None:
+        """Stop the job (``payload_too_large``) rather than write a payload Temporal would refuse:
+        a workflow task carrying one fails for ever and the job never ends. Only when the worker
+        that resolved the models said it writes payloads inline (``JobState.payload_limit``)."""
+        limit = self.state.payload_limit
+        if limit is None:
+            return
+        size = _json_bytes(value)
+        if size > limit:
+            raise StopJob(
+                StopReason.payload_too_large,
+                f"{what} is {size / 1e6:.2f} MB, over the {limit / 1e6:.2f} MB a payload may be "
+                "inline; with external storage (HARNESS_BLOBS, see README, Large payloads) large "
+                "payloads leave history",
+            )
 
     # ----- the turn ----------------------------------------------------------------------------
 
@@ -345,6 +364,11 @@ class JobWorkflow:
             tools=tools or [],
             tool_choice=tool_choice,
         )
+        try:
+            self.check_payload(request, f"the input of {agent.name}'s call")
+        except StopJob:
+            self.budget.release(call_id)  # refused before it was sent: nothing to pay
+            raise
         started = workflow.now()
         self.in_flight = f"{agent.name} on {model.ref}" + (f" (step {step})" if step else "")
         self._interrupt_pending = False
@@ -604,7 +628,7 @@ class JobWorkflow:
         workflow.upsert_memo(
             {"stop_reason": reason.value, "explanation": explanation, "evidence": self.state.evidence}
         )
-        return JobResult(
+        result = JobResult(
             job_id=self.job_id,
             mode=self.mode,
             stop_reason=reason,
@@ -616,6 +640,25 @@ class JobWorkflow:
             turns=len(self.state.turns),
             gates=self.gates.records,
         )
+        return self._fit_result(result)
+
+    def _fit_result(self, result: JobResult) -> JobResult:
+        """The result, small enough to be written: over the payload limit, the per-step outputs are
+        left out (the final output kept), and then the output is cut, each said in the explanation."""
+        limit = self.state.payload_limit
+        if limit is None or _json_bytes(result) <= limit:
+            return result
+        steps = len(result.outputs)
+        note = f"; the outputs of {steps} steps were left out of the result (over the payload limit)"
+        result = result.model_copy(update={"outputs": {}, "explanation": result.explanation + note})
+        output, cut = result.output.encode(), False
+        while (size := _json_bytes(result)) > limit and output:
+            output, cut = output[: max(0, len(output) - (size - limit) - 1000)], True
+            result = result.model_copy(update={"output": output.decode(errors="ignore")})
+        if cut:
+            note = f"; the output was cut to its first {len(output)} bytes"
+            result = result.model_copy(update={"explanation": result.explanation + note})
+        return result
 
     def note_check_error(self, line: str) -> None:
         """Note a check that could not be evaluated (scored 0): the end's explanation and evidence
@@ -840,3 +883,8 @@ class JobWorkflow:
             InjectRequest(message=str(item.payload["message"]), agent=item.payload.get("agent"))
             for item in self.state.inbox.drain(for_agent)
         ]
+
+
+def _json_bytes(value: BaseModel) -> int:
+    """The size of ``value`` as the payload converter writes it (UTF-8 JSON), near enough."""
+    return len(value.model_dump_json().encode())
