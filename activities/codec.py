@@ -25,12 +25,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+
+from activities.blobstore import external_storage_from_env
 
 __all__ = [
     "ENCODING",
@@ -185,15 +188,17 @@ def codec_from_env(env: Mapping[str, str] | None = None) -> AesGcmCodec | None:
 
 def data_converter(env: Mapping[str, str] | None = None) -> DataConverter:
     """The converter for every client and worker: pydantic JSON, sealed by the codec when a key is
-    configured, with failure messages and stack traces moved into (sealed) encoded attributes."""
+    configured, with failure messages and stack traces moved into (sealed) encoded attributes, and
+    payloads over the blob threshold stored outside history (``activities.blobstore``).
+
+    The SDK seals a payload before it stores it, so with a key set a blob holds ciphertext."""
     codec = codec_from_env(env)
-    if codec is None:
-        return pydantic_data_converter
-    return dataclasses.replace(
-        pydantic_data_converter,
-        payload_codec=codec,
-        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
-    )
+    changes: dict[str, Any] = {"external_storage": external_storage_from_env(env)}
+    if codec is not None:
+        changes.update(
+            payload_codec=codec, failure_converter_class=DefaultFailureConverterWithEncodedAttributes
+        )
+    return dataclasses.replace(pydantic_data_converter, **changes)
 
 
 def describe(env: Mapping[str, str] | None = None) -> str:

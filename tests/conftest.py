@@ -57,15 +57,18 @@ def pytest_configure(config: pytest.Config) -> None:
     # Call receipts of this run's workers (in-process and worker processes alike) go to a fresh
     # directory, removed at the end, never to the checkout's .harness/receipts.
     os.environ["HARNESS_RECEIPTS_DIR"] = tempfile.mkdtemp(prefix="harness-test-receipts-")
+    # Likewise large payloads stored outside history (activities.blobstore): a fresh blob directory.
+    os.environ["HARNESS_BLOB_DIR"] = tempfile.mkdtemp(prefix="harness-test-blobs-")
     socket.socket.connect = _loopback_only  # type: ignore[method-assign]
     assert set(SEARCH_ATTRIBUTES) == {key.name for key in ALL_KEYS}
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    """Remove the run's receipts directory."""
-    where = os.environ.get("HARNESS_RECEIPTS_DIR", "")
-    if os.path.basename(where).startswith("harness-test-receipts-"):
-        shutil.rmtree(where, ignore_errors=True)
+    """Remove the run's receipts and blob directories."""
+    for name, prefix in (("HARNESS_RECEIPTS_DIR", "receipts"), ("HARNESS_BLOB_DIR", "blobs")):
+        where = os.environ.get(name, "")
+        if os.path.basename(where).startswith(f"harness-test-{prefix}-"):
+            shutil.rmtree(where, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

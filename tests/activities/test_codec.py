@@ -153,8 +153,12 @@ async def test_a_key_file_holds_one_key_per_line_newest_last(tmp_path: Path) -> 
 
 
 def test_without_a_key_the_converter_is_the_plain_pydantic_one() -> None:
-    """No key configured: the bare pydantic converter, and the one-line notice says so."""
-    assert data_converter({}) is pydantic_data_converter
+    """No key configured: the pydantic converter with no codec (only the blob store added), and the
+    one-line notice says so."""
+    converter = data_converter({})
+    assert converter.payload_converter_class is pydantic_data_converter.payload_converter_class
+    assert converter.payload_codec is None
+    assert converter.failure_converter_class is pydantic_data_converter.failure_converter_class
     assert describe({}).startswith("payloads: not encrypted")
     assert "encrypted with AES-GCM key 'b' (2 keys from HARNESS_CODEC_KEYS)" in describe(
         {KEYS_ENV: f"a={key()},b={key()}"}
