@@ -3,6 +3,7 @@ a real dev server's history by the disk driver and by the SDK's S3 driver on a l
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import uuid
@@ -29,7 +30,8 @@ from activities.codec import KEYS_ENV, data_converter
 from activities.model_call import ModelCallActivities
 from contracts.jobs import JobResult, StopReason
 from contracts.spec import JobSpec, parse_spec
-from tests.helpers import make_worker, start_job
+from harness.sim import SimServer
+from tests.helpers import make_worker, start_job, start_worker, stop
 
 CANARY = "canary-5e1b9d-kept-out-of-history"
 REFERENCE_TYPE = b"temporal.api.sdk.v1.ExternalStorageReference"
@@ -211,6 +213,28 @@ async def test_a_100_kb_turn_text_never_enters_history_inline(
     blobs = files_under(tmp_path)
     assert len(blobs) >= 4  # job input, activity input, activity result, job result
     assert any(CANARY.encode() in blob.read_bytes() for blob in blobs)
+
+
+async def test_a_worker_process_and_a_client_share_the_blob_directory(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """A worker in its own process (python worker.py, as a user runs it) and this test's client meet
+    in the run's HARNESS_BLOB_DIR: the client stores the 100 KB input, the worker reads it and stores
+    the reply, the client reads the result whole."""
+    client = await Client.connect(
+        dev_env.client.service_client.config.target_host, data_converter=data_converter()
+    )
+    queue = f"blobs-{uuid.uuid4().hex[:8]}"
+    text = big_text()
+    worker = start_worker(client, sim, queue)
+    try:
+        handle = await start_job(client, queue, echo_job(text))
+        result: JobResult = await asyncio.wait_for(handle.result(), timeout=30)
+    finally:
+        stop(worker)
+    assert result.output == text
+    raw = b"".join(event.SerializeToString() for event in (await handle.fetch_history()).events)
+    assert CANARY.encode() not in raw
 
 
 # --- the SDK's S3 driver on moto -----------------------------------------------------------------
