@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -29,6 +30,7 @@ from activities.codec import data_converter
 from activities.model_call import ModelCallActivities
 from activities.routing_stats import RoutingStatsActivities
 from activities.team_board import TeamBoardActivities
+from activities.telemetry import JobSpanInterceptor, setup_from_env
 from activities.tool_catalog import load_tool_catalog
 from activities.tools import ToolActivities
 from contracts.names import TASK_QUEUE, TASK_QUEUE_ENV
@@ -43,7 +45,8 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
 
     Configuration comes from the standard ``TEMPORAL_*`` environment (``TEMPORAL_ADDRESS``,
     ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``) or a Temporal config file;
-    an explicit ``address`` wins over both.
+    an explicit ``address`` wins over both. With an ``OTEL_*`` exporter set (``activities.telemetry``)
+    the client traces through ``temporalio.contrib.opentelemetry``, and so do the workers made from it.
     """
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     config.setdefault("target_host", DEFAULT_ADDRESS)
@@ -52,7 +55,15 @@ async def connect(address: str | None = None, namespace: str | None = None) -> C
     if namespace:
         config["namespace"] = namespace
     config["data_converter"] = data_converter()
+    config["interceptors"] = tracing_interceptors() if setup_from_env() else []
     return await Client.connect(**config)
+
+
+def tracing_interceptors(tracer: Any = None) -> list[Any]:
+    """Client (and so worker) interceptors that trace: Temporal's spans for client calls, workflows
+    and activities, propagated through headers, and the job-end span (``JobSpanInterceptor``) inside
+    them. ``tracer``: the global provider's unless given."""
+    return [TracingInterceptor(tracer), JobSpanInterceptor()]
 
 
 def task_queue() -> str:
@@ -70,6 +81,8 @@ PASSTHROUGH_MODULES: dict[str, str] = {
     "contracts": "our spec models, wire types and names: pure data definitions, no I/O",
     "policies": "our pure decision code (no I/O, no clock, no randomness by the layer rule)",
     "jsonschema": "JSON Schema goal checks (policies.goals): pure validation of a value",
+    "opentelemetry": "the tracing interceptor's context and spans: one module for the worker and its "
+    "workflows (a copy per run would not see the worker's tracer); its workflow spans skip replay",
 }
 
 

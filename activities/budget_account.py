@@ -16,6 +16,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, W
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.telemetry import Telemetry
 from contracts.accounts import AccountCall, AccountView, LeaseReply, ReapReply, ReapRequest
 from contracts.names import ACCOUNT_REAP_ACTIVITY, BUDGET_ACCOUNT_ACTIVITY, account_workflow_id
 
@@ -43,8 +44,9 @@ async def account_update(
 class BudgetAccountActivities:
     """Holds the Temporal client the account updates go through."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, telemetry: Telemetry | None = None) -> None:
         self.client = client
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
 
     @activity.defn(name=BUDGET_ACCOUNT_ACTIVITY)
     async def budget_account(self, call: AccountCall) -> LeaseReply:
@@ -55,11 +57,15 @@ class BudgetAccountActivities:
                 reply = await account_update(
                     handle, "lease", call.lease, LeaseReply, id=f"lease-{call.lease.job_id}"
                 )
+                if not reply.granted:
+                    self.telemetry.budget_refused(call.account, call.lease.job_id)
                 return reply
             if call.give_back is not None:
                 view = await account_update(
                     handle, "give_back", call.give_back, AccountView, id=f"give-back-{call.give_back.job_id}"
                 )
+                spent = call.give_back
+                self.telemetry.account_spent(call.account, spent.job_id, spent.tokens_spent, spent.usd_spent)
                 return LeaseReply(granted=True, view=view)
         except WorkflowUpdateFailedError as error:
             raise ApplicationError(str(error.cause), type="BadRequest", non_retryable=True) from error

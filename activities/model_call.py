@@ -33,6 +33,7 @@ from activities.catalog import ModelCatalog, UnknownModelError, UnknownPriceErro
 from activities.config import Endpoint, ProviderSettings
 from activities.openai_provider import OpenAIOptions, OpenAIProvider
 from activities.receipts import CallRecorder, ReceiptStore, store_from_env
+from activities.telemetry import ModelCallSpan, Telemetry
 from contracts.models import (
     INLINE_PAYLOAD_LIMIT,
     EstimateReason,
@@ -178,6 +179,7 @@ class ModelCallActivities:
         catalog: ModelCatalog | None = None,
         receipts: ReceiptStore | Literal["env"] | None = "env",
         payload_limit: int | None = INLINE_PAYLOAD_LIMIT,
+        telemetry: Telemetry | None = None,
     ) -> None:
         # What jobs resolved here may write inline when the worker's converter stores nothing
         # outside history (tests lower it to reach it with small texts).
@@ -187,6 +189,8 @@ class ModelCallActivities:
         # Durable receipts of calls (activities/receipts.py): HARNESS_RECEIPTS_DIR unless given; None: none.
         self.receipts: ReceiptStore | None = store_from_env() if receipts == "env" else receipts
         self._clients: dict[tuple[str, str, str], Any] = {}
+        # Spans and metrics of each call: the global OpenTelemetry providers' (no-ops when off) unless given.
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
 
     def provider(self, name: str) -> Provider:
         """The provider for prefix ``name``, over a client cached per wire format and base URL."""
@@ -259,10 +263,17 @@ class ModelCallActivities:
     @activity.defn(name=MODEL_CALL_ACTIVITY)
     async def model_call(self, request: ModelCallRequest) -> ModelCallResult:
         """Make one model call: stream, heartbeat, validate, price; return partial text if cancelled."""
+        with self.telemetry.model_call(request) as span:
+            result = await self._model_call(request, span)
+            span.done(result)
+            return result
+
+    async def _model_call(self, request: ModelCallRequest, span: ModelCallSpan) -> ModelCallResult:
         info = activity.info()
         receipt = await CallRecorder.open(self.receipts, request)
         if receipt.answer is not None:  # an earlier attempt finished it; its completion was lost
             activity.logger.info("model call answered from its receipt", extra={"call_id": request.call_id})
+            span.answered_from_receipt()
             return receipt.answer
         lost = (
             receipt.lost

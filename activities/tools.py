@@ -29,6 +29,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.function_tools import DEFAULT_TOOLS, ToolRegistry, describe_validation_error
 from activities.mcp_sessions import McpServerError, McpSessions
+from activities.telemetry import Telemetry
 from activities.tool_catalog import ToolCatalog, UnknownToolError, resolve
 from contracts.names import LIST_TOOLS_ACTIVITY, TOOL_CALL_ACTIVITY
 from contracts.tools import (
@@ -81,10 +82,12 @@ class ToolActivities:
         catalog: ToolCatalog | None = None,
         registry: ToolRegistry | None = None,
         sessions: McpSessions | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.catalog = catalog if catalog is not None else ToolCatalog()
         self.registry = registry or DEFAULT_TOOLS
         self.sessions = sessions if sessions is not None else McpSessions(self.catalog.mcp)
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
 
     async def aclose(self) -> None:
         """Close the MCP sessions (stopping stdio servers)."""
@@ -104,6 +107,12 @@ class ToolActivities:
     @activity.defn(name=TOOL_CALL_ACTIVITY)
     async def tool_call(self, request: ToolCallRequest) -> ToolCallResult:
         """Run one tool call: validated, heartbeating, cancellable, its result capped."""
+        with self.telemetry.tool_call(request) as span:
+            result = await self._tool_call(request)
+            span.done(result)
+            return result
+
+    async def _tool_call(self, request: ToolCallRequest) -> ToolCallResult:
         started = time.monotonic()
         tool = request.tool
 

@@ -1,0 +1,270 @@
+"""Telemetry: spans and metrics of model and tool calls, collected by the SDK's in-memory exporter and
+reader (providers injected, the global ones untouched), and a job traced end to end on the dev server."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.client import Client
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
+from temporalio.worker import Replayer
+
+from activities.catalog import ModelCatalog, resolve
+from activities.config import ProviderSettings
+from activities.function_tools import ToolRegistry
+from activities.model_call import ModelCallActivities
+from activities.telemetry import Telemetry, telemetry_wanted
+from activities.tool_catalog import ToolCatalog
+from activities.tools import ToolActivities
+from contracts.models import Message, ModelCallRequest, ModelCallResult
+from contracts.spec import parse_spec
+from contracts.tools import ToolCallRequest
+from harness.sim import SimServer
+from tests.helpers import make_worker, run_job
+from worker import tracing_interceptors, workflow_runner
+from workflows import ALL_WORKFLOWS
+
+PROMPT = "Summarise the quarterly plan CONFIDENTIAL-7f3a"
+SYSTEM = "You are terse. SYSTEM-SECRET-91c2"
+
+
+@dataclass
+class Collected:
+    """Injected providers and what they collected."""
+
+    telemetry: Telemetry
+    tracer_provider: TracerProvider
+    spans: InMemorySpanExporter
+    reader: InMemoryMetricReader
+
+    def finished(self) -> list[ReadableSpan]:
+        return list(self.spans.get_finished_spans())
+
+    def points(self, name: str) -> list[tuple[dict[str, Any], Any]]:
+        """(attributes, value) of each data point of metric ``name``; a histogram's value is its sum."""
+        data = self.reader.get_metrics_data()
+        found = []
+        for resource in data.resource_metrics if data else []:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name == name:
+                        for point in metric.data.data_points:
+                            value = getattr(point, "value", None)
+                            found.append(
+                                (dict(point.attributes or {}), value if value is not None else point.sum)
+                            )
+        return found
+
+
+def collected(capture_content: bool = False) -> Collected:
+    spans = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(SimpleSpanProcessor(spans))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    telemetry = Telemetry(tracer_provider, meter_provider, capture_content=capture_content)
+    return Collected(telemetry, tracer_provider, spans, reader)
+
+
+@pytest.fixture
+def otel() -> Collected:
+    return collected()
+
+
+@pytest.fixture
+async def gateway_of(sim: SimServer) -> AsyncIterator[Any]:
+    made: list[ModelCallActivities] = []
+
+    def make(telemetry: Telemetry) -> ModelCallActivities:
+        acts = ModelCallActivities(
+            ProviderSettings(sim_url=sim.url), ModelCatalog.builtin(), receipts=None, telemetry=telemetry
+        )
+        made.append(acts)
+        return acts
+
+    yield make
+    for acts in made:
+        await acts.aclose()
+
+
+def model_request() -> ModelCallRequest:
+    return ModelCallRequest(
+        call_id=f"job-otel/c1-{uuid.uuid4().hex[:6]}",
+        job_id="job-otel",
+        agent="writer",
+        step="draft",
+        model=resolve("sim:writer"),
+        system=SYSTEM,
+        messages=[Message(role="user", content=PROMPT)],
+        max_output_tokens=200,
+    )
+
+
+def attribute_text(spans: list[ReadableSpan]) -> str:
+    return " ".join(f"{key}={value}" for span in spans for key, value in (span.attributes or {}).items())
+
+
+async def test_a_model_call_has_a_genai_span_and_counts_its_tokens_cost_and_latency(
+    otel: Collected, gateway_of: Any
+) -> None:
+    """A model call makes one ``chat {model}`` span with the GenAI attributes, the job, node and cost,
+    its token figures equal to the call's usage; the counters and the latency histogram agree."""
+    request = model_request()
+    result: ModelCallResult = await ActivityEnvironment().run(gateway_of(otel.telemetry).model_call, request)
+    (span,) = otel.finished()
+    attrs = dict(span.attributes or {})
+    assert span.name == f"chat {request.model.model}"
+    assert attrs["gen_ai.operation.name"] == "chat"
+    assert attrs["gen_ai.request.model"] == request.model.model
+    assert attrs["gen_ai.provider.name"] == "sim"
+    assert attrs["gen_ai.agent.name"] == "writer"
+    assert attrs["harness.job"] == "job-otel" and attrs["harness.node"] == "draft"
+    assert attrs["gen_ai.usage.input_tokens"] == result.usage.input_tokens > 0
+    assert attrs["gen_ai.usage.output_tokens"] == result.usage.output_tokens > 0
+    assert result.cost_usd is not None and attrs["harness.cost_usd"] == pytest.approx(float(result.cost_usd))
+    assert attrs["harness.stop_reason"] == result.finish_reason
+    assert tuple(attrs["gen_ai.response.finish_reasons"]) == (result.finish_reason,)
+
+    tokens = {a["gen_ai.token.type"]: v for a, v in otel.points("harness.tokens")}
+    assert tokens == {"input": result.usage.input_tokens, "output": result.usage.output_tokens}
+    ((labels, usd),) = otel.points("harness.cost")
+    assert usd == pytest.approx(float(result.cost_usd))
+    assert labels["harness.job"] == "job-otel" and labels["gen_ai.request.model"] == request.model.model
+    ((_, seconds),) = otel.points("gen_ai.client.operation.duration")
+    assert 0 < seconds < 10
+
+
+async def test_no_prompt_or_reply_in_any_attribute_unless_asked_for(gateway_of: Any) -> None:
+    """By default no span attribute holds the prompt, the system prompt or the reply; with capture
+    opted in (``HARNESS_OTEL_CAPTURE_CONTENT``) they are there."""
+    default, opted_in = collected(), collected(capture_content=True)
+    result = await ActivityEnvironment().run(gateway_of(default.telemetry).model_call, model_request())
+    text = attribute_text(default.finished())
+    assert "CONFIDENTIAL-7f3a" not in text and "SYSTEM-SECRET-91c2" not in text
+    assert result.text and result.text not in text
+    await ActivityEnvironment().run(gateway_of(opted_in.telemetry).model_call, model_request())
+    text = attribute_text(opted_in.finished())
+    assert "CONFIDENTIAL-7f3a" in text and "SYSTEM-SECRET-91c2" in text
+
+
+async def test_a_tool_call_has_an_execute_tool_span(otel: Collected) -> None:
+    """A tool call makes one ``execute_tool {name}`` span with the tool's name, job, agent, outcome and
+    price, without its arguments or result; its price is counted as USD."""
+    registry = ToolRegistry()
+
+    @registry.tool(idempotent=True, price_usd="0.002")
+    def lookup_order(order_id: str) -> str:
+        """Look an order up."""
+        return f"order {order_id}: shipped"
+
+    entry = registry.get("lookup_order")
+    assert entry is not None
+    tools = ToolActivities(ToolCatalog(), registry=registry, telemetry=otel.telemetry)
+    request = ToolCallRequest(
+        call_id="job-otel/t1",
+        job_id="job-otel",
+        agent="writer",
+        tool=entry.tool_def(),
+        arguments={"order_id": "ORD-SECRET-55"},
+    )
+    result = await ActivityEnvironment().run(tools.tool_call, request)
+    assert result.outcome == "ok"
+    (span,) = otel.finished()
+    attrs = dict(span.attributes or {})
+    assert span.name == "execute_tool lookup_order"
+    assert attrs["gen_ai.operation.name"] == "execute_tool"
+    assert attrs["gen_ai.tool.name"] == "lookup_order"
+    assert attrs["harness.job"] == "job-otel" and attrs["gen_ai.agent.name"] == "writer"
+    assert attrs["harness.tool.outcome"] == "ok" and attrs["harness.cost_usd"] == pytest.approx(0.002)
+    assert "ORD-SECRET-55" not in attribute_text([span])
+    ((labels, usd),) = otel.points("harness.cost")
+    assert usd == pytest.approx(0.002) and labels["gen_ai.tool.name"] == "lookup_order"
+
+
+@pytest.mark.parametrize(
+    ("env", "on"),
+    [
+        ({}, False),
+        ({"OTEL_SERVICE_NAME": "x"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"}, True),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://x",
+                "OTEL_TRACES_EXPORTER": "none",
+                "OTEL_METRICS_EXPORTER": "none",
+            },
+            False,
+        ),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_SDK_DISABLED": "true"}, False),
+    ],
+)
+def test_telemetry_is_on_only_when_an_otel_exporter_is_set(env: dict[str, str], on: bool) -> None:
+    """An OTLP endpoint or exporter turns telemetry on; nothing set, ``none`` for both signals or
+    ``OTEL_SDK_DISABLED`` leaves it off."""
+    assert telemetry_wanted(env) is on
+
+
+@pytest.fixture
+def traced() -> Iterator[Collected]:
+    otel = collected()
+    yield otel
+    otel.tracer_provider.shutdown()
+
+
+async def test_a_job_is_one_trace_from_the_client_to_its_model_calls_and_replays(
+    dev_env: WorkflowEnvironment, gateway_of: Any, traced: Collected
+) -> None:
+    """Through the dev server with the tracing interceptors on the client: the start, the workflow,
+    its activities, each model call and the job's end (with its stop reason) are spans of one trace,
+    and the job's history replays with the interceptors on."""
+    tracer = traced.telemetry.tracer
+    client = Client(**{**dev_env.client.config(), "interceptors": tracing_interceptors(tracer)})
+    spec = parse_spec(
+        {
+            "id": f"otel-{uuid.uuid4().hex[:8]}",
+            "mode": "sequential",
+            "task": "Write one line.",
+            "agents": [{"name": "writer", "model": "sim:writer", "max_output_tokens": 60}],
+            "steps": [{"id": "draft", "agent": "writer", "prompt": "{task}"}],
+            "budget": {"tokens": 5000},
+        }
+    )
+    async with make_worker(client, gateway_of(traced.telemetry)) as worker:
+        result = await run_job(client, worker.task_queue, spec)
+    spans = traced.finished()
+    names = [span.name for span in spans]
+    assert any(name.startswith("StartWorkflow:") for name in names)
+    assert any(name.startswith("RunWorkflow:") for name in names)
+    assert "RunActivity:harness.model_call" in names
+    chats = [span for span in spans if span.name.startswith("chat ")]
+    assert len(chats) == result.ledger.calls == 1
+    assert chats[0].attributes and chats[0].attributes["harness.job"] == spec.id
+    (ended,) = [span for span in spans if span.name.startswith("JobEnded:")]
+    assert ended.attributes and ended.attributes["harness.stop_reason"] == result.stop_reason
+    assert ended.attributes["gen_ai.usage.output_tokens"] == result.ledger.usage.output_tokens
+    assert len({span.context.trace_id for span in spans if span.context}) == 1
+
+    history = await client.get_workflow_handle(spec.id or "").fetch_history()
+    before = len(traced.finished())
+    replayer = Replayer(
+        workflows=ALL_WORKFLOWS,
+        data_converter=client.data_converter,
+        workflow_runner=workflow_runner(),
+        interceptors=tracing_interceptors(tracer),
+    )
+    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
+    assert len(traced.finished()) == before, "a replay made spans again"
