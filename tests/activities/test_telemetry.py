@@ -3,6 +3,11 @@ reader (providers injected, the global ones untouched), and a job traced end to 
 
 from __future__ import annotations
 
+import http.server
+import os
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -22,14 +27,14 @@ from activities.catalog import ModelCatalog, resolve
 from activities.config import ProviderSettings
 from activities.function_tools import ToolRegistry
 from activities.model_call import ModelCallActivities
-from activities.telemetry import Telemetry, telemetry_wanted
+from activities.telemetry import Telemetry, setup_from_env, telemetry_wanted
 from activities.tool_catalog import ToolCatalog
 from activities.tools import ToolActivities
 from contracts.models import Message, ModelCallRequest, ModelCallResult
 from contracts.spec import parse_spec
 from contracts.tools import ToolCallRequest
 from harness.sim import SimServer
-from tests.helpers import make_worker, run_job
+from tests.helpers import ROOT, make_worker, run_job
 from worker import tracing_interceptors, workflow_runner
 from workflows import ALL_WORKFLOWS
 
@@ -268,3 +273,54 @@ async def test_a_job_is_one_trace_from_the_client_to_its_model_calls_and_replays
     replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert replayed.replay_failure is None, replayed.replay_failure
     assert len(traced.finished()) == before, "a replay made spans again"
+
+
+EXPORTING = """
+from opentelemetry import trace
+from activities.telemetry import Telemetry, setup_from_env
+assert setup_from_env()
+provider = trace.get_tracer_provider()
+assert setup_from_env() and trace.get_tracer_provider() is provider  # a second call keeps it
+telemetry = Telemetry()
+with telemetry.tracer.start_as_current_span("probe"):
+    pass
+telemetry.budget_refused("team", "job-1")
+"""
+
+
+def test_setup_from_env_exports_spans_and_metrics_over_otlp_http() -> None:
+    """With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, a process's spans and metrics reach that endpoint as
+    OTLP/HTTP (flushed at exit), its service named ``harness``; without it ``setup_from_env`` is off."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    received: dict[str, bytes] = {}
+
+    class Collector(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received[self.path] = self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+        }
+        subprocess.run([sys.executable, "-c", EXPORTING], env=env, cwd=ROOT, check=True, timeout=30)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert set(received) == {"/v1/traces", "/v1/metrics"}
+    traces = ExportTraceServiceRequest.FromString(received["/v1/traces"])
+    (resource,) = traces.resource_spans
+    service = {a.key: a.value.string_value for a in resource.resource.attributes}["service.name"]
+    assert service == "harness"
+    assert [span.name for scope in resource.scope_spans for span in scope.spans] == ["probe"]
+    assert b"harness.budget.refusals" in received["/v1/metrics"]
+    assert not setup_from_env({})
