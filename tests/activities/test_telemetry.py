@@ -3,6 +3,7 @@ reader (providers injected, the global ones untouched), and a job traced end to 
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import os
 import subprocess
@@ -193,6 +194,53 @@ async def test_a_tool_call_has_an_execute_tool_span(otel: Collected) -> None:
     assert "ORD-SECRET-55" not in attribute_text([span])
     ((labels, usd),) = otel.points("harness.cost")
     assert usd == pytest.approx(0.002) and labels["gen_ai.tool.name"] == "lookup_order"
+
+
+async def test_an_interrupted_model_call_and_tool_call_count_as_interrupts(
+    otel: Collected, gateway_of: Any
+) -> None:
+    """A model call cancelled mid-stream ends its span with stop reason ``cancelled`` and its usage so
+    far; a cancelled tool call's span has an error; each counts once in ``harness.interrupts``."""
+    env = ActivityEnvironment()
+    request = model_request().model_copy(
+        update={"messages": [Message(role="user", content="Go on. [[sim latency=0 tps=20 tokens=300]]")]}
+    )
+    running = asyncio.create_task(env.run(gateway_of(otel.telemetry).model_call, request))
+    await asyncio.sleep(0.4)
+    env.cancel()
+    result: ModelCallResult = await asyncio.wait_for(running, 5)
+    assert result.finish_reason == "cancelled"
+
+    registry = ToolRegistry()
+
+    @registry.tool(idempotent=True)
+    async def slow() -> str:
+        """Sleep long."""
+        await asyncio.sleep(30)
+        return "woke"
+
+    entry = registry.get("slow")
+    assert entry is not None
+    tools = ToolActivities(ToolCatalog(), registry=registry, telemetry=otel.telemetry)
+    tool_env = ActivityEnvironment()
+    call = ToolCallRequest(
+        call_id="job-otel/t2", job_id="job-otel", agent="writer", tool=entry.tool_def(), arguments={}
+    )
+    running_tool = asyncio.create_task(tool_env.run(tools.tool_call, call))
+    await asyncio.sleep(0.2)
+    tool_env.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(running_tool, 5)
+
+    chat, tool = sorted(otel.finished(), key=lambda span: span.name)
+    assert chat.attributes and chat.attributes["harness.stop_reason"] == "cancelled"
+    assert chat.attributes["gen_ai.usage.output_tokens"] == result.usage.output_tokens > 0
+    assert tool.name == "execute_tool slow" and tool.attributes
+    assert tool.attributes["error.type"] == "CancelledError"
+    interrupts = {
+        labels["gen_ai.operation.name"]: value for labels, value in otel.points("harness.interrupts")
+    }
+    assert interrupts == {"chat": 1, "execute_tool": 1}
 
 
 @pytest.mark.parametrize(
