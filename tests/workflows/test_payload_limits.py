@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-
 from temporalio.testing import WorkflowEnvironment
 
 from activities.config import ProviderSettings
