@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import threading
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -355,6 +356,86 @@ def _start_detached(spec: Any) -> None:
 
     console.print(f"[dim]{describe()}[/]")
     console.print(f"started job {asyncio.run(go())}")
+
+
+@app.command("list")
+def list_(
+    status: Annotated[
+        str | None,
+        typer.Option(help="Only jobs in this status: starting, running, waiting, paused, finished, failed."),
+    ] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            help="Only jobs of this mode: sequential, groupchat, dag, delegation, team "
+            "(or subtask, team-member)."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many, newest first.")] = 20,
+    children: Annotated[
+        bool, typer.Option("--children", help="Include child jobs (delegation subtasks, team members).")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List jobs, newest first: mode, status, stop reason, tokens, cost and age (from the search
+    attributes; spend lags a running job by up to 9 turns). Needs no worker."""
+    import dataclasses
+
+    from harness.client import CHILD_MODES, list_jobs
+    from worker import connect
+    from workflows import WORKFLOW_FOR_MODE
+
+    statuses = [s.value for s in JobStatus]
+    modes = [*WORKFLOW_FOR_MODE, *CHILD_MODES]
+    if status is not None and status not in statuses:
+        _fail(f"unknown status {status!r}; one of: {', '.join(statuses)}", code=2)
+    if mode is not None and mode not in modes:
+        _fail(f"unknown mode {mode!r}; one of: {', '.join(modes)}", code=2)
+
+    async def go() -> list[Any]:
+        return await list_jobs(await connect(), status=status, mode=mode, limit=limit, children=children)
+
+    rows = asyncio.run(go())
+    if as_json:
+        console.print_json(json.dumps([dataclasses.asdict(row) for row in rows], default=str))
+        return
+    if not rows:
+        console.print("no jobs" + (" match" if status or mode else " yet"))
+        return
+    now = datetime.now(UTC)
+    table = Table(box=None, padding=(0, 2), header_style="bold", pad_edge=False)
+    for name, justify in (
+        ("job", "left"),
+        ("mode", "left"),
+        ("status", "left"),
+        ("stop reason", "left"),
+        ("tokens", "right"),
+        ("cost", "right"),
+        ("age", "right"),
+    ):
+        # The id is what people copy into the next command: never cut or wrapped.
+        widest = max(len(row.job_id) for row in rows) if name == "job" else None
+        table.add_column(name, justify=justify, no_wrap=name == "job", min_width=widest)  # type: ignore[arg-type]
+    for row in rows:
+        table.add_row(
+            row.job_id,
+            row.mode,
+            row.status,
+            row.stop_reason or "-",
+            f"{row.tokens:,}" if row.tokens is not None else "-",
+            f"${row.cost_usd:.4f}" if row.cost_usd is not None else "-",
+            _age(now - row.started) if row.started is not None else "-",
+        )
+    console.print(table)
+
+
+def _age(delta: timedelta) -> str:
+    """``45s``, ``12m``, ``3h``, ``2d``."""
+    seconds = max(0, int(delta.total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def _query(job_id: str, name: str, result_type: Any) -> Any:

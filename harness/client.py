@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio.api.enums.v1 import TaskQueueType
@@ -159,3 +160,72 @@ async def job_result(client: Client, job_id: str) -> JobResult:
     """Wait for a job's result."""
     result: JobResult = await client.get_workflow_handle(job_id, result_type=JobResult).result()
     return result
+
+
+@dataclass(frozen=True)
+class JobRow:
+    """One job as ``harness list`` shows it: what its search attributes and execution info say."""
+
+    job_id: str
+    mode: str
+    status: str
+    """The job's own status (``HarnessStatus``), or Temporal's when the job could not set one
+    (terminated, timed out, a failed start)."""
+    stop_reason: str | None
+    tokens: int | None
+    cost_usd: float | None
+    started: datetime | None
+    closed: datetime | None
+
+
+CHILD_MODES = ("subtask", "team-member")
+"""The modes of child jobs (a delegation's subtasks, a team's members): left out unless asked for."""
+
+
+def jobs_query(status: str | None = None, mode: str | None = None, children: bool = False) -> str:
+    """The visibility query for harness's jobs, filtered by status and mode (values as the search
+    attributes hold them; quoted here, so they cannot widen the query)."""
+    parts = ["HarnessMode IS NOT NULL"]
+    for key, value in ((sa.STATUS.name, status), (sa.MODE.name, mode)):
+        if value is not None:
+            parts.append(f"{key} = {_quoted(value)}")
+    if not children and mode is None:
+        parts.append(f"{sa.MODE.name} NOT IN ({', '.join(_quoted(m) for m in CHILD_MODES)})")
+    return " AND ".join(parts)
+
+
+def _quoted(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+async def list_jobs(
+    client: Client,
+    status: str | None = None,
+    mode: str | None = None,
+    limit: int = 20,
+    children: bool = False,
+) -> list[JobRow]:
+    """The most recently started jobs first, at most ``limit``, from the server's visibility store."""
+    rows: list[JobRow] = []
+    query = jobs_query(status, mode, children)
+    async for execution in client.list_workflows(query, limit=limit):
+        attributes = execution.typed_search_attributes
+        running = execution.status is WorkflowExecutionStatus.RUNNING
+        own = attributes.get(sa.STATUS)
+        if execution.status in (None, WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.COMPLETED):
+            shown = own or "?"
+        else:  # ended by Temporal, not by the job: its last own status would mislead
+            shown = execution.status.name.lower()
+        rows.append(
+            JobRow(
+                job_id=execution.id,
+                mode=attributes.get(sa.MODE) or "?",
+                status=shown,
+                stop_reason=attributes.get(sa.STOP_REASON),
+                tokens=attributes.get(sa.TOKENS),
+                cost_usd=attributes.get(sa.COST_USD),
+                started=execution.start_time,
+                closed=None if running else execution.close_time,
+            )
+        )
+    return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -74,6 +75,28 @@ def test_run_prints_result_spend_stop_reason_and_link(dev_env: WorkflowEnvironme
     spent = harness("ledger", job_id, env=env)
     assert spent.returncode == 0, spent.stderr
     assert "remaining" in spent.stdout and "writer:" in spent.stdout
+    # `harness list` finds it among the session's jobs, from the search attributes (no worker).
+    row = listed(job_id, env, "--mode", "sequential", "--status", "finished")
+    assert row["mode"] == "sequential" and row["status"] == "finished"
+    assert row["stop_reason"] == "completed" and row["tokens"] > 0 and row["cost_usd"] > 0
+    table = harness("list", "--limit", "1000", env=env)
+    assert table.returncode == 0, table.stderr
+    line = next(line for line in table.stdout.splitlines() if line.strip().startswith(job_id))
+    assert line.split()[1:4] == ["sequential", "finished", "completed"], line
+    assert harness("list", "--status", "done", env=env).returncode == 2
+
+
+def listed(job_id: str, env: dict[str, str], *filters: str) -> dict[str, object]:
+    """The job's row in `harness list --json` (visibility may trail the job's end by a moment)."""
+    deadline = time.monotonic() + 10
+    while True:
+        done = harness("list", "--json", "--limit", "1000", *filters, env=env)
+        assert done.returncode == 0, done.stderr
+        rows = {row["job_id"]: row for row in json.loads(done.stdout)}
+        if job_id in rows and rows[job_id]["stop_reason"] is not None:
+            return rows[job_id]
+        assert time.monotonic() < deadline, f"{job_id} not listed: {sorted(rows)}"
+        time.sleep(0.5)
 
 
 def one_line(done: object) -> str:
@@ -92,6 +115,7 @@ def one_line(done: object) -> str:
         ["result", "x"],
         ["worker"],
         ["budget", "show", "a"],
+        ["list"],
     ],
 )
 def test_no_server_is_one_line_and_exit_1(command: list[str]) -> None:
