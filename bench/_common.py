@@ -10,9 +10,11 @@ import socket
 import subprocess
 import sys
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import IO, Any
 
+from contracts.spec import JobSpec, parse_spec
 from harness.devserver import DevServer, DevServerError
 from harness.sim import SimServer
 
@@ -97,3 +99,17 @@ def percentile(values: list[float], share: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(share * len(ordered) + 0.5) - 1))]
+
+
+def echo_chain(turns: int, prefix: str = "bench") -> JobSpec:
+    """A sequential chain of ``turns`` steps on sim:echo, each fed the previous output (64 tokens a
+    reply): the job the overhead benches time against their baselines."""
+    steps = [{"id": f"s{i}", "agent": "a", "prompt": "{input}"} for i in range(turns)]
+    return parse_spec(
+        {
+            "id": f"{prefix}-{uuid.uuid4().hex[:8]}",
+            "task": "Write about schedulers.",
+            "agents": [{"name": "a", "model": "sim:echo", "max_output_tokens": 64}],
+            "steps": steps,
+        }
+    )

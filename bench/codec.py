@@ -31,24 +31,11 @@ from activities.codec import KEYS_ENV, data_converter  # noqa: E402
 from activities.config import ProviderSettings  # noqa: E402
 from activities.model_call import ModelCallActivities  # noqa: E402
 from contracts.jobs import JobResult  # noqa: E402
-from contracts.spec import JobSpec, parse_spec  # noqa: E402
 from harness.sim import SimConfig, SimServer  # noqa: E402
 from worker import build_worker  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import start_dev_server  # noqa: E402
-
-
-def chain(turns: int) -> JobSpec:
-    steps = [{"id": f"s{i}", "agent": "a", "prompt": "{input}"} for i in range(turns)]
-    return parse_spec(
-        {
-            "id": f"bench-codec-{uuid.uuid4().hex[:8]}",
-            "task": "Write about schedulers.",
-            "agents": [{"name": "a", "model": "sim:echo", "max_output_tokens": 64}],
-            "steps": steps,
-        }
-    )
+from _common import echo_chain, start_dev_server  # noqa: E402
 
 
 async def main(turns: int, repeats: int) -> None:
@@ -69,7 +56,7 @@ async def main(turns: int, repeats: int) -> None:
             ):
 
                 async def run(client: Client, suffix: str) -> float:
-                    spec = chain(turns)
+                    spec = echo_chain(turns, "bench-codec")
                     start = time.perf_counter()
                     result = await client.execute_workflow(
                         "SequentialJob",

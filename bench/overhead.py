@@ -31,12 +31,12 @@ from activities.config import ProviderSettings  # noqa: E402
 from activities.model_call import ModelCallActivities  # noqa: E402
 from contracts import search_attributes as sa  # noqa: E402
 from contracts.jobs import JobResult  # noqa: E402
-from contracts.spec import parse_spec  # noqa: E402
 from harness.sim import SimConfig, SimServer  # noqa: E402
 from worker import build_worker  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bare_workflow import BareChain  # noqa: E402
+from _common import echo_chain  # noqa: E402
 
 
 class BareCall:
@@ -51,18 +51,6 @@ class BareCall:
             model="echo", messages=[{"role": "user", "content": prompt}], max_tokens=64
         )
         return reply.choices[0].message.content or ""
-
-
-def harness_spec(turns: int) -> object:
-    steps = [{"id": f"s{i}", "agent": "a", "prompt": "{input}"} for i in range(turns)]
-    return parse_spec(
-        {
-            "id": f"bench-{uuid.uuid4().hex[:8]}",
-            "task": "Write about schedulers.",
-            "agents": [{"name": "a", "model": "sim:echo", "max_output_tokens": 64}],
-            "steps": steps,
-        }
-    )
 
 
 async def main(turns: int, repeats: int) -> None:
@@ -87,7 +75,7 @@ async def main(turns: int, repeats: int) -> None:
             async with worker, bare_worker:
 
                 async def run_harness() -> float:
-                    spec = harness_spec(turns)
+                    spec = echo_chain(turns)
                     start = time.perf_counter()
                     await client.execute_workflow(
                         "SequentialJob",

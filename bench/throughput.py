@@ -34,13 +34,12 @@ from activities.codec import data_converter  # noqa: E402
 from activities.config import ProviderSettings  # noqa: E402
 from activities.model_call import ModelCallActivities  # noqa: E402
 from contracts.jobs import JobResult  # noqa: E402
-from contracts.spec import JobSpec, parse_spec  # noqa: E402
 from harness.sim import SimConfig, SimServer  # noqa: E402
 from worker import build_worker  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bare_workflow import BareChain  # noqa: E402
-from _common import start_dev_server  # noqa: E402
+from _common import echo_chain, start_dev_server  # noqa: E402
 
 MAX_TOKENS = 64
 
@@ -64,18 +63,6 @@ class BareStreamingCall:
         return "".join(parts)
 
 
-def chain(turns: int) -> JobSpec:
-    steps = [{"id": f"s{i}", "agent": "a", "prompt": "{input}"} for i in range(turns)]
-    return parse_spec(
-        {
-            "id": f"bench-tp-{uuid.uuid4().hex[:8]}",
-            "task": "Write about schedulers.",
-            "agents": [{"name": "a", "model": "sim:echo", "max_output_tokens": MAX_TOKENS}],
-            "steps": steps,
-        }
-    )
-
-
 async def main(jobs: int, turns: int, repeats: int) -> None:
     with tempfile.TemporaryDirectory() as tmp, SimServer(SimConfig(port=0)) as sim:
         server = start_dev_server(Path(tmp) / "temporal")
@@ -93,7 +80,7 @@ async def main(jobs: int, turns: int, repeats: int) -> None:
             async with harness_worker, bare_worker:
 
                 async def run_harness() -> float:
-                    specs = [chain(turns) for _ in range(jobs)]
+                    specs = [echo_chain(turns, "bench-tp") for _ in range(jobs)]
                     start = time.perf_counter()
                     results = await asyncio.gather(
                         *(

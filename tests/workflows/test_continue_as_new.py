@@ -34,6 +34,7 @@ from tests.helpers import (
     status_of,
     transcript_of,
 )
+from tests.workflows.test_delegation_team import team
 
 
 def long_chat(**overrides: Any) -> JobSpec:
@@ -363,20 +364,7 @@ async def test_team_members_continue_as_new_between_tasks_and_lose_nothing(
         "List three facts.",
         "Draft the opening.",
     ]
-    spec = parse_spec(
-        {
-            "id": f"can-team-{uuid.uuid4().hex[:8]}",
-            "mode": "team",
-            "task": "A briefing on durable agents.",
-            "agents": [
-                {"name": "writer", "model": "sim:writer", "max_output_tokens": 120},
-                {"name": "echo", "model": "sim:echo", "max_output_tokens": 120},
-            ],
-            "team": {"tasks": tasks, "max_tasks": 10},
-            "turns_per_run": 1,
-            "budget": {"tokens": 60000},
-        }
-    )
+    spec = team(tasks, turns_per_run=1)
     board = TeamBoardActivities(dev_env.client)
     activities = [gateway.model_call, gateway.resolve_models, board.team_board]
     async with make_worker(dev_env.client, gateway, activities=activities) as worker:
