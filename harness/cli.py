@@ -589,7 +589,7 @@ def one_line_error(error: BaseException) -> str | None:
     show the traceback). Set ``HARNESS_DEBUG=1`` for the traceback anyway."""
     from temporalio.service import RPCError, RPCStatusCode
 
-    from harness.client import NoSuchJob, NoWorker
+    from harness.client import NoSuchJob, NoWorker, worker_missing
 
     address = os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233")
     if isinstance(error, (NoSuchJob, NoWorker)):
@@ -602,10 +602,8 @@ def one_line_error(error: BaseException) -> str | None:
     if isinstance(error, RPCError):
         if error.status is RPCStatusCode.NOT_FOUND:
             return f"not found: {error.message}"
-        if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
-            return (
-                f"Temporal did not answer in time ({error.message}): is a worker running? (`harness worker`)"
-            )
+        if worker_missing(error) is not None:
+            return f"no worker answered ({error.message}): is a worker running? Start `harness worker`"
         if error.status is RPCStatusCode.UNAVAILABLE:
             return f"Temporal at {address} is unavailable: {error.message}"
         return f"Temporal refused the request ({error.status.name}): {error.message}"

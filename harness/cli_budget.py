@@ -126,16 +126,25 @@ def create(
 @budget_app.command("show")
 def show(name: Annotated[str, typer.Argument(help="Account name.")]) -> None:
     """Show an account: caps, this period's spend, open leases, what is left."""
+    from temporalio.service import RPCError, RPCStatusCode
+
+    from harness.client import query_workflow
     from worker import connect
 
     async def go() -> AccountView:
         client = await connect()
-        view: AccountView = await client.get_workflow_handle(account_workflow_id(name)).query(
-            "show", result_type=AccountView, rpc_timeout=timedelta(seconds=15)
+        return await query_workflow(
+            client, account_workflow_id(name), "show", AccountView, what=f"account {name!r}"
         )
-        return view
 
-    console.print(account_table(asyncio.run(go())))
+    try:
+        view = asyncio.run(go())
+    except RPCError as error:
+        if error.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        _fail(f"no account {name!r} (create it with `harness budget create {name} ...`)")
+        return
+    console.print(account_table(view))
 
 
 @budget_app.command("topup")

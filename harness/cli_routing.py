@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -21,7 +20,6 @@ routing_app = typer.Typer(
     help="Cost-aware routing: the pass rates learned from checks.", no_args_is_help=True
 )
 console = Console()
-QUERY_TIMEOUT = timedelta(seconds=15)
 
 
 def _tier_prior(ref: str) -> float | None:
@@ -79,25 +77,20 @@ def stats(
     """Show the learned pass rate per (task kind, model): counts, tier prior and posterior mean."""
     from temporalio.service import RPCError, RPCStatusCode
 
+    from harness.client import query_workflow
     from worker import connect
 
     async def go() -> RoutingStatsState:
         client = await connect()
-        handle = client.get_workflow_handle(workflow_id)
-        state: RoutingStatsState = await handle.query(
-            "stats", result_type=RoutingStatsState, rpc_timeout=QUERY_TIMEOUT
-        )
-        return state
+        return await query_workflow(client, workflow_id, "stats", RoutingStatsState, what="routing stats")
 
     try:
         state = asyncio.run(go())
     except RPCError as error:
-        if error.status == RPCStatusCode.NOT_FOUND:
-            console.print("no routing stats yet: no job with a learning route or cascade has run")
-            return
-        # A query is answered by a worker: without one it times out.
-        console.print(f"[red]no answer from {workflow_id}:[/] {error}; is a worker running (harness worker)?")
-        raise typer.Exit(1) from None
+        if error.status != RPCStatusCode.NOT_FOUND:
+            raise
+        console.print("no routing stats yet: no job with a learning route or cascade has run")
+        return
     if as_json:
         console.print_json(state.model_dump_json(exclude={"keys"}))
         return

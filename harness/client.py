@@ -38,7 +38,26 @@ class NoSuchJob(LookupError):
 
 
 class NoWorker(RuntimeError):
-    """A read that needs a worker (a query) found none polling the job's task queue."""
+    """A read that needs a worker (a query) found none to answer it on the workflow's task queue."""
+
+    def __init__(self, queue: str, what: str, how: str) -> None:
+        super().__init__(
+            f"no worker answered on task queue {queue!r} ({how}), and reading {what} needs one: "
+            "is a worker running? Start `harness worker` (with the same HARNESS_TASK_QUEUE)"
+        )
+
+
+def worker_missing(error: RPCError) -> str | None:
+    """How Temporal said that no worker took a query, or None for another failure. The same
+    condition comes back three ways, depending on how long ago the last worker polled: the
+    server's own query timeout (DEADLINE_EXCEEDED), the client's (CANCELLED), or, once the server
+    has seen no poll for a while though it still lists the gone worker's pollers,
+    FAILED_PRECONDITION "no poller seen for task queue recently"."""
+    if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+        return f"the query timed out after {QUERY_TIMEOUT.total_seconds():g} s"
+    if error.status is RPCStatusCode.FAILED_PRECONDITION and "poller" in error.message.lower():
+        return "Temporal has seen no poll on it recently"
+    return None
 
 
 def new_job_id(spec: JobSpec) -> str:
@@ -143,16 +162,34 @@ async def _has_pollers(client: Client, queue: str) -> bool:
 
 
 async def query_job(client: Client, job_id: str, query: str, result_type: type[T]) -> T:
-    """Query a job (running or ended: a worker answers, replaying an ended one). Says at once when
-    no worker polls the job's task queue instead of waiting for the query to time out."""
-    handle = client.get_workflow_handle(job_id)
-    queue = (await _describe(handle)).task_queue
+    """Query a job (running or ended: a worker answers, replaying an ended one). ``NoSuchJob`` for
+    an unknown id; ``NoWorker`` when no worker answers (see ``query_workflow``)."""
+    try:
+        return await query_workflow(client, job_id, query, result_type, what=f"a job's {query}")
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            raise NoSuchJob(job_id) from None
+        raise
+
+
+async def query_workflow(
+    client: Client, workflow_id: str, query: str, result_type: type[T], *, what: str
+) -> T:
+    """Query a workflow, saying ``NoWorker`` (naming its task queue and ``what`` was being read)
+    when no worker answers: at once when no worker polls the queue, else however Temporal reports
+    the query that no worker took (``worker_missing``). Other failures, a NOT_FOUND among them,
+    propagate as ``RPCError``."""
+    handle = client.get_workflow_handle(workflow_id)
+    queue = (await handle.describe()).task_queue
     if not await _has_pollers(client, queue):
-        raise NoWorker(
-            f"no worker polls task queue {queue!r}, and reading a job's {query} needs one: "
-            "start `harness worker` (with the same HARNESS_TASK_QUEUE)"
-        )
-    answer: T = await handle.query(query, result_type=result_type, rpc_timeout=QUERY_TIMEOUT)
+        raise NoWorker(queue, what, "none polls it")
+    try:
+        answer: T = await handle.query(query, result_type=result_type, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as error:
+        how = worker_missing(error)
+        if how is None:
+            raise
+        raise NoWorker(queue, what, how) from None
     return answer
 
 
