@@ -23,6 +23,10 @@ OnProgress = Callable[[str], None]
 """Called with each piece of text as it streams in (a tool call's argument pieces too: they are
 output the call is billed for)."""
 
+OnAccepted = Callable[[], None]
+"""Called once the provider has accepted the request: its response began with a success status
+(for a stream, before the first token; the provider bills the prompt from here on)."""
+
 
 def estimate_input_tokens(request: ModelCallRequest, scale: float | None = None) -> int:
     """Input tokens of ``request`` as sent (the one estimator, ``policies.tokens``): conservative,
@@ -103,12 +107,17 @@ class Provider(ABC):
     """The provider prefix this instance serves ('sim', 'openai', ...)."""
 
     @abstractmethod
-    async def complete(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
-        """Send ``request`` and wait for the whole reply."""
+    async def complete(
+        self, request: ModelCallRequest, on_progress: OnProgress, on_accepted: OnAccepted | None = None
+    ) -> ProviderReply:
+        """Send ``request`` and wait for the whole reply (``on_accepted`` once it came back)."""
 
     @abstractmethod
-    async def stream(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
-        """Send ``request`` and stream the reply, calling ``on_progress`` with each piece of text.
+    async def stream(
+        self, request: ModelCallRequest, on_progress: OnProgress, on_accepted: OnAccepted | None = None
+    ) -> ProviderReply:
+        """Send ``request`` and stream the reply, calling ``on_accepted`` once the provider answered
+        with a success status and ``on_progress`` with each piece of text.
 
         If the calling task is cancelled, the stream is closed before ``CancelledError`` propagates.
         """

@@ -15,6 +15,7 @@ import anthropic
 
 from activities._provider import (
     MalformedResponseError,
+    OnAccepted,
     OnProgress,
     Provider,
     ProviderReply,
@@ -33,9 +34,13 @@ class AnthropicProvider(Provider):
         self.client = client
         self.name = name
 
-    async def complete(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
+    async def complete(
+        self, request: ModelCallRequest, on_progress: OnProgress, on_accepted: OnAccepted | None = None
+    ) -> ProviderReply:
         """Send ``request`` and wait for the whole reply."""
         message: Any = await self.client.messages.create(**_params(request), stream=False)
+        if on_accepted is not None:
+            on_accepted()
         content = getattr(message, "content", None)
         if not isinstance(content, list):
             raise MalformedResponseError("message without content")
@@ -62,9 +67,13 @@ class AnthropicProvider(Provider):
             tool_calls=calls,
         )
 
-    async def stream(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
+    async def stream(
+        self, request: ModelCallRequest, on_progress: OnProgress, on_accepted: OnAccepted | None = None
+    ) -> ProviderReply:
         """Stream ``request``; the stream is closed on any exit, cancellation included."""
         stream: Any = await self.client.messages.create(**_params(request), stream=True)
+        if on_accepted is not None:  # the SDK raised for an error status: this one is a success
+            on_accepted()
         parts: list[str] = []
         calls: dict[int, dict[str, Any]] = {}  # tool_use blocks by their index in the content
         start_usage: Any = None

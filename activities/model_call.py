@@ -5,10 +5,14 @@ the first token (that is how a cancellation reaches it), validates structured ou
 prices the usage, and on cancellation returns what it has instead of raising.
 
 Heartbeat details (also read back on a retry): ``{"attempt", "output_tokens", "settled_output_tokens",
-"input_tokens_estimate", "chars", "lost_input_tokens", "lost_output_tokens"}``, cumulative over the
-re-asks of one attempt. An attempt that dies after output started streaming is reported by the next
-attempt as ``lost_usage`` (estimated: the reply it was streaming at its max output tokens, since it may
-have streamed on after the last heartbeat), and the figure carries forward until an attempt succeeds.
+"input_tokens_estimate", "chars", "sent", "lost_input_tokens", "lost_output_tokens"}``, cumulative over
+the re-asks of one attempt. Before each request goes out the attempt records that it is sending it
+(in its receipt, written before the request leaves, and a heartbeat). An attempt that dies after that
+point is reported by the next attempt as ``lost_usage`` (estimated): the provider bills a prompt it
+received whether or not any output followed. From the receipt: the request's input estimate plus the
+output it streamed (and a margin); from the heartbeat alone (receipts off): the reply at its max output
+tokens, since it may have streamed on after the last heartbeat. An attempt that dies before it sent
+anything is charged nothing. The figure carries forward until an attempt succeeds.
 """
 
 from __future__ import annotations
@@ -80,6 +84,10 @@ class _Meter:
     chars: int = 0
     first_at: float | None = None
     last_at: float | None = None
+    sent_at: float | None = None
+    """When the request in flight was handed to the provider (Unix time); None: not yet."""
+    accepted_at: float | None = None
+    """When the provider answered it with a success status (Unix time); None: not (yet)."""
     _prompt_tokens: int = 0
     """The conservative count of the request's texts (system prompt and messages), made once."""
     _messages: int = 0
@@ -93,6 +101,15 @@ class _Meter:
         self.chars = 0
         self.first_at = None
         self.last_at = None
+        self.sent_at = None
+        self.accepted_at = None
+
+    def sending(self) -> None:
+        """The request in flight goes to the provider now: from here on its prompt can be billed."""
+        self.sent_at = time.time()
+
+    def on_accepted(self) -> None:
+        self.accepted_at = time.time()
 
     def on_progress(self, piece: str) -> None:
         self.last_at = time.monotonic()
@@ -112,6 +129,8 @@ class _Meter:
         self.pieces = []
         self.chars = 0
         self.request = None
+        self.sent_at = None
+        self.accepted_at = None
 
     def scale(self) -> float | None:
         """The model's calibrated scale for this call's estimates (None: the conservative count)."""
@@ -165,6 +184,7 @@ class _Meter:
             "settled_output_tokens": self.settled.output_tokens,
             "input_tokens_estimate": self.settled.input_tokens + self.input_estimate,
             "chars": self.chars,
+            "sent": 1 if self.sent_at is not None else 0,
             "lost_input_tokens": self.lost.input_tokens,
             "lost_output_tokens": self.lost.output_tokens,
         }
@@ -284,12 +304,11 @@ class ModelCallActivities:
         started = time.monotonic()
         provider = self.provider(request.model.provider)
         meter.start(request)
-        activity.heartbeat(meter.details())
         await receipt.record(meter)
         ticker = asyncio.create_task(_heartbeat_forever(meter))
         recording = asyncio.create_task(receipt.follow(meter))
         try:
-            reply, parsed = await self._call(provider, request, meter)
+            reply, parsed = await self._call(provider, request, meter, receipt)
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             if details is not None and not details.cancel_requested:
@@ -321,6 +340,8 @@ class ModelCallActivities:
                 raise
             if mapped.non_retryable and not mapped.details:
                 mapped = errors.with_usage(mapped, meter.spent_on_failure())
+            # The provider answered (an error): what it billed is in ``mapped``, not lost.
+            activity.heartbeat({**meter.details(), "sent": 0})
             # Count provider errors of the call (not worker losses); add earlier attempts' usage.
             mapped = await receipt.failed(mapped, meter)
             if mapped.non_retryable and not receipt.found and lost.requests:
@@ -352,16 +373,21 @@ class ModelCallActivities:
         return result
 
     async def _call(
-        self, provider: Provider, request: ModelCallRequest, meter: _Meter
+        self, provider: Provider, request: ModelCallRequest, meter: _Meter, receipt: CallRecorder
     ) -> tuple[ProviderReply, Any]:
-        """One provider request, or several when structured output has to be re-asked for."""
+        """One provider request, or several when structured output has to be re-asked for. Before
+        each goes out, the receipt and a heartbeat say it is being sent: the attempt is charged its
+        prompt if it dies after that."""
         asking = request
         attempts = 0
         while True:
             attempts += 1
             meter.start(asking)
+            meter.sending()
+            activity.heartbeat(meter.details())
+            await receipt.record(meter)  # written before the request leaves: a death after it is charged
             send = provider.stream if request.stream else provider.complete
-            reply = await send(asking, meter.on_progress)
+            reply = await send(asking, meter.on_progress, meter.on_accepted)
             meter.settle(reply.usage)
             if request.output_type is None or reply.finish_reason in (
                 "refusal",
@@ -429,11 +455,13 @@ async def _heartbeat_forever(meter: _Meter) -> None:
 
 
 def _lost_usage(attempt: int, heartbeat_details: Any, max_output_tokens: int) -> Usage:
-    """Estimated usage of earlier attempts that died mid-stream, from the last heartbeat.
+    """Estimated usage of earlier attempts that died after sending a request, from the last
+    heartbeat (with receipts off; the receipt is exact to the record interval).
 
-    The reply streaming when an attempt died may have gone on after its last heartbeat, so it is
-    charged at its worst case, ``max_output_tokens`` (never less than the heartbeat saw); re-asks
-    the attempt had finished count as they were.
+    The reply in flight when an attempt died may have streamed on after its last heartbeat (Temporal
+    throttles them), so it is charged at its worst case, ``max_output_tokens`` (never less than the
+    heartbeat saw), with the request's input; re-asks the attempt had finished count as they were.
+    An attempt whose last heartbeat shows nothing sent (or the provider's error answer) is not charged.
     """
     if attempt <= 1 or not heartbeat_details:
         return Usage()
@@ -446,12 +474,13 @@ def _lost_usage(attempt: int, heartbeat_details: Any, max_output_tokens: int) ->
         return value if isinstance(value, int) and value > 0 else 0
 
     lost_input, lost_output = number("lost_input_tokens"), number("lost_output_tokens")
-    # A dead attempt counts once output started streaming (the provider has billed it then).
-    if number("output_tokens") or number("chars"):
+    # A dead attempt counts once its request went out (the provider bills a prompt it received).
+    if number("output_tokens") or number("chars") or number("sent"):
         lost_input += number("input_tokens_estimate")
         settled = min(number("settled_output_tokens"), number("output_tokens"))
         streaming = number("output_tokens") - settled
-        lost_output += settled + (max(max_output_tokens, streaming) if number("chars") else streaming)
+        in_flight = number("chars") or number("sent")
+        lost_output += settled + (max(max_output_tokens, streaming) if in_flight else streaming)
     if not lost_input and not lost_output:
         return Usage()
     return Usage(input_tokens=lost_input, output_tokens=lost_output, requests=1).because("worker lost")

@@ -13,6 +13,7 @@ import openai
 
 from activities._provider import (
     MalformedResponseError,
+    OnAccepted,
     OnProgress,
     Provider,
     ProviderReply,
@@ -48,9 +49,13 @@ class OpenAIProvider(Provider):
         self.name = name
         self.options = options or OpenAIOptions()
 
-    async def complete(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
+    async def complete(
+        self, request: ModelCallRequest, on_progress: OnProgress, on_accepted: OnAccepted | None = None
+    ) -> ProviderReply:
         """Send ``request`` and wait for the whole reply."""
         response: Any = await self.client.chat.completions.create(**self._params(request), stream=False)
+        if on_accepted is not None:
+            on_accepted()
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise MalformedResponseError("chat completion without choices")
@@ -82,7 +87,9 @@ class OpenAIProvider(Provider):
             tool_calls=calls,
         )
 
-    async def stream(self, request: ModelCallRequest, on_progress: OnProgress) -> ProviderReply:
+    async def stream(
+        self, request: ModelCallRequest, on_progress: OnProgress, on_accepted: OnAccepted | None = None
+    ) -> ProviderReply:
         """Stream ``request``; the stream is closed on any exit, cancellation included.
 
         The SDK sends the request and decodes the server-sent events (status errors, error events,
@@ -101,6 +108,8 @@ class OpenAIProvider(Provider):
         model = request.model.model
         async with self.client.chat.completions.with_streaming_response.create(**params, stream=True) as raw:
             stream = openai.AsyncStream(cast_to=object, response=raw.http_response, client=self.client)
+            if on_accepted is not None:  # the SDK raised for an error status: this one is a success
+                on_accepted()
             try:
                 async for chunk in stream:
                     model = _field(chunk, "model") or model

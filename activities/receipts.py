@@ -107,6 +107,13 @@ class Receipt(BaseModel):
     """Output tokens (estimated) of the reply in flight received so far."""
     chars: int = 0
     """Characters of the reply in flight received so far."""
+    sent_at: float | None = None
+    """When the request of the reply in flight was handed to the provider (Unix time), written
+    before it goes out: an attempt lost after this is charged the request's input (its calibrated
+    estimate) whether or not any output followed; one lost before it, nothing. None: not sent."""
+    accepted_at: float | None = None
+    """When the provider answered that request with a success status (Unix time; for a stream,
+    before its first token); None: no answer (yet) when this was written."""
     streaming_s: float = 0.0
     """Seconds from the reply's first chunk to its last recorded one."""
     lag_s: float = 0.0
@@ -138,9 +145,10 @@ class Receipt(BaseModel):
 
     def dead_attempt(self, max_output_tokens: int) -> Usage:
         """What the writing attempt spent, had it died now: re-asks it settled, and the reply in
-        flight if output had started (a request that streamed nothing is not billed)."""
+        flight once its request was sent: its input, the output streamed so far and the margin (a
+        provider bills the prompt it received even if the worker died before the first token)."""
         spent = self.settled
-        if self.chars or self.chunks:
+        if self.chars or self.chunks or self.sent_at is not None:
             spent = spent + Usage(
                 input_tokens=self.input_estimate,
                 output_tokens=self.output_tokens + self.margin(max_output_tokens),
@@ -241,6 +249,8 @@ class Progress(Protocol):
     pieces: list[str]
     chars: int
     first_at: float | None
+    sent_at: float | None
+    accepted_at: float | None
 
     @property
     def input_estimate(self) -> int: ...
@@ -307,7 +317,15 @@ class CallRecorder:
             return
         first_at = meter.first_at
         streaming = time.monotonic() - first_at if first_at is not None else 0.0
-        figures = (meter.settled, meter.input_estimate, len(meter.pieces), meter.chars, live)
+        figures = (
+            meter.settled,
+            meter.input_estimate,
+            len(meter.pieces),
+            meter.chars,
+            meter.sent_at,
+            meter.accepted_at,
+            live,
+        )
         if figures == self._written and time.time() - self.receipt.written_at < LIVE_INTERVAL_S:
             return
         self.receipt = self.receipt.model_copy(
@@ -317,6 +335,8 @@ class CallRecorder:
                 "chunks": len(meter.pieces),
                 "output_tokens": meter.streamed_output_tokens() if meter.pieces else 0,
                 "chars": meter.chars,
+                "sent_at": meter.sent_at,
+                "accepted_at": meter.accepted_at,
                 "streaming_s": streaming,
                 "lag_s": round(self._lag, 3),
                 "live": live,

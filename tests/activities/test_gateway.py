@@ -414,6 +414,37 @@ async def test_lost_usage_is_read_from_heartbeat_payloads(acts: ModelCallActivit
     )
 
 
+async def test_an_attempt_that_died_after_sending_is_charged_its_reservation(
+    acts: ModelCallActivities,
+) -> None:
+    """From a heartbeat alone, an attempt that sent its request and died before any output is
+    charged its input and, since it may have streamed after that heartbeat, its max output tokens."""
+    env = ActivityEnvironment()
+    previous = {"attempt": 1, "output_tokens": 0, "input_tokens_estimate": 120, "chars": 0, "sent": 1}
+    env.info = dataclasses.replace(env.info, attempt=2, heartbeat_details=[previous])
+    result = await call(acts, request(OPENAI_MODEL, "hi"), env)
+    assert result.lost_usage == Usage(
+        input_tokens=120, output_tokens=400, requests=1, estimated=True, estimated_for=["worker lost"]
+    )
+
+
+async def test_the_first_heartbeat_says_the_request_is_sent_and_an_error_answer_clears_it(
+    acts: ModelCallActivities, sim: SimServer
+) -> None:
+    """The attempt's first heartbeat (the one Temporal sends at once) is the one before the request
+    goes out, marked sent; after the provider's error answer (a 429: not billed) the last one is not."""
+    beats: list[Any] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details[0])
+    await call(acts, request(OPENAI_MODEL, "[[sim tokens=5]]"), env)
+    assert beats[0]["sent"] == 1 and beats[0]["input_tokens_estimate"] > 0
+    beats.clear()
+    with pytest.raises(ApplicationError):
+        sim.add_fault(Fault(kind="429"))
+        await call(acts, request(OPENAI_MODEL, "hi"), env)
+    assert beats[0]["sent"] == 1 and beats[-1]["sent"] == 0
+
+
 async def test_attempt_that_died_before_any_output_loses_nothing(acts: ModelCallActivities) -> None:
     """A previous attempt that never streamed output (a 429, say) is not charged."""
     env = ActivityEnvironment()

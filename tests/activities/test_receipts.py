@@ -167,6 +167,39 @@ async def test_the_margin_never_passes_max_output_tokens(store: DiskReceiptStore
     )
 
 
+def test_a_dead_attempt_is_charged_its_prompt_once_sent_and_nothing_before() -> None:
+    """An attempt that died after its request was sent but before the first token is charged the
+    request's input and the two-token margin (the provider bills a prompt it received); one that
+    died before sending is charged nothing; the receipt shows which."""
+    sent = Receipt(key="k", call_id="c", input_estimate=300, sent_at=1.0, accepted_at=1.2)
+    assert sent.dead_attempt(400) == Usage(
+        input_tokens=300, output_tokens=2, requests=1, estimated=True, estimated_for=["worker lost"]
+    )
+    unsent = Receipt(key="k", call_id="c", input_estimate=300)
+    assert unsent.dead_attempt(400) == Usage()
+    assert unsent.lost_so_far(400) == Usage()
+
+
+async def test_a_receipt_says_when_the_request_was_sent_and_accepted(
+    acts: ModelCallActivities, sim: SimServer, store: DiskReceiptStore
+) -> None:
+    """While the simulator holds the first token, the receipt already shows the request sent and
+    accepted (the stream's success status came back), with no output yet."""
+    req = request("Wait for it. [[sim latency=1.5 tokens=5]]")
+    task = asyncio.create_task(call(acts, req, attempt(1)))
+    key = receipt_key("run-1", req.call_id)
+    receipt = None
+    for _ in range(100):
+        receipt = await store.get(key)
+        if receipt is not None and receipt.accepted_at is not None:
+            break
+        await asyncio.sleep(0.02)
+    assert receipt is not None and receipt.sent_at is not None and receipt.accepted_at is not None
+    assert receipt.sent_at <= receipt.accepted_at and receipt.chunks == 0
+    assert receipt.dead_attempt(req.max_output_tokens).input_tokens == receipt.input_estimate > 0
+    await task
+
+
 def test_a_lagging_worker_is_charged_for_what_sat_unread_in_its_socket() -> None:
     """The margin covers half a second at the stream's rate plus how late the worker's event loop
     ran: 20 tokens/s with a 1 s lag is ceil(20 * 1.5) + 2 = 32 tokens, against 12 without."""

@@ -158,3 +158,38 @@ async def test_dag_resumes_after_sigkill_without_rerunning_finished_steps(
     assert sorted(turn.step or "" for turn in turns) == ["fast", "join", "slow"]
     tally = sim_call(sim, "/_sim/tally")["total"]
     assert tally["completed"] == 3
+
+
+async def test_a_worker_killed_before_the_first_token_is_charged_the_prompt(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """The simulator has the prompt and holds its first token back when the worker is SIGKILLed:
+    the next attempt charges the dead one its input from the receipt (estimated, 'worker lost'), at
+    least what the simulator counted as received, and the job ends; the one reply is charged exactly."""
+    sim_call(sim, "/_sim/reset", {})
+    queue = f"crash-prompt-{uuid.uuid4().hex[:8]}"
+    spec = parse_spec(
+        {
+            "id": f"crash-prompt-{uuid.uuid4().hex[:8]}",
+            "task": "Write about the price of a prompt. " * 20,
+            "agents": [{"name": "writer", "model": "sim:writer", "max_output_tokens": 60}],
+            "steps": [{"id": "one", "agent": "writer", "prompt": "{task} [[sim latency=4 tokens=10]]"}],
+        }
+    )
+
+    async def kill_when(handle: WorkflowHandle[Any, JobResult]) -> None:
+        for _ in range(300):  # the simulator has the request: it waits 4 s before the first token
+            if sim_call(sim, "/_sim/tally")["total"]["requests"] >= 1:
+                return
+            await asyncio.sleep(0.05)
+        pytest.fail("the call never reached the simulator")
+
+    result, turns = await run_through_a_crash(dev_env, sim, queue, spec, kill_when, settle=0.5, within=90)
+    assert result.stop_reason is StopReason.completed
+    tally = sim_call(sim, "/_sim/tally")["total"]
+    assert (tally["completed"], tally["incomplete"], tally["incomplete_output_tokens"]) == (1, 1, 0), tally
+    assert [turn.usage.input_tokens for turn in turns] == [tally["input_tokens"]]
+    lost = result.ledger.usage.input_tokens - tally["input_tokens"]
+    assert lost >= tally["incomplete_input_tokens"] > 0, (lost, tally)
+    assert result.ledger.usage.estimated and "worker lost" in result.ledger.usage.estimated_for
+    assert result.ledger.usage.output_tokens - tally["output_tokens"] <= 2  # the margin, no more
