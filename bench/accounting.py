@@ -17,6 +17,9 @@ per-model tally says what that one call was served):
   worker is SIGKILLed and a new one started; the retry charges the dead attempt's ``lost_usage``
   from its receipt. Estimated: the job's ledger tokens minus its turn's (the retry's real usage).
   Served: the model's cut requests at the simulator (prompt and output written).
+- prompt-killed: the same, but the simulator holds each reply's first token back for 6 s and the
+  worker is SIGKILLed a second after every call of the batch reached it: the provider has the
+  prompts and has sent no output. Served: the cut requests' prompts.
 
 ``estimate_ratio_*`` is estimated / served over all calls pooled; ``undercharged_calls`` counts
 calls estimated below what was served.
@@ -203,62 +206,73 @@ async def interrupted(sim: SimServer, calls: int) -> list[Sample]:
 # --- estimates: worker processes killed mid-stream -----------------------------------------------
 
 
-def killed_spec(index: int) -> JobSpec:
+def killed_spec(index: int, prefix: str = "k", latency: float = 0) -> JobSpec:
     tokens = 150 + (index * 37) % 201  # 150 to 350 tokens at 40 per second: 3.75 to 8.75 s
     return parse_spec(
         {
-            "id": f"acct-killed-{index:02d}-{uuid.uuid4().hex[:6]}",
+            "id": f"acct-killed-{prefix}{index:02d}-{uuid.uuid4().hex[:6]}",
             "task": prompt_text(index),
             "agents": [
                 {
                     "name": "a",
-                    "model": f"sim:k{index:02d}",
+                    "model": f"sim:{prefix}{index:02d}",
                     "instructions": SYSTEMS[index % len(SYSTEMS)],
                     "max_output_tokens": 400,
                 }
             ],
             "steps": [
-                {"id": "s", "agent": "a", "prompt": f"{{task}} [[sim latency=0 tps=40 tokens={tokens}]]"}
+                {
+                    "id": "s",
+                    "agent": "a",
+                    "prompt": f"{{task}} [[sim latency={latency:g} tps=40 tokens={tokens}]]",
+                }
             ],
         }
     )
 
 
-async def worker_killed(sim: SimServer, tmp: Path, calls: int, batch: int) -> list[Sample]:
-    """One-call jobs whose worker is SIGKILLed mid-stream; the retry charges the dead attempt."""
-    catalog = tmp / "catalog.yaml"  # a model name per call, so the tally attributes every request
+async def worker_killed(
+    sim: SimServer, tmp: Path, calls: int, batch: int, kind: str = "worker-killed"
+) -> list[Sample]:
+    """One-call jobs whose worker is SIGKILLed mid-stream (``prompt-killed``: while the simulator
+    holds the first token back); the retry charges the dead attempt."""
+    prefix, latency = ("p", 6.0) if kind == "prompt-killed" else ("k", 0.0)
+    catalog = tmp / f"catalog-{prefix}.yaml"  # a model name per call: the tally attributes every request
     catalog.write_text(
         "models:\n"
         + "".join(
-            f"  'sim:k{i:02d}': {{model: 'sim:k{i:02d}', price: {{input_per_mtok: 1, output_per_mtok: 2}}}}\n"
+            f"  'sim:{prefix}{i:02d}': "
+            f"{{model: 'sim:{prefix}{i:02d}', price: {{input_per_mtok: 1, output_per_mtok: 2}}}}\n"
             for i in range(calls)
         )
     )
-    extra = {"HARNESS_RECEIPTS_DIR": str(tmp / "receipts-killed"), "HARNESS_CATALOG": str(catalog)}
+    extra = {"HARNESS_RECEIPTS_DIR": str(tmp / f"receipts-{kind}"), "HARNESS_CATALOG": str(catalog)}
     queue = f"acct-killed-{uuid.uuid4().hex[:8]}"
     samples: list[Sample] = []
     with (
-        open_log(tmp / "workers-killed.log") as log,
-        start_dev_server(tmp / "temporal-killed") as server,
+        open_log(tmp / f"workers-{kind}.log") as log,
+        start_dev_server(tmp / f"temporal-{kind}") as server,
     ):
         client = await connect(server.address)
         worker = start_worker(server.address, queue, sim, log, **extra)
         try:
             for first in range(0, calls, batch):
                 indices = range(first, min(calls, first + batch))
-                handles = [await start_job(client, killed_spec(i), queue) for i in indices]
-                names = [f"k{i:02d}" for i in indices]
+                handles = [await start_job(client, killed_spec(i, prefix, latency), queue) for i in indices]
+                names = [f"{prefix}{i:02d}" for i in indices]
                 deadline = time.monotonic() + 60
                 while time.monotonic() < deadline:  # until every call of the batch reached the simulator
                     models = (await asyncio.to_thread(sim_tally, sim))["models"]
                     if all(models.get(n, {}).get("requests", 0) >= 1 for n in names):
                         break
                     await asyncio.sleep(0.1)
-                await asyncio.sleep(1.0)  # latency is 0: every call is streaming by now
+                # Latency 0: every call streams by now; 6 s: every prompt waits for its first token.
+                await asyncio.sleep(1.0)
                 kill(worker)
                 worker = start_worker(server.address, queue, sim, log, **extra)
+                waiting = "waiting for the first token" if latency else "streaming"
                 print(
-                    f"worker-killed: calls {first + 1}-{indices[-1] + 1} streaming, worker SIGKILLed",
+                    f"{kind}: calls {first + 1}-{indices[-1] + 1} {waiting}, worker SIGKILLed",
                     flush=True,
                 )
                 results = await asyncio.gather(*(asyncio.wait_for(h.result(), 180) for h in handles))
@@ -270,10 +284,12 @@ async def worker_killed(sim: SimServer, tmp: Path, calls: int, batch: int) -> li
                         "incomplete_output_tokens", 0
                     )
                     if not counters.get("incomplete"):
-                        print(f"worker-killed: {name} was not cut by the kill (tally {counters}); left out")
+                        print(f"{kind}: {name} was not cut by the kill (tally {counters}); left out")
                         continue
-                    samples.append(Sample("worker-killed", lost, served))
-                print(f"worker-killed: {len(samples)} calls measured", flush=True)
+                    if latency and counters.get("incomplete_output_tokens"):
+                        print(f"{kind}: {name} had streamed output when killed (tally {counters})")
+                    samples.append(Sample(kind, lost, served))
+                print(f"{kind}: {len(samples)} calls measured", flush=True)
         finally:
             kill(worker)
     return samples
@@ -517,6 +533,10 @@ async def main(args: argparse.Namespace) -> None:
                     ("unstreamed-usage", lambda: unstreamed(sim, args.calls)),
                     ("interrupted", lambda: interrupted(sim, args.calls)),
                     ("worker-killed", lambda: worker_killed(sim, tmp, args.calls, args.batch)),
+                    (
+                        "prompt-killed",
+                        lambda: worker_killed(sim, tmp, args.calls, args.batch, "prompt-killed"),
+                    ),
                 ]
                 for kind, measure in kinds:
                     measured = await measure()

@@ -21,7 +21,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, TurnRecord
+from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, StopReason, TurnRecord
 from contracts.models import Usage
 from contracts.names import TOOLS_ENV
 from contracts.spec import SpecError
@@ -254,8 +254,10 @@ def estimate_reasons(usage: Usage) -> str:
 
 
 def print_result(result: JobResult, url: str | None) -> None:
-    """The end of a run: output, spend, stop reason and where to look."""
-    console.print(Panel(result.output or "(no output)", title="result", expand=False))
+    """The end of a run: output, spend, stop reason and where to look (a failed job: no output,
+    only why it failed)."""
+    if result.stop_reason is not StopReason.failed:  # older results of failed jobs held the task
+        console.print(Panel(result.output or "(no output)", title="result", expand=False))
     ledger = result.ledger
     usage = ledger.usage
     spent = (

@@ -616,7 +616,11 @@ class JobWorkflow:
         workflow.upsert_search_attributes(updates)
 
     def finish(self, reason: StopReason, explanation: str, output: str, outputs: dict[str, str]) -> JobResult:
-        """Build the result, and leave the stop reason where the UI and queries can see it."""
+        """Build the result, and leave the stop reason where the UI and queries can see it. A
+        failed job has no output (the explanation says why): a script reading ``output`` must not
+        take a prompt or a half-made answer for the job's answer."""
+        if reason is StopReason.failed:
+            output = ""
         if self.state.check_errors:
             explanation += "; " + self._check_errors_line()
             self.state.evidence = {**self.state.evidence, "check_errors": self.state.check_errors}

@@ -78,7 +78,7 @@ class DagJob(JobWorkflow):
                 task.cancel()
             # Wait for the cut calls to report what they served: charged, and none outlives the job.
             await asyncio.gather(*running.values(), return_exceptions=True)
-            last = next((outputs[s.id] for s in reversed(spec.steps) if s.id in outputs), spec.task)
+            last = next((outputs[s.id] for s in reversed(spec.steps) if s.id in outputs), "")
             return self.router.annotate(await self.conclude(stop.reason, stop.explanation, last, outputs))
         ran = f"all {len(spec.steps)} steps ran"
         return self.router.annotate(await self.conclude(StopReason.completed, ran, final, outputs))

@@ -64,7 +64,8 @@ class SequentialJob(JobWorkflow):
             await self.gates.before_final(chain.previous)
         except StopJob as stop:
             return router.annotate(
-                await self.conclude(stop.reason, stop.explanation, chain.previous, outputs)
+                # No step ran: ``previous`` is still the task, which is no output.
+                await self.conclude(stop.reason, stop.explanation, chain.previous if outputs else "", outputs)
             )
         ran = f"all {len(spec.steps)} steps ran"
         return router.annotate(await self.conclude(StopReason.completed, ran, chain.previous, outputs))

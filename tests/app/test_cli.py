@@ -18,10 +18,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from contracts.jobs import LedgerTotals
+from contracts.jobs import JobResult, LedgerTotals, StopReason
 from contracts.models import Usage
 from contracts.spec import parse_spec
-from harness.cli import budget_table, estimate_reasons, one_line_error
+from harness.cli import budget_table, estimate_reasons, one_line_error, print_result
 from harness.client import start_job, worker_missing
 from harness.sim import SimServer
 from policies.ledger import Ledger, Limits, Quota
@@ -237,6 +237,26 @@ def test_the_summary_says_why_a_figure_is_estimated() -> None:
     lost = Usage(input_tokens=3, output_tokens=2, requests=1).because("worker lost")
     assert estimate_reasons(cut + lost + exact) == "calls cut short, attempts whose worker was lost"
     assert not (exact + exact).estimated and (cut + exact).estimated
+
+
+def test_a_failed_job_prints_only_why(capsys: pytest.CaptureFixture[str]) -> None:
+    """The end of a failed run shows its stop reason, why and the spend, and no result panel (an
+    older result of a failed job held the task as its output: not shown either)."""
+    failed = JobResult(
+        job_id="j",
+        mode="sequential",
+        stop_reason=StopReason.failed,
+        explanation="model 'sim:fsat' is not in the catalog",
+        output="Write a note about durable agent scheduling.",
+        ledger=LedgerTotals(),
+        turns=0,
+    )
+    print_result(failed, None)
+    shown = capsys.readouterr().out
+    assert "failed" in shown and "model 'sim:fsat' is not in the catalog" in shown
+    assert "result" not in shown.split("stop reason")[0] and "durable agent" not in shown
+    print_result(failed.model_copy(update={"stop_reason": StopReason.completed, "output": "Done."}), None)
+    assert "Done." in capsys.readouterr().out
 
 
 def test_the_budget_table_shows_tool_calls_used_of_each_nodes_cap() -> None:

@@ -106,14 +106,15 @@ async def test_non_retryable_provider_error_ends_the_job_with_failed(
     ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
 ) -> None:
     """A 400 from the provider is not retried: the job ends with stop reason failed, naming the cause,
-    and keeps the outputs of the steps that finished."""
+    with no output (the draft is no answer) and the outputs of the steps that finished."""
     sim_call(sim, "/_sim/faults", {"kind": "400", "model": "editor", "count": 1})
     spec = chain_spec()
     async with make_worker(ts_env.client, gateway) as worker:
         result = await run_job(ts_env.client, worker.task_queue, spec)
     assert result.stop_reason is StopReason.failed
     assert "BadRequest" in result.explanation and "editor" in result.explanation
-    assert list(result.outputs) == ["draft"]
+    assert list(result.outputs) == ["draft"] and result.outputs["draft"]
+    assert result.output == ""
 
 
 async def test_a_request_over_the_context_window_is_refused_before_it_is_sent(
@@ -128,4 +129,17 @@ async def test_a_request_over_the_context_window_is_refused_before_it_is_sent(
     assert result.stop_reason is StopReason.failed, result.explanation
     assert "context window of 128000" in result.explanation and "writer" in result.explanation
     assert result.turns == 0 and result.ledger.calls == 0
+    assert result.output == "" and result.outputs == {}  # never the task taken for an answer
     assert sim_tally(sim)["total"]["completed"] == 0
+
+
+async def test_a_job_stopped_before_any_step_ran_has_no_output(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """A budget the first call cannot fit stops the job before any step ran: its output is empty,
+    not the task."""
+    spec = chain_spec(budget={"tokens": 50})
+    async with make_worker(ts_env.client, gateway) as worker:
+        result = await run_job(ts_env.client, worker.task_queue, spec)
+    assert result.stop_reason is StopReason.budget_exhausted, result.explanation
+    assert result.turns == 0 and result.output == ""
