@@ -86,6 +86,14 @@ class TurnRecord(BaseModel):
     tool_calls: list[ToolCallRecord] = Field(
         default_factory=list, description="The tool calls this reply asked for, and how each ended."
     )
+    lost_usage: Usage | None = Field(
+        default=None,
+        description="Earlier attempts of this call that ended without an answer (their worker died "
+        "after sending the request, or a reply broke off): charged on top of ``usage``, estimated, "
+        "``estimated_for`` says why, ``requests`` counts them. The turn's calls in the ledger are "
+        "``usage.requests`` plus these.",
+    )
+    lost_cost_usd: Decimal | None = Field(default=None, description="What ``lost_usage`` was charged.")
 
 
 class LedgerTotals(BaseModel):

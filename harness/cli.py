@@ -509,6 +509,36 @@ def ledger(
         )
 
 
+def turn_panel(turn: TurnRecord) -> Panel:
+    """One turn as ``harness transcript`` shows it: agent, model, tokens, the text, attempts lost
+    before it, and its tool calls."""
+    head = f"#{turn.index} {turn.agent} ({turn.model}) {turn.usage.total_tokens} tokens"
+    if turn.usage.estimated:
+        head += f" (estimated: {estimate_reasons(turn.usage)})"
+    body = Text(turn.text)
+    if turn.lost_usage is not None:  # so the turns add up to the ledger's calls
+        lost = turn.lost_usage
+        attempts = "1 earlier attempt" if lost.requests == 1 else f"{lost.requests} earlier attempts"
+        body.append(
+            ("\n" if body.plain else "")
+            + f"{attempts} lost: {lost.input_tokens} in, {lost.output_tokens} out, "
+            f"{'?' if turn.lost_cost_usd is None else _usd(turn.lost_cost_usd)} charged "
+            f"(estimated: {estimate_reasons(lost)})",
+            style="yellow",
+        )
+    for call in turn.tool_calls:
+        # name, arguments, size, duration, outcome: one line per tool call the reply asked for
+        cut = f", cut from {call.truncated_from:,}" if call.truncated_from is not None else ""
+        line = (
+            f"tool {call.name} {call.arguments[:120]} -> {call.outcome}, "
+            f"{call.result_bytes:,} bytes{cut}, {call.duration_s:.2f}s"
+        )
+        body.append(
+            ("\n" if body.plain else "") + line, style="cyan" if call.outcome == "ok" else "yellow"
+        )
+    return Panel(body, title=head, expand=False)
+
+
 @app.command()
 def transcript(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
@@ -516,21 +546,7 @@ def transcript(
     """Print every turn of a job."""
     turns: list[TurnRecord] = _query(job_id, "transcript", list[TurnRecord])
     for turn in turns:
-        head = f"#{turn.index} {turn.agent} ({turn.model}) {turn.usage.total_tokens} tokens"
-        if turn.usage.estimated:
-            head += f" (estimated: {estimate_reasons(turn.usage)})"
-        body = Text(turn.text)
-        for call in turn.tool_calls:
-            # name, arguments, size, duration, outcome: one line per tool call the reply asked for
-            cut = f", cut from {call.truncated_from:,}" if call.truncated_from is not None else ""
-            line = (
-                f"tool {call.name} {call.arguments[:120]} -> {call.outcome}, "
-                f"{call.result_bytes:,} bytes{cut}, {call.duration_s:.2f}s"
-            )
-            body.append(
-                ("\n" if body.plain else "") + line, style="cyan" if call.outcome == "ok" else "yellow"
-            )
-        console.print(Panel(body, title=head, expand=False))
+        console.print(turn_panel(turn))
 
 
 @app.command()

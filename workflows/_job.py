@@ -481,6 +481,8 @@ class JobWorkflow:
                 ended_at=workflow.now(),
                 routing=note,
                 error=error,
+                lost_usage=result.lost_usage,
+                lost_cost_usd=model.price.cost(result.lost_usage) if result.lost_usage is not None else None,
             )
         )
         self._publish()

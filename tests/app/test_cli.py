@@ -18,10 +18,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
-from contracts.jobs import JobResult, LedgerTotals, StopReason
+from contracts.jobs import JobResult, LedgerTotals, StopReason, TurnRecord
 from contracts.models import Usage
 from contracts.spec import parse_spec
-from harness.cli import budget_table, estimate_reasons, one_line_error, print_result
+from harness.cli import budget_table, estimate_reasons, one_line_error, print_result, turn_panel
 from harness.client import start_job, worker_missing
 from harness.sim import SimServer
 from policies.ledger import Ledger, Limits, Quota
@@ -257,6 +257,35 @@ def test_a_failed_job_prints_only_why(capsys: pytest.CaptureFixture[str]) -> Non
     assert "result" not in shown.split("stop reason")[0] and "durable agent" not in shown
     print_result(failed.model_copy(update={"stop_reason": StopReason.completed, "output": "Done."}), None)
     assert "Done." in capsys.readouterr().out
+
+
+def test_a_turn_shows_the_attempts_lost_before_it() -> None:
+    """A turn whose first attempt died with its worker shows that attempt, charged and estimated
+    and why, under its reply."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    turn = TurnRecord(
+        index=0,
+        call_id="c1",
+        agent="writer",
+        step="one",
+        model="sim:writer",
+        provider="sim",
+        text="The reply.",
+        usage=Usage(input_tokens=178, output_tokens=10, requests=1),
+        cost_usd=Decimal("0.000198"),
+        started_at=now,
+        ended_at=now,
+        lost_usage=Usage(input_tokens=178, output_tokens=2, requests=1).because("worker lost"),
+        lost_cost_usd=Decimal("0.000182"),
+    )
+    console = Console(width=200, record=True)
+    console.print(turn_panel(turn))
+    shown = console.export_text()
+    assert "The reply." in shown
+    assert "1 earlier attempt lost: 178 in, 2 out, $0.000182 charged (estimated: " in shown
+    assert "attempts whose worker was lost" in shown
+    console.print(turn_panel(turn.model_copy(update={"lost_usage": None})))
+    assert "lost" not in console.export_text()
 
 
 def test_the_budget_table_shows_tool_calls_used_of_each_nodes_cap() -> None:

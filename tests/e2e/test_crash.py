@@ -193,3 +193,8 @@ async def test_a_worker_killed_before_the_first_token_is_charged_the_prompt(
     assert lost >= tally["incomplete_input_tokens"] > 0, (lost, tally)
     assert result.ledger.usage.estimated and "worker lost" in result.ledger.usage.estimated_for
     assert result.ledger.usage.output_tokens - tally["output_tokens"] <= 2  # the margin, no more
+    # The transcript shows the lost attempt on its turn, so its calls add up to the ledger's.
+    (turn,) = turns
+    assert turn.lost_usage is not None and turn.lost_usage.input_tokens == lost
+    assert turn.lost_usage.estimated_for == ["worker lost"] and turn.lost_cost_usd
+    assert turn.usage.requests + turn.lost_usage.requests == result.ledger.calls == 2
