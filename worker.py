@@ -198,8 +198,28 @@ async def run_worker(
         await asyncio.Event().wait()
 
 
+LOG_LEVEL_ENV = "HARNESS_LOG_LEVEL"
+_PER_REQUEST_LOGGERS = ("httpx", "httpx2", "httpcore", "httpcore2")
+
+
+def configure_logging(file: Path | None = None) -> None:
+    """The worker's log: its stderr, or ``file`` (``harness run`` keeps the person's terminal for
+    the job), at ``HARNESS_LOG_LEVEL`` (default INFO). MCP servers' stderr comes here too, a line
+    each, prefixed with the server's name; the HTTP clients' line per request only from WARNING."""
+    level = os.environ.get(LOG_LEVEL_ENV, "INFO").strip().upper() or "INFO"
+    if file is not None:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(file, encoding="utf-8") if file is not None else logging.StreamHandler()
+    logging.basicConfig(
+        level=level, handlers=[handler], format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for name in _PER_REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
 def main() -> None:
     """Entry point for ``python worker.py``."""
+    configure_logging()
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_worker())
 

@@ -9,6 +9,11 @@ The SDKs' own retries are off; Temporal's retry policy is the only one. Retryabl
 A non-retryable failure of ``model_call`` carries ``{"usage": ...}`` as its first detail (see
 ``with_usage``), with ``"lost_usage"`` when earlier attempts died mid-stream (``with_lost_usage``);
 the workflow charges both.
+
+Every error made here is an outcome the job handles (retried, or the job ends naming it), so it is
+``HANDLED`` (Temporal's BENIGN category): the worker logs it in one line of its own ("model call
+failed: ...") instead of the SDK's WARNING traceback "Completing activity as failed", and metrics
+and traces do not count it as a failure of the worker.
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from typing import Any
 import anthropic
 import httpx2
 import openai
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities._provider import MalformedResponseError
 from contracts.models import Usage
 
 __all__ = [
+    "HANDLED",
     "NON_RETRYABLE_STATUS",
     "from_provider_error",
     "retry_after",
@@ -38,6 +44,9 @@ __all__ = [
     "with_lost_usage",
     "with_usage",
 ]
+
+HANDLED = ApplicationErrorCategory.BENIGN
+"""The category of errors the job handles: logged in one line, not as a traceback."""
 
 NON_RETRYABLE_STATUS: dict[int, str] = {
     400: "BadRequest",
@@ -68,22 +77,30 @@ def from_provider_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> A
     if isinstance(exc, ApplicationError):
         return exc
     if isinstance(exc, openai.APITimeoutError | anthropic.APITimeoutError | httpx2.TimeoutException):
-        return ApplicationError("provider request timed out", type="Timeout")
+        return ApplicationError("provider request timed out", type="Timeout", category=HANDLED)
     if isinstance(exc, openai.APIResponseValidationError | anthropic.APIResponseValidationError):
-        return ApplicationError("provider sent a response we cannot read", type="MalformedResponse")
+        return ApplicationError(
+            "provider sent a response we cannot read", type="MalformedResponse", category=HANDLED
+        )
     if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
         return _from_status(exc.status_code, exc.response.headers, exc.body, str(exc), secrets)
     if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError | httpx2.TransportError):
         return ApplicationError(
-            f"connection to the provider failed: {_clean(str(exc), secrets)}", type="ConnectionError"
+            f"connection to the provider failed: {_clean(str(exc), secrets)}",
+            type="ConnectionError",
+            category=HANDLED,
         )
     if isinstance(exc, MalformedResponseError | json.JSONDecodeError):
         return ApplicationError(
-            f"provider sent a malformed response: {_clean(str(exc), secrets)}", type="MalformedResponse"
+            f"provider sent a malformed response: {_clean(str(exc), secrets)}",
+            type="MalformedResponse",
+            category=HANDLED,
         )
     if isinstance(exc, openai.APIError | anthropic.APIError):
         # An error event inside an OpenAI stream: no status; the next attempt may well succeed.
-        return ApplicationError(f"provider error: {_clean(str(exc), secrets)}", type="ProviderError")
+        return ApplicationError(
+            f"provider error: {_clean(str(exc), secrets)}", type="ProviderError", category=HANDLED
+        )
     return None
 
 
@@ -94,15 +111,16 @@ def _from_status(
         status = _ANTHROPIC_ERROR_STATUS.get(_error_type(body) or "", 500)
     text = f"provider answered HTTP {status}: {_clean(message, secrets)}"
     if status in NON_RETRYABLE_STATUS:
-        return ApplicationError(text, type=NON_RETRYABLE_STATUS[status], non_retryable=True)
+        return ApplicationError(text, type=NON_RETRYABLE_STATUS[status], non_retryable=True, category=HANDLED)
     if status in _RETRYABLE_STATUS or status >= 500:
         return ApplicationError(
             text,
             type=_RETRYABLE_STATUS.get(status, "ServerError"),
             next_retry_delay=retry_after(headers),
+            category=HANDLED,
         )
     # Other client errors (402 payment, 413 too large, ...) will not heal by retrying.
-    return ApplicationError(text, type=f"HTTP{status}", non_retryable=True)
+    return ApplicationError(text, type=f"HTTP{status}", non_retryable=True, category=HANDLED)
 
 
 def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> timedelta | None:
@@ -142,6 +160,7 @@ def with_usage(error: ApplicationError, usage: Usage) -> ApplicationError:
         type=error.type,
         non_retryable=error.non_retryable,
         next_retry_delay=error.next_retry_delay,
+        category=error.category,
     )
 
 
@@ -157,17 +176,18 @@ def with_lost_usage(error: ApplicationError, lost: Usage) -> ApplicationError:
         type=error.type,
         non_retryable=error.non_retryable,
         next_retry_delay=error.next_retry_delay,
+        category=error.category,
     )
 
 
 def unknown_price(message: str) -> ApplicationError:
     """A model without a known price: refused, never charged as free."""
-    return ApplicationError(message, type="UnknownPrice", non_retryable=True)
+    return ApplicationError(message, type="UnknownPrice", non_retryable=True, category=HANDLED)
 
 
 def unknown_model(message: str) -> ApplicationError:
     """A model reference naming no known provider or alias."""
-    return ApplicationError(message, type="UnknownModel", non_retryable=True)
+    return ApplicationError(message, type="UnknownModel", non_retryable=True, category=HANDLED)
 
 
 def structured_output_invalid(output_type: str, error: str, usage: Usage, attempts: int) -> ApplicationError:
@@ -177,6 +197,7 @@ def structured_output_invalid(output_type: str, error: str, usage: Usage, attemp
         {"usage": usage.model_dump(mode="json"), "attempts": attempts, "output_type": output_type},
         type="StructuredOutputInvalid",
         non_retryable=True,
+        category=HANDLED,
     )
 
 

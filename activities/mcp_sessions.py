@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
-from collections.abc import AsyncIterator, Mapping
+import os
+import threading
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TextIO
 
 import anyio
 import httpx2
@@ -42,6 +43,33 @@ _log = logging.getLogger(__name__)
 
 # Loggers of the libraries under us that print an endpoint's URL (with its query) in their messages.
 _URL_LOGGERS = ("mcp.client.streamable_http", "httpx2")
+
+
+class _StderrToLog:
+    """A stdio server's stderr, line by line, into the worker's log (``mcp server 'name': ...``,
+    scrubbed of its secrets) instead of the terminal of whoever runs the worker: a pipe whose write
+    end the server gets, read by a thread until the server (and anything it started) closes it."""
+
+    def __init__(self, name: str, scrub: Callable[[str], str]) -> None:
+        self.name = name
+        self.scrub = scrub
+        read_fd, write_fd = os.pipe()
+        self._reader = os.fdopen(read_fd, "r", encoding="utf-8", errors="replace")
+        self.writer = os.fdopen(write_fd, "w")
+        self._thread = threading.Thread(target=self._pump, name=f"mcp-stderr-{name}", daemon=True)
+
+    def __enter__(self) -> TextIO:
+        self._thread.start()
+        return self.writer
+
+    def __exit__(self, *_: object) -> None:
+        self.writer.close()  # ours; the server's copy closes when it exits, and the reader sees EOF
+
+    def _pump(self) -> None:
+        with self._reader:
+            for line in self._reader:
+                if line.strip():
+                    _log.info("mcp server %r: %s", self.name, self.scrub(line.rstrip()))
 
 
 class _Redact(logging.Filter):
@@ -178,8 +206,9 @@ class _Connection:
             params = StdioServerParameters(
                 command=config.executable(), args=list(config.args), env=env, cwd=config.cwd
             )
-            async with stdio_client(params, errlog=sys.stderr) as streams:
-                yield streams
+            with _StderrToLog(self.name, self.scrub) as errlog:
+                async with stdio_client(params, errlog=errlog) as streams:
+                    yield streams
             return
         assert config.url is not None
         headers = expand_env(config.headers, f"{what} headers")

@@ -265,10 +265,12 @@ class ModelCallActivities:
         for ref in request.refs:
             try:
                 models[ref] = resolve(ref, self.catalog)
-            except UnknownPriceError as err:
-                raise errors.unknown_price(str(err)) from None
-            except UnknownModelError as err:
-                raise errors.unknown_model(str(err)) from None
+            except (UnknownPriceError, UnknownModelError) as err:
+                refused = (
+                    errors.unknown_price if isinstance(err, UnknownPriceError) else errors.unknown_model
+                )(str(err))
+                activity.logger.warning("model %r refused: %s: %s", ref, refused.type, refused.message)
+                raise refused from None
         return ResolveModelsResult(models=models, payload_limit=self._payload_limit())
 
     def _payload_limit(self) -> int | None:
@@ -347,8 +349,12 @@ class ModelCallActivities:
             if mapped.non_retryable and not receipt.found and lost.requests:
                 # No receipt held the earlier attempts' spend: charge what their heartbeats carried.
                 mapped = errors.with_lost_usage(mapped, lost)
-            activity.logger.warning(
-                "model call failed",
+            activity.logger.warning(  # one line: the SDK logs a handled error at DEBUG only
+                "model call failed: %s (%s for %s, %s)",
+                mapped.type,
+                request.model.ref,
+                request.agent,
+                "retried" if not mapped.non_retryable else "not retried",
                 extra={"agent": request.agent, "model": request.model.ref, "error_type": mapped.type},
             )
             raise mapped from None

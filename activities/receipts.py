@@ -396,6 +396,7 @@ class CallRecorder:
             {**details, "usage": usage.model_dump(mode="json")},
             type=error.type,
             non_retryable=True,
+            category=error.category,
         )
 
     async def _put(self) -> None:

@@ -147,7 +147,9 @@ def sim(
 @app.command()
 def worker() -> None:
     """Run a worker against the configured Temporal (TEMPORAL_* environment)."""
-    from worker import run_worker
+    from worker import configure_logging, run_worker
+
+    configure_logging()
 
     def ready(queue: str) -> None:
         console.print(f"worker running on task queue {queue!r}; Ctrl-C to stop")
@@ -315,6 +317,10 @@ def run(
     if not follow:
         _start_detached(spec)
         return
+    if worker:  # the worker in this process logs to a file: this terminal shows the job
+        from worker import configure_logging
+
+        configure_logging(data_dir / "worker.log")
     live = Live(console=console, transient=True, refresh_per_second=8)
 
     def on_start(job_id: str, url: str | None) -> None:
@@ -533,9 +539,7 @@ def turn_panel(turn: TurnRecord) -> Panel:
             f"tool {call.name} {call.arguments[:120]} -> {call.outcome}, "
             f"{call.result_bytes:,} bytes{cut}, {call.duration_s:.2f}s"
         )
-        body.append(
-            ("\n" if body.plain else "") + line, style="cyan" if call.outcome == "ok" else "yellow"
-        )
+        body.append(("\n" if body.plain else "") + line, style="cyan" if call.outcome == "ok" else "yellow")
     return Panel(body, title=head, expand=False)
 
 

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -174,15 +175,17 @@ def assert_ledger_matches_sim(result: JobResult, sim: SimServer) -> None:
 
 
 def start_worker(env: WorkflowEnvironment | Client, sim: SimServer, queue: str) -> subprocess.Popen[bytes]:
-    """A worker in its own process, as a user would run it, on the environment's (or client's) server."""
+    """A worker in its own process, as a user would run it, on the environment's (or client's) server.
+    Its log (stderr) goes to a temporary file: a pipe nobody reads would stall a chatty worker."""
     client = env if isinstance(env, Client) else env.client
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "worker.py")],
-        env=_worker_env(client.service_client.config.target_host, client.namespace, sim, queue),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with tempfile.TemporaryFile() as log:  # the child keeps its own descriptor of the (unlinked) file
+        return subprocess.Popen(
+            [sys.executable, str(ROOT / "worker.py")],
+            env=_worker_env(client.service_client.config.target_host, client.namespace, sim, queue),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
 
 
 def _worker_env(address: str, namespace: str, sim: SimServer, queue: str) -> dict[str, str]:

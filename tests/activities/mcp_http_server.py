@@ -57,6 +57,7 @@ def fail(why: str) -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--stdio"]:
+        print("test server: serving on stdio", file=sys.stderr, flush=True)  # goes to the worker's log
         server.run()
     else:
         server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[1]))

@@ -435,6 +435,22 @@ async def mcp_tool(activities: ToolActivities, ref: str) -> ToolDef:
     return tool
 
 
+async def test_a_stdio_servers_stderr_goes_to_the_workers_log(
+    stdio_tools: ToolActivities, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """What a stdio MCP server writes to its stderr reaches the worker's log, a line at a time
+    prefixed with the server's name, and never the terminal (the worker's own stderr)."""
+    caplog.set_level(logging.INFO, logger="activities.mcp_sessions")
+    await mcp_tool(stdio_tools, "mcp:test/echo")
+    line = "mcp server 'test': test server: serving on stdio"
+    for _ in range(100):  # a thread reads the pipe
+        if any(r.getMessage() == line for r in caplog.records):
+            break
+        await asyncio.sleep(0.05)
+    assert any(r.getMessage() == line and r.levelno == logging.INFO for r in caplog.records)
+    assert "serving on stdio" not in capfd.readouterr().err
+
+
 async def test_list_tools_of_mcp_server_time(stdio_tools: ToolActivities) -> None:
     """A real mcp-server-time lists its tools as ToolDefs: reference, model name, schema, server, and
     the catalog's defaults and per-tool overrides."""

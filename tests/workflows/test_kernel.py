@@ -3,6 +3,7 @@ failed calls charged what they spent, and worker-side errors ending the job ``fa
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Any
 
@@ -147,10 +148,14 @@ async def test_a_function_check_that_raises_counts_as_failed_and_the_cascade_cli
 
 
 async def test_a_planner_still_invalid_after_its_re_asks_is_charged_what_was_served(
-    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, sim: SimServer
+    ts_env: WorkflowEnvironment,
+    gateway: ModelCallActivities,
+    sim: SimServer,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """A structured call that ends StructuredOutputInvalid charges all its attempts, exactly as the
-    simulator served them (not the reservation), and the transcript shows the failed call."""
+    simulator served them (not the reservation), and the transcript shows the failed call. The
+    worker logs the handled failure in one line of its own, not the SDK's traceback."""
     sim_call(sim, "/_sim/reset", {})
     spec = parse_spec(
         {
@@ -177,6 +182,36 @@ async def test_a_planner_still_invalid_after_its_re_asks_is_charged_what_was_ser
     assert plan.usage.output_tokens == result.ledger.usage.output_tokens == tally["output_tokens"]
     assert not result.ledger.usage.estimated
     assert result.ledger.cost_usd == plan.cost_usd and plan.cost_usd
+    assert_handled_in_one_line(caplog, "model call failed: StructuredOutputInvalid (sim:planner for lead")
+
+
+def assert_handled_in_one_line(caplog: pytest.LogCaptureFixture, line: str) -> None:
+    """The worker logged ``line`` (one line, no traceback) and no 'Completing activity as failed'
+    warning with a traceback."""
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(r.getMessage().startswith(line) and r.exc_info is None for r in warnings), [
+        r.getMessage() for r in warnings
+    ]
+    assert not [r for r in warnings if "Completing activity as failed" in r.getMessage()]
+
+
+async def test_an_unknown_model_is_logged_in_one_line(
+    ts_env: WorkflowEnvironment, gateway: ModelCallActivities, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A model the worker's catalog does not know ends the job failed, with no output, and the
+    worker logs one line naming it, not a traceback."""
+    spec = parse_spec(
+        {
+            "id": f"unknown-{uuid.uuid4().hex[:8]}",
+            "task": "Write a note.",
+            "agents": [{"name": "writer", "model": "nowhere:model-x"}],
+            "steps": [{"id": "s", "agent": "writer", "prompt": "{task}"}],
+        }
+    )
+    result, _ = await run_job(ts_env, gateway, "SequentialJob", spec)
+    assert result.stop_reason is StopReason.failed and "UnknownModel" in result.explanation
+    assert result.output == ""
+    assert_handled_in_one_line(caplog, "model 'nowhere:model-x' refused: UnknownModel")
 
 
 UNPRICED = "openai-compatible:llama3"  # no catalog entry on the worker: no price
