@@ -31,6 +31,13 @@ class AccountState(BaseModel):
     tokens: int | None = Field(default=None, description="Cap per period; None: no token cap.")
     usd: Decimal | None = Field(default=None, description="Cap per period; None: no dollar cap.")
     period: timedelta | None = Field(default=None, description="None: one period that never resets.")
+    weight: float = Field(
+        default=1.0,
+        gt=0,
+        le=1000,
+        description="Fairness weight of the account's jobs on a shared task queue (Temporal fairness): "
+        "while jobs of two accounts wait, they are dispatched in proportion to their weights.",
+    )
     anchor: datetime | None = Field(default=None, description="When period 0 started; set on first run.")
     period_index: int = 0
     topup_tokens: int = Field(default=0, description="Added to this period's cap by topup.")

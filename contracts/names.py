@@ -29,6 +29,10 @@ ROUTING_STATS_WORKFLOW = "RoutingStats"
 ROUTING_STATS_WORKFLOW_ID = "harness-routing-stats"
 
 
+ACCOUNT_WEIGHT_MEMO = "weight"
+"""Memo key of an account workflow's fairness weight: read by clients starting jobs, with no worker."""
+
+
 def account_workflow_id(name: str) -> str:
     """The workflow id of budget account ``name``."""
     return f"account-{name}"

@@ -25,6 +25,18 @@ from contracts.tools import parse_ref
 from policies.goals import schema_problem
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+PRIORITY_KEYS = (1, 2, 2, 3, 3, 4, 4, 5, 5, 5)
+"""Temporal priority key (1 runs first, 5 last; Temporal's default is 3) of each job priority 0-9:
+the spec's default 3 is Temporal's default 3, so harness jobs and other work on a cluster interleave
+as equals unless a job asks otherwise."""
+
+
+def priority_key(priority: int) -> int:
+    """The Temporal priority key of job priority ``priority`` (0-9, lower is more urgent)."""
+    return PRIORITY_KEYS[min(max(priority, 0), 9)]
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -467,7 +479,23 @@ class JobSpec(_Model):
     )
     gates: list[GateSpec] = Field(default_factory=list, description="Approval gates; see GateSpec.")
     priority: int = Field(
-        default=3, ge=0, le=9, description="The job's own work; an interrupt more urgent (lower) preempts it."
+        default=3,
+        ge=0,
+        le=9,
+        description="The job's own work; an interrupt more urgent (lower) preempts it. Across jobs it "
+        "is the Temporal priority key of everything the job starts (see ``priority_key``).",
+    )
+    tenant: str | None = Field(
+        default=None,
+        description="Who the job runs for: its Temporal fairness key, so tenants sharing a task queue "
+        "share its workers by weight. Default: the budget account, else none (one shared pool).",
+    )
+    tenant_weight: float | None = Field(
+        default=None,
+        gt=0,
+        le=1000,
+        description="The tenant's fairness weight (a tenant of weight 3 gets three tasks dispatched for "
+        "one of a tenant of weight 1 while both wait). Default: the account's weight, else 1.",
     )
 
     @field_validator("deadline", mode="before")
@@ -480,7 +508,7 @@ class JobSpec(_Model):
             raise ValueError("must be positive")
         return duration
 
-    @field_validator("account")
+    @field_validator("account", "tenant")
     @classmethod
     def _account(cls, value: str | None) -> str | None:
         if value is not None and not _NAME.match(value):
@@ -550,6 +578,10 @@ class JobSpec(_Model):
             if gate.before_step is not None and gate.before_step not in step_ids:
                 raise ValueError(f"gates.{index}.before_step: unknown step {gate.before_step!r}")
         return self
+
+    def fairness_key(self) -> str | None:
+        """The Temporal fairness key of the job's work: its tenant, else its account."""
+        return self.tenant or self.account
 
     def model_refs(self) -> list[str]:
         """Every model the job may call: agents', judges', the selector's and routing candidates."""

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from contracts.accounts import AccountState, AccountView, TopupRequest
-from contracts.names import ACCOUNT_WORKFLOW, account_workflow_id
+from contracts.names import ACCOUNT_WEIGHT_MEMO, ACCOUNT_WORKFLOW, account_workflow_id
 from contracts.spec import parse_duration
 
 __all__ = ["account_table", "budget_app", "parse_period"]
@@ -49,7 +49,8 @@ def account_table(view: AccountView) -> Table:
     state = view.state
     period = "never resets" if state.period is None else f"per {state.period}"
     reset = f", next reset {view.next_reset:%Y-%m-%d %H:%M:%S} UTC" if view.next_reset else ""
-    table = Table(title=f"account {state.name} ({period}{reset}; run {state.runs})")
+    weight = f"; fairness weight {state.weight:g}" if state.weight != 1 else ""
+    table = Table(title=f"account {state.name} ({period}{reset}; run {state.runs}{weight})")
     for column in ("", "cap", "top-ups", "spent", "leased", "remaining", "lifetime spent"):
         table.add_column(column, justify="left" if not column else "right")
     if state.usd is not None:
@@ -93,6 +94,13 @@ def create(
     usd: Annotated[Decimal | None, typer.Option(help="Dollars per period.")] = None,
     tokens: Annotated[int | None, typer.Option(help="Tokens per period.")] = None,
     period: Annotated[str, typer.Option(help="hour, day, week, a duration ('12h'), or none.")] = "day",
+    weight: Annotated[
+        float,
+        typer.Option(
+            help="Fairness weight (0.001-1000) of the account's jobs on a shared task queue: "
+            "jobs of an account of weight 3 get three tasks to one of an account of weight 1."
+        ),
+    ] = 1.0,
 ) -> None:
     """Create a budget account (a long-lived workflow) with caps per period."""
     from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -103,17 +111,23 @@ def create(
         _fail("give --usd or --tokens (or both)")
     if (usd is not None and usd <= 0) or (tokens is not None and tokens <= 0):
         _fail("caps must be positive")
+    if not 0.001 <= weight <= 1000:
+        _fail(f"--weight must be from 0.001 to 1000, not {weight}")
     try:
         every = parse_period(period)
     except ValueError as error:
         _fail(str(error))
         return
-    state = AccountState(name=name, usd=usd, tokens=tokens, period=every)
+    state = AccountState(name=name, usd=usd, tokens=tokens, period=every, weight=weight)
 
     async def go() -> None:
         client = await connect()
         await client.start_workflow(
-            ACCOUNT_WORKFLOW, state, id=account_workflow_id(name), task_queue=task_queue()
+            ACCOUNT_WORKFLOW,
+            state,
+            id=account_workflow_id(name),
+            task_queue=task_queue(),
+            memo={ACCOUNT_WEIGHT_MEMO: weight},  # jobs read it at their start, with no worker
         )
 
     try:

@@ -157,8 +157,24 @@ def set_priority(
     task: Annotated[str, typer.Argument(help="Task id, or 'job' for the running work itself.")],
     priority: Annotated[int, typer.Argument(help="0 (most urgent) to 9.")],
 ) -> None:
-    """Change a task's priority ('job' sets the bar an interrupt must beat to preempt)."""
-    console.print(_run(job_id, "set_priority", SetPriorityRequest(task=task, priority=priority), True))
+    """Change a task's priority ('job': the bar an interrupt must beat to preempt, and the Temporal
+    priority of everything the job starts, its queued work included)."""
+    if not 0 <= priority <= 9:
+        _fail(f"set_priority refused: priority must be from 0 (most urgent) to 9, not {priority}")
+    request = SetPriorityRequest(task=task, priority=priority)
+    if task == "job":
+        from harness.client import set_job_priority
+        from worker import connect
+
+        async def reorder() -> int:
+            return await set_job_priority(await connect(), job_id, priority)
+
+        try:
+            key = asyncio.run(reorder())
+        except RPCError as error:
+            _fail(f"set-priority of job {job_id!r} failed: {error.message}")
+        console.print(f"{job_id}: its queued work now at Temporal priority key {key}")
+    console.print(_run(job_id, "set_priority", request, True))
 
 
 def register(app: typer.Typer) -> None:

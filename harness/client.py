@@ -7,9 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from google.protobuf.field_mask_pb2 import FieldMask
+from temporalio.api.common.v1 import Priority as PriorityProto
+from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.workflow.v1 import WorkflowExecutionOptions
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, UpdateWorkflowExecutionOptionsRequest
 from temporalio.client import (
     Client,
     WorkflowExecutionDescription,
@@ -17,12 +21,13 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
 )
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from contracts import search_attributes as sa
 from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals
-from contracts.spec import JobSpec
+from contracts.names import ACCOUNT_WEIGHT_MEMO, account_workflow_id
+from contracts.spec import JobSpec, priority_key
 from worker import task_queue
 from workflows import WORKFLOW_FOR_MODE
 
@@ -83,6 +88,7 @@ async def start_job(
         id=job_id,
         task_queue=queue or task_queue(),
         result_type=JobResult,
+        priority=await job_priority(client, spec),
         search_attributes=TypedSearchAttributes(
             [
                 SearchAttributePair(sa.MODE, spec.mode),
@@ -94,6 +100,61 @@ async def start_job(
         # The memo is not encrypted by a payload codec: names only, never prompt text.
         memo={"name": spec.name, "mode": spec.mode, "agents": [agent.name for agent in spec.agents]},
     )
+
+
+async def job_priority(client: Client, spec: JobSpec) -> Priority:
+    """The Temporal priority a job starts with, inherited by everything it starts: the priority key
+    of its priority (``contracts.spec.priority_key``), its tenant (or account) as fairness key, and
+    the tenant's weight: the spec's ``tenant_weight``, else the account's (``budget create
+    --weight``), else 1."""
+    key = spec.fairness_key()
+    weight = spec.tenant_weight
+    if key is not None and weight is None and spec.account is not None:
+        weight = await account_weight(client, spec.account)
+    return Priority(
+        priority_key=priority_key(spec.priority),
+        fairness_key=key,
+        fairness_weight=(weight or 1.0) if key is not None else None,
+    )
+
+
+async def account_weight(client: Client, account: str) -> float | None:
+    """Account ``account``'s fairness weight, from its workflow's memo (no worker needed); None for an
+    account that does not exist (the job then ends ``failed`` at its lease, naming it) or has none."""
+    try:
+        described = await client.get_workflow_handle(account_workflow_id(account)).describe()
+        weight = await described.memo_value(ACCOUNT_WEIGHT_MEMO, None)
+    except RPCError as error:
+        if error.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    return float(weight) if isinstance(weight, (int, float)) else None
+
+
+async def set_job_priority(client: Client, job_id: str, priority: int) -> int:
+    """Give a running or queued job's workflow the priority key of job priority ``priority`` (its
+    fairness key and weight kept), through ``UpdateWorkflowExecutionOptions``: no worker needed, and
+    the server orders the job's queued tasks by it at once. Returns the key. The job's own
+    ``set_priority`` update (sent after this by ``harness set-priority``) carries the new priority
+    to what it starts next."""
+    handle = client.get_workflow_handle(job_id)
+    current = (await _describe(handle)).raw_description.workflow_execution_info.priority
+    key = priority_key(priority)
+    options = WorkflowExecutionOptions(
+        priority=PriorityProto(
+            priority_key=key, fairness_key=current.fairness_key, fairness_weight=current.fairness_weight
+        )
+    )
+    await client.workflow_service.update_workflow_execution_options(
+        UpdateWorkflowExecutionOptionsRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=job_id),
+            workflow_execution_options=options,
+            update_mask=FieldMask(paths=["priority"]),
+            identity=client.identity,
+        )
+    )
+    return key
 
 
 async def job_status(client: Client, job_id: str) -> JobProgress:

@@ -33,10 +33,12 @@ from temporalio.client import Client
 from temporalio.service import RetryConfig, RPCError, RPCStatusCode
 
 __all__ = [
+    "DYNAMIC_CONFIG",
     "SEARCH_ATTRIBUTES",
     "DevServer",
     "DevServerError",
     "aprobe",
+    "dynamic_config_args",
     "ensure_search_attributes",
     "ensure_server",
     "probe",
@@ -52,6 +54,25 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
     "HarnessCostUsd": "Double",
 }
 """Custom search attributes harness needs, name -> Temporal type (see `contracts.search_attributes`)."""
+
+DYNAMIC_CONFIG: dict[str, str] = {
+    "frontend.enableUpdateWorkflowExecution": "true",
+    "matching.enableFairness": "true",
+    "matching.numTaskqueueReadPartitions": "1",
+    "matching.numTaskqueueWritePartitions": "1",
+}
+"""Dynamic config the dev server runs with: updates (approvals, steering); fairness keys honoured
+by matching (without it the dev server dispatches a task queue's backlog first in, first out, and a
+tenant that starts a thousand jobs starves the others; see ``JobSpec.tenant``); and one partition
+per task queue, so priority and fairness order the whole backlog exactly (with the default four
+each partition orders its own share: approximate). One machine needs no more partitions."""
+
+
+def dynamic_config_args() -> list[str]:
+    """``DYNAMIC_CONFIG`` as ``temporal server start-dev`` arguments."""
+    pairs = (f"{name}={value}" for name, value in DYNAMIC_CONFIG.items())
+    return [arg for pair in pairs for arg in ("--dynamic-config-value", pair)]
+
 
 _INDEXED_TYPES: dict[str, IndexedValueType.ValueType] = {
     "Text": IndexedValueType.INDEXED_VALUE_TYPE_TEXT,
@@ -336,7 +357,7 @@ class DevServer:
             cmd += ["--ui-codec-endpoint", self.ui_codec_endpoint]
         for name, kind in SEARCH_ATTRIBUTES.items():
             cmd += ["--search-attribute", f"{name}={kind}"]
-        return cmd
+        return cmd + dynamic_config_args()
 
     def start(self, timeout: float = 60.0) -> DevServer:
         """Launch the server and wait until it answers with the search attributes registered.

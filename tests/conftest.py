@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.config import ProviderSettings
 from activities.model_call import ModelCallActivities
 from contracts import search_attributes as sa
-from harness.devserver import SEARCH_ATTRIBUTES, add_search_attributes
+from harness.devserver import SEARCH_ATTRIBUTES, add_search_attributes, dynamic_config_args
 from harness.sim import SimConfig, SimServer
 from tests.helpers import BIN
 
@@ -110,7 +110,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=ALL_KEYS,
-        dev_server_extra_args=["--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true"],
+        dev_server_extra_args=dynamic_config_args(),
     )
     try:
         yield env

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Generic, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import Priority, RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from contracts.accounts import AccountCall, LeaseReply, ReapReply, ReapRequest
@@ -66,10 +66,20 @@ class ActivityStub(Generic[Req, Res]):
     cancellation_type: workflow.ActivityCancellationType = workflow.ActivityCancellationType.TRY_CANCEL
 
     def start(
-        self, request: Req, *, summary: str, start_to_close_timeout: timedelta | None = None
+        self,
+        request: Req,
+        *,
+        summary: str,
+        start_to_close_timeout: timedelta | None = None,
+        priority: Priority = Priority.default,
+        task_queue: str | None = None,
     ) -> workflow.ActivityHandle[Res]:
         """Schedule the activity and return its handle (cancel it to cancel the activity); a call
-        whose work has its own time limit (a tool's) may give its own ``start_to_close_timeout``."""
+        whose work has its own time limit (a tool's) may give its own ``start_to_close_timeout``.
+
+        ``priority``: the job's (``JobWorkflow.task_priority``); unset fields inherit the workflow's
+        own (its fairness key and weight). ``task_queue``: another queue than the workflow's (a rate-
+        limited model queue, ``contracts.names.model_queue``)."""
         return workflow.start_activity(
             self.name,
             request,
@@ -80,11 +90,13 @@ class ActivityStub(Generic[Req, Res]):
             retry_policy=self.retry_policy,
             cancellation_type=self.cancellation_type,
             summary=summary,
+            priority=priority,
+            task_queue=task_queue,
         )
 
-    async def run(self, request: Req, *, summary: str) -> Res:
+    async def run(self, request: Req, *, summary: str, priority: Priority = Priority.default) -> Res:
         """Run the activity to its result (``ActivityError`` once its retries are spent)."""
-        return await self.start(request, summary=summary)
+        return await self.start(request, summary=summary, priority=priority)
 
 
 # Errors that are the input's fault, not the world's: retrying cannot help.

@@ -94,7 +94,9 @@ async def run_check(
         )
         return outcome, reply.cost_usd or Decimal(0)
     try:
-        result = await RUN_CHECK.run(RunCheckRequest(name=str(check.value), text=text), summary=summary)
+        result = await RUN_CHECK.run(
+            RunCheckRequest(name=str(check.value), text=text), summary=summary, priority=job.task_priority
+        )
     except ActivityError as error:
         cause = error.cause
         if isinstance(cause, CancelledError):

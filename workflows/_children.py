@@ -85,7 +85,7 @@ def child_spec(
             "steps": steps or [],
             "budget": budget.model_dump() if budget is not None else None,
             "deadline": remaining_deadline(job),
-            "priority": spec.priority,
+            "priority": job.job_priority,  # a `set_priority job N` reaches children started after it
             "turns_per_run": spec.turns_per_run,
         }
     )

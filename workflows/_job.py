@@ -22,7 +22,7 @@ from typing import Any, Literal, NoReturn, TypeVar
 
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
-from temporalio.common import RawValue, SearchAttributeUpdate
+from temporalio.common import Priority, RawValue, SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         tools_text,
     )
     from contracts.outputs import estimate_request_tokens
-    from contracts.spec import AgentSpec, JobSpec
+    from contracts.spec import AgentSpec, JobSpec, priority_key
     from contracts.state import JobInput, JobState
     from contracts.tools import ToolDef
     from policies.scheduling import PriorityItem
@@ -488,7 +488,7 @@ class JobWorkflow:
         self._publish()
 
     async def _call(self, request: ModelCallRequest, summary: str) -> ModelCallResult:
-        handle = MODEL_CALL.start(request, summary=summary)
+        handle = MODEL_CALL.start(request, summary=summary, priority=self.task_priority)
         remaining = self.deadline_left()
         try:
             await workflow.wait_condition(
@@ -690,6 +690,14 @@ class JobWorkflow:
         if self.state.priority is not None:
             return self.state.priority
         return self.spec.priority
+
+    @property
+    def task_priority(self) -> Priority:
+        """The Temporal priority of what the job starts next (calls, checks, tools, child jobs): the
+        priority key of ``job_priority``, so ``set_priority job N`` reaches the task queues too. The
+        fairness key and weight are left unset: they are inherited from the workflow's own priority,
+        which the client set from the spec's tenant (``harness.client.start_job``)."""
+        return Priority(priority_key=priority_key(self.job_priority))
 
     async def conclude(
         self, reason: StopReason, explanation: str, output: str, outputs: dict[str, str]

@@ -12,6 +12,7 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 from temporalio import workflow
+from temporalio.common import Priority
 
 with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobStatus, LedgerTotals
@@ -28,6 +29,11 @@ class Job(Protocol):
     """The job's whole state (models, detail, evidence, round, stop reason...): read and noted here."""
     in_flight: str | None
     """What runs now, as ``status`` shows it: '<agent> on <model>', '<agent> on tools: <names>'."""
+
+    @property
+    def task_priority(self) -> Priority:
+        """The Temporal priority of what the job starts next (its fairness key inherited)."""
+        ...
 
     def preempted(self) -> bool:
         """Whether the running work is to stop now: an interrupt that beats it, or an abort."""

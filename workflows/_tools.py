@@ -197,6 +197,7 @@ class Tools:
                 ),
                 summary=f"tool {tool.name} for {agent.name}" + (f" (step {step})" if step else ""),
                 start_to_close_timeout=timedelta(seconds=tool.timeout_s) + _ACTIVITY_MARGIN,
+                priority=job.task_priority,
             )
             for call, tool, entry in runnable
         ]

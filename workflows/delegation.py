@@ -203,6 +203,7 @@ class DelegationJob(JobWorkflow):
                         id=child_id,
                         parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
                         static_summary=f"subtask {subtask_id} (round {round_no})",
+                        priority=self.task_priority,
                     )
                     for subtask_id, child_id, child in starting
                 )

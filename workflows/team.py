@@ -186,6 +186,7 @@ class TeamJob(JobWorkflow):
                 id=f"{self.job_id}--{agent.name}",
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
                 static_summary=f"team member {agent.name}",
+                priority=self.task_priority,
             )
             for agent in spec.agents
         }
