@@ -12,28 +12,33 @@ import contextlib
 import importlib.util
 import logging
 import os
+import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
 from temporalio.contrib.opentelemetry import TracingInterceptor
 from temporalio.envconfig import ClientConfig
-from temporalio.worker import Worker
+from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.budget_account import BudgetAccountActivities
+from activities.catalog import ModelCatalog, ProviderLimits
 from activities.checks import CheckActivities, load_check_modules
 from activities.codec import data_converter
+from activities.fairness import FairnessActivities
 from activities.model_call import ModelCallActivities
+from activities.queue_limits import apply_limits
 from activities.routing_stats import RoutingStatsActivities
 from activities.team_board import TeamBoardActivities
 from activities.telemetry import JobSpanInterceptor, setup_from_env
 from activities.tool_catalog import load_tool_catalog
 from activities.tools import ToolActivities
-from contracts.names import TASK_QUEUE, TASK_QUEUE_ENV
+from contracts.names import ROLES, TASK_QUEUE, TASK_QUEUE_ENV, models_queue, tools_queue
 from workflows import ALL_WORKFLOWS
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
@@ -98,40 +103,149 @@ def workflow_runner() -> SandboxedWorkflowRunner:
 HEARTBEAT_THROTTLE = timedelta(milliseconds=500)
 
 
-class HarnessWorker(Worker):
-    """A ``Worker`` that also closes what it owns (the gateway's SDK clients) once it has stopped,
-    however it stops: ``async with``, ``shutdown()`` or cancellation of ``run()``."""
+DRAIN_TIMEOUT_ENV = "HARNESS_DRAIN_TIMEOUT_S"
+WORKER_QUEUES_ENV = "HARNESS_WORKER_QUEUES"
+DEPLOYMENT_NAME_ENV = "HARNESS_DEPLOYMENT_NAME"
+BUILD_ID_ENV = "HARNESS_BUILD_ID"
+DEFAULT_DRAIN = timedelta(seconds=30)
+
+
+def parse_roles(value: str | None) -> tuple[str, ...]:
+    """``jobs,models,tools`` (any subset; empty or None: all) as roles in ``ROLES`` order; a
+    ``ValueError`` names an unknown one."""
+    if value is None or not value.strip():
+        return ROLES
+    asked = {part.strip() for part in value.split(",") if part.strip()}
+    unknown = sorted(asked - set(ROLES))
+    if unknown:
+        raise ValueError(f"unknown queue {', '.join(map(repr, unknown))}: use any of {', '.join(ROLES)}")
+    return tuple(role for role in ROLES if role in asked)
+
+
+def drain_timeout(value: str | None = None) -> timedelta:
+    """How long a worker told to stop lets its running activities finish (``HARNESS_DRAIN_TIMEOUT_S``)."""
+    raw = value if value is not None else os.environ.get(DRAIN_TIMEOUT_ENV, "")
+    if not raw.strip():
+        return DEFAULT_DRAIN
+    seconds = float(raw)
+    if seconds < 0:
+        raise ValueError(f"{DRAIN_TIMEOUT_ENV} must be 0 or more seconds, not {raw!r}")
+    return timedelta(seconds=seconds)
+
+
+def deployment_config(environ: Mapping[str, str] | None = None) -> WorkerDeploymentConfig | None:
+    """Worker versioning from ``HARNESS_DEPLOYMENT_NAME`` and ``HARNESS_BUILD_ID`` (both, or none):
+    the worker polls as that version of that deployment, and workflows it starts stay pinned to it
+    (they finish on the code they began with; new jobs go to the deployment's current version)."""
+    env = os.environ if environ is None else environ
+    name, build = env.get(DEPLOYMENT_NAME_ENV, "").strip(), env.get(BUILD_ID_ENV, "").strip()
+    if not name and not build:
+        return None
+    if not name or not build:
+        raise ValueError(
+            f"set both {DEPLOYMENT_NAME_ENV} and {BUILD_ID_ENV} for worker versioning, or neither"
+        )
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(deployment_name=name, build_id=build),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.PINNED,
+    )
+
+
+class WorkerGroup:
+    """The workers of one process, one ``Worker`` per task queue its roles serve (``contracts.names
+    .ROLES``: ``jobs`` on the jobs queue, ``models`` on its model queues, ``tools`` on its tool
+    queue), started, run and stopped together. Each is given every activity: a queue only ever
+    carries its role's tasks (and the jobs queue, the model and tool calls of jobs that started
+    before roles had queues). Entering it first sets the rate limits of the providers' own queues;
+    once every worker has stopped it closes what it owns (the gateway's SDK clients, MCP sessions).
+
+    Stopping (``shutdown``, leaving ``async with``, or SIGTERM in ``run_worker``) drains: no new task
+    is polled, running activities get ``graceful_shutdown_timeout`` to finish, and what is still
+    running then is cancelled and handed back to Temporal, which runs it again elsewhere (a model
+    call's receipt makes the re-run charge exactly what the provider served)."""
 
     def __init__(
-        self, *args: Any, closers: Sequence[Callable[[], Awaitable[None]]] = (), **kwargs: Any
+        self,
+        client: Client,
+        queue: str,
+        workers: Sequence[Worker],
+        limits: Mapping[str, ProviderLimits],
+        closers: Sequence[Callable[[], Awaitable[None]]] = (),
     ) -> None:
-        super().__init__(*args, **kwargs)
+        self.client = client
+        self.task_queue = queue
+        """The jobs queue (jobs started on it are served by this group's roles)."""
+        self.workers = list(workers)
+        self.limits = dict(limits)
         self._closers = list(closers)
+        self._stack: contextlib.AsyncExitStack | None = None
+
+    @property
+    def queues(self) -> list[str]:
+        """Every task queue the group polls."""
+        return [worker.task_queue for worker in self.workers]
+
+    def config(self) -> Any:
+        """The first worker's config (its activities are every worker's)."""
+        return self.workers[0].config()
+
+    async def __aenter__(self) -> WorkerGroup:
+        if self.limits and any("-models" in q for q in self.queues):
+            await apply_limits(self.client, self.task_queue, self.limits)
+        stack = contextlib.AsyncExitStack()
+        try:
+            for worker in self.workers:
+                await stack.enter_async_context(worker)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await self.shutdown()  # all at once: each drains in parallel
+            if self._stack is not None:
+                await self._stack.__aexit__(*exc)  # type: ignore[arg-type]
+        finally:
+            await self._close()
 
     async def run(self) -> None:
-        """Run until shut down (every activity finished), then close the owned resources."""
+        """Run every worker until they are shut down, then close the owned resources."""
         try:
-            await super().run()
+            await asyncio.gather(*(worker.run() for worker in self.workers))
         finally:
-            closers, self._closers = self._closers, []
-            for close in closers:
-                try:
-                    await close()
-                except Exception:  # a pool that fails to close must not hide why the worker stopped
-                    logging.getLogger(__name__).warning("closing %r failed", close, exc_info=True)
+            await self._close()
+
+    async def shutdown(self) -> None:
+        """Drain and stop every worker (see the class doc)."""
+        await asyncio.gather(*(worker.shutdown() for worker in self.workers))
+
+    async def _close(self) -> None:
+        closers, self._closers = self._closers, []
+        for close in closers:
+            try:
+                await close()
+            except Exception:  # a pool that fails to close must not hide why the worker stopped
+                logging.getLogger(__name__).warning("closing %r failed", close, exc_info=True)
 
 
 def build_worker(
     client: Client,
     queue: str | None = None,
     activities: Sequence[Any] | None = None,
+    roles: Sequence[str] = ROLES,
+    catalog: ModelCatalog | None = None,
     **options: Any,
-) -> Worker:
-    """A worker serving every harness workflow and the model-call activities.
+) -> WorkerGroup:
+    """The workers serving jobs on ``queue`` for ``roles``: every harness workflow (role ``jobs``)
+    and the activities (see ``WorkerGroup``).
 
     With ``activities`` omitted it makes its own (gateway, routing stats, checks, team board, tools)
     and closes the gateway's SDK clients and the MCP sessions when it stops; given ``activities`` are
-    the caller's to close.
+    the caller's to close. The providers with a rate limit of their own come from ``catalog``, else
+    from the catalog of the gateway among the activities.
     """
     closers: list[Callable[[], Awaitable[None]]] = []
     if activities is None:
@@ -142,6 +256,7 @@ def build_worker(
         checks = CheckActivities()
         board = TeamBoardActivities(client)  # team members reach their coordinator's board through it
         accounts = BudgetAccountActivities(client)
+        fairness = FairnessActivities(client)  # the token-fairness workflow writes weights through it
         # HARNESS_TOOLS: the tool catalog (its Python modules imported here); none: no tools at all.
         tools = ToolActivities(load_tool_catalog())
         closers.append(tools.aclose)  # stops the MCP servers it started
@@ -153,20 +268,44 @@ def build_worker(
             board.team_board,
             accounts.budget_account,  # leases of jobs naming an account
             accounts.budget_account_reap,  # the accounts' check of leases whose job ended
+            fairness.set_fairness_weights,
             tools.list_tools,
             tools.tool_call,
         ]
-    return HarnessWorker(
-        client,
-        closers=closers,
-        task_queue=queue or task_queue(),
-        workflows=ALL_WORKFLOWS,
-        activities=list(activities),
-        workflow_runner=workflow_runner(),
-        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-        default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
-        **options,
-    )
+    if catalog is None:
+        gateways = [getattr(fn, "__self__", None) for fn in activities]
+        catalog = next((g.catalog for g in gateways if isinstance(g, ModelCallActivities)), None)
+    limits: dict[str, ProviderLimits] = {}
+    if catalog is not None:
+        limits = {str(provider): limit for provider, limit in catalog.providers.items()}
+    queue = queue or task_queue()
+    queues: list[tuple[str, bool]] = []  # (task queue, with workflows)
+    if "jobs" in roles:
+        queues.append((queue, True))
+    if "models" in roles:
+        queues += [(models_queue(queue), False)] + [(models_queue(queue, p), False) for p in sorted(limits)]
+    if "tools" in roles:
+        queues.append((tools_queue(queue), False))
+    if not queues:
+        raise ValueError(f"a worker needs at least one of {', '.join(ROLES)}")
+    options.setdefault("graceful_shutdown_timeout", drain_timeout())
+    versioning = deployment_config()
+    if versioning is not None:
+        options.setdefault("deployment_config", versioning)
+    workers = [
+        Worker(
+            client,
+            task_queue=name,
+            workflows=ALL_WORKFLOWS if with_workflows else [],
+            activities=list(activities),
+            workflow_runner=workflow_runner(),
+            max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+            **options,
+        )
+        for name, with_workflows in queues
+    ]
+    return WorkerGroup(client, queue, workers, limits, closers)
 
 
 def uncompiled_workflow_modules(directory: Path | None = None) -> list[Path]:
@@ -183,19 +322,39 @@ def uncompiled_workflow_modules(directory: Path | None = None) -> list[Path]:
 
 
 async def run_worker(
-    address: str | None = None, namespace: str | None = None, on_ready: Callable[[str], None] | None = None
+    address: str | None = None,
+    namespace: str | None = None,
+    on_ready: Callable[[WorkerGroup], None] | None = None,
+    roles: Sequence[str] | None = None,
+    drain: timedelta | None = None,
 ) -> None:
-    """Connect and run a worker until cancelled; ``on_ready(task queue)`` once it is connected."""
+    """Connect and run the workers of ``roles`` (default ``HARNESS_WORKER_QUEUES``, else all) until
+    cancelled or sent SIGTERM, which drains them (``drain``, default ``HARNESS_DRAIN_TIMEOUT_S`` or
+    30 s, for running activities to finish); ``on_ready(group)`` once they poll."""
     if sys.dont_write_bytecode and uncompiled_workflow_modules():
         logging.getLogger(__name__).warning(
             "workflow modules have no bytecode and PYTHONDONTWRITEBYTECODE is set: every workflow run "
             "compiles them again; run `python -m compileall workflows` once to avoid it"
         )
+    roles = roles if roles is not None else parse_roles(os.environ.get(WORKER_QUEUES_ENV))
+    options: dict[str, Any] = {"graceful_shutdown_timeout": drain} if drain is not None else {}
     client = await connect(address, namespace)
-    async with build_worker(client) as worker:  # closes the SDKs' HTTP connections when it stops
-        if on_ready is not None:
-            on_ready(worker.task_queue)
-        await asyncio.Event().wait()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signals off the main thread
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    try:
+        async with build_worker(client, roles=roles, **options) as group:  # stops (drains) on the way out
+            if on_ready is not None:
+                on_ready(group)
+            await stop.wait()
+            logging.getLogger(__name__).info(
+                "SIGTERM: draining (no new tasks; running ones get %s to finish)",
+                group.workers[0].config().get("graceful_shutdown_timeout"),
+            )
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 LOG_LEVEL_ENV = "HARNESS_LOG_LEVEL"

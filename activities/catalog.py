@@ -11,6 +11,8 @@ A reference is either ``provider:model`` (providers: ``sim``, ``openai``, ``anth
         max_output_tokens: 16384
         token_scale: 0.8   # optional: tokens per token of harness's conservative estimate
         price: {input_per_mtok: 0.15, output_per_mtok: 0.60}
+    providers:             # optional: rate limits held cluster-wide (see ProviderLimits)
+      openai: {rps: 50, tenant_rps: 10}
 
 Where a price comes from, first match wins:
 
@@ -40,6 +42,7 @@ from contracts.models import ModelInfo, ModelPrice
 __all__ = [
     "CatalogEntry",
     "ModelCatalog",
+    "ProviderLimits",
     "UnknownModelError",
     "UnknownPriceError",
     "genai_price",
@@ -130,13 +133,27 @@ class CatalogEntry(BaseModel):
     """Where ``price`` came from: 'catalog' for user entries, 'simulator' for the built-in ones."""
 
 
+class ProviderLimits(BaseModel):
+    """A provider's request rate, held cluster-wide: its model calls go to a task queue of their own
+    (``contracts.names.models_queue``) whose rate limit Temporal enforces for every worker at once."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    rps: float = Field(gt=0)
+    """Requests per second the provider allows this deployment (its RPM / 60)."""
+    tenant_rps: float | None = Field(default=None, gt=0)
+    """Requests per second one tenant (fairness key) may use, scaled by its weight; None: no cap."""
+
+
 class ModelCatalog(BaseModel):
-    """Aliases and price overrides, by alias name."""
+    """Aliases and price overrides, by alias name; rate limits by provider."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     models: dict[str, CatalogEntry] = Field(default_factory=dict)
     """Entries by alias."""
+    providers: dict[ProviderName, ProviderLimits] = Field(default_factory=dict)
+    """Rate limits by provider (``sim``, ``openai``, ``anthropic``, ``openai-compatible``)."""
 
     @classmethod
     def from_yaml(cls, text: str, *, source: str = "catalog") -> ModelCatalog:
@@ -170,8 +187,11 @@ class ModelCatalog(BaseModel):
         )
 
     def merged(self, other: ModelCatalog) -> ModelCatalog:
-        """This catalog with ``other``'s entries added; ``other`` wins on the same alias."""
-        return ModelCatalog(models={**self.models, **other.models})
+        """This catalog with ``other``'s entries added; ``other`` wins on the same alias (and on the
+        same provider's limits)."""
+        return ModelCatalog(
+            models={**self.models, **other.models}, providers={**self.providers, **other.providers}
+        )
 
     def lookup(self, ref: str) -> CatalogEntry | None:
         """The entry for alias ``ref``, else the first entry whose ``model`` is ``ref``."""
@@ -265,6 +285,7 @@ def resolve(ref: str, catalog: ModelCatalog | None = None, *, at: datetime | Non
         ),
         price=price,
         price_source=cast(Any, source),
+        own_queue=provider in catalog.providers,
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 import time
 from collections.abc import Mapping
@@ -35,6 +36,7 @@ from activities._provider import Provider, ProviderReply, system_prompt
 from activities.anthropic_provider import AnthropicProvider
 from activities.catalog import ModelCatalog, UnknownModelError, UnknownPriceError, load_catalog, resolve
 from activities.config import Endpoint, ProviderSettings
+from activities.fairness import report_served
 from activities.openai_provider import OpenAIOptions, OpenAIProvider
 from activities.receipts import CallRecorder, ReceiptStore, store_from_env
 from activities.telemetry import ModelCallSpan, Telemetry
@@ -48,7 +50,7 @@ from contracts.models import (
     ResolveModelsResult,
     Usage,
 )
-from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY
+from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY, TOKEN_FAIRNESS_ENV
 from contracts.outputs import OUTPUT_TYPES
 from policies.tokens import (
     TokenSample,
@@ -200,6 +202,7 @@ class ModelCallActivities:
         receipts: ReceiptStore | Literal["env"] | None = "env",
         payload_limit: int | None = INLINE_PAYLOAD_LIMIT,
         telemetry: Telemetry | None = None,
+        token_fairness: bool | None = None,
     ) -> None:
         # What jobs resolved here may write inline when the worker's converter stores nothing
         # outside history (tests lower it to reach it with small texts).
@@ -211,6 +214,11 @@ class ModelCallActivities:
         self._clients: dict[tuple[str, str, str], Any] = {}
         # Spans and metrics of each call: the global OpenTelemetry providers' (no-ops when off) unless given.
         self.telemetry = telemetry if telemetry is not None else Telemetry()
+        # Report each call of a tenant's job to the token-fairness workflow (HARNESS_TOKEN_FAIRNESS=1).
+        self.token_fairness = (
+            token_fairness if token_fairness is not None else os.environ.get(TOKEN_FAIRNESS_ENV, "") == "1"
+        )
+        self._reports: set[asyncio.Task[None]] = set()
 
     def provider(self, name: str) -> Provider:
         """The provider for prefix ``name``, over a client cached per wire format and base URL."""
@@ -288,7 +296,11 @@ class ModelCallActivities:
         with self.telemetry.model_call(request) as span:
             result = await self._model_call(request, span)
             span.done(result)
-            return result
+        if self.token_fairness:
+            report_served(
+                activity.client(), activity.info().task_queue, result.usage.total_tokens, self._reports
+            )
+        return result
 
     async def _model_call(self, request: ModelCallRequest, span: ModelCallSpan) -> ModelCallResult:
         info = activity.info()

@@ -108,6 +108,11 @@ class ModelInfo(BaseModel):
     )
     price: ModelPrice
     price_source: Literal["genai-prices", "catalog", "simulator"] = "genai-prices"
+    own_queue: bool = Field(
+        default=False,
+        description="The catalog gives the provider a rate limit: its calls go to the provider's own "
+        "task queue (``contracts.names.models_queue``), whose rate Temporal holds cluster-wide.",
+    )
 
 
 class Message(BaseModel):

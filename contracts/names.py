@@ -10,6 +10,26 @@ TASK_QUEUE = "harness"
 """The task queue jobs and workers meet on, unless ``HARNESS_TASK_QUEUE`` says otherwise."""
 TASK_QUEUE_ENV = "HARNESS_TASK_QUEUE"
 
+ROLES = ("jobs", "models", "tools")
+"""What a worker can serve (``harness worker --queues``), each on task queues of its own, derived
+from the jobs queue ``Q``: ``jobs`` on ``Q`` (workflows and the small activities: model resolution,
+checks, routing stats, team boards, budget accounts), ``models`` on ``Q-models`` and on
+``Q-models-<provider>`` for each provider the catalog gives a rate limit, ``tools`` on ``Q-tools``.
+Separate queues let each be scaled and rate-limited on its own (a task queue dispatches any of its
+tasks to any poller: roles cannot share one)."""
+
+
+def models_queue(queue: str, provider: str | None = None) -> str:
+    """The task queue of model calls of jobs on ``queue``: ``queue-models``, or for a provider with
+    a rate limit of its own (``ModelInfo.own_queue``) ``queue-models-<provider>``."""
+    return f"{queue}-models" if provider is None else f"{queue}-models-{provider}"
+
+
+def tools_queue(queue: str) -> str:
+    """The task queue of tool calls (and tool listings) of jobs on ``queue``."""
+    return f"{queue}-tools"
+
+
 # ----- activity types ------------------------------------------------------------------------------
 MODEL_CALL_ACTIVITY = "harness.model_call"
 RESOLVE_MODELS_ACTIVITY = "harness.resolve_models"
@@ -20,6 +40,7 @@ BUDGET_ACCOUNT_ACTIVITY = "harness.budget_account"
 ACCOUNT_REAP_ACTIVITY = "harness.budget_account_reap"
 TOOL_CALL_ACTIVITY = "harness.tool_call"
 LIST_TOOLS_ACTIVITY = "harness.list_tools"
+SET_FAIRNESS_WEIGHTS_ACTIVITY = "harness.set_fairness_weights"
 TOOLS_ENV = "HARNESS_TOOLS"
 """The worker's tool catalog (a YAML file): Python tool modules and MCP servers."""
 
@@ -27,6 +48,19 @@ TOOLS_ENV = "HARNESS_TOOLS"
 ACCOUNT_WORKFLOW = "BudgetAccount"
 ROUTING_STATS_WORKFLOW = "RoutingStats"
 ROUTING_STATS_WORKFLOW_ID = "harness-routing-stats"
+TOKEN_FAIRNESS_WORKFLOW = "TokenFairness"
+TOKEN_FAIRNESS_ENV = "HARNESS_TOKEN_FAIRNESS"
+"""``1`` on the workers: tenants share model queues by tokens, not by calls (``policies.fairness``)."""
+
+
+def fairness_workflow_id(queue: str) -> str:
+    """The id of the ``TokenFairness`` workflow of jobs queue ``queue``."""
+    return f"harness-fairness-{queue}"
+
+
+def jobs_queue_of(queue: str) -> str:
+    """The jobs queue a model queue (``models_queue``) belongs to."""
+    return queue.rsplit("-models", 1)[0]
 
 
 ACCOUNT_WEIGHT_MEMO = "weight"

@@ -27,6 +27,7 @@ from contracts.names import TOOLS_ENV
 from contracts.spec import SpecError
 from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
+from harness.cli_limits import limits_app
 from harness.cli_routing import routing_app, routing_section
 from harness.specfile import load_spec
 from policies.ledger import NodeView
@@ -145,17 +146,45 @@ def sim(
 
 
 @app.command()
-def worker() -> None:
-    """Run a worker against the configured Temporal (TEMPORAL_* environment)."""
-    from worker import configure_logging, run_worker
+def worker(
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            help="What this worker serves, any of jobs,models,tools (default HARNESS_WORKER_QUEUES, "
+            "else all): jobs = workflows and small activities, models = model calls, tools = tool calls."
+        ),
+    ] = None,
+    drain_timeout: Annotated[
+        float | None,
+        typer.Option(
+            help="Seconds running activities get to finish after SIGTERM before they are handed back "
+            "(default HARNESS_DRAIN_TIMEOUT_S, else 30)."
+        ),
+    ] = None,
+) -> None:
+    """Run a worker against the configured Temporal (TEMPORAL_* environment); SIGTERM drains it."""
+    from datetime import timedelta
 
+    from worker import WORKER_QUEUES_ENV, WorkerGroup, configure_logging, parse_roles, run_worker
+
+    try:
+        roles = parse_roles(queues if queues is not None else os.environ.get(WORKER_QUEUES_ENV))
+    except ValueError as error:
+        _fail(str(error), code=2)
+        return
+    if drain_timeout is not None and drain_timeout < 0:
+        _fail(f"--drain-timeout must be 0 or more seconds, not {drain_timeout:g}", code=2)
+    drain = timedelta(seconds=drain_timeout) if drain_timeout is not None else None
     configure_logging()
 
-    def ready(queue: str) -> None:
-        console.print(f"worker running on task queue {queue!r}; Ctrl-C to stop")
+    def ready(group: WorkerGroup) -> None:
+        console.print(
+            f"worker for jobs on task queue {group.task_queue!r} serving {', '.join(roles)} "
+            f"(task queues {', '.join(group.queues)}); Ctrl-C to stop, SIGTERM to drain"
+        )
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_worker(on_ready=ready))
+        asyncio.run(run_worker(on_ready=ready, roles=roles, drain=drain))
 
 
 def _progress_table(progress: JobProgress) -> Table:
@@ -575,6 +604,7 @@ def result(
 register_controls(app)
 app.add_typer(routing_app, name="routing")
 app.add_typer(budget_app, name="budget")
+app.add_typer(limits_app, name="limits")
 
 
 def main() -> None:

@@ -165,7 +165,7 @@ async def run_job(
         if with_worker:
             from worker import build_worker  # the composition root; imported late on purpose
 
-            worker_cm = build_worker(svc.client)  # type: ignore[assignment]
+            worker_cm = build_worker(svc.client)  # type: ignore[assignment]  # a WorkerGroup
         async with worker_cm:  # type: ignore[attr-defined]
             handle = await start_job(svc.client, spec)
             url = job_url(svc.ui_url, svc.client.namespace, handle.id)

@@ -24,7 +24,6 @@ from typing import Any
 import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.budget_account import BudgetAccountActivities
 from activities.codec import data_converter
@@ -35,7 +34,7 @@ from contracts.names import ACCOUNT_WORKFLOW, account_workflow_id
 from contracts.spec import JobSpec
 from harness.devserver import DevServer
 from harness.sim import SimServer
-from worker import build_worker
+from worker import WorkerGroup, build_worker
 from workflows import WORKFLOW_FOR_MODE
 
 BIN = Path(sys.executable).parent
@@ -51,8 +50,9 @@ def make_worker(
     activities: Sequence[Any] | None = None,
     queue: str | None = None,
     **options: Any,
-) -> Worker:
-    """A worker with every workflow, on a fresh random task queue (``worker.task_queue``) unless given."""
+) -> WorkerGroup:
+    """The workers of every role (every workflow, and the model and tool queues), for jobs on a
+    fresh random task queue (``worker.task_queue``) unless given."""
     queue = queue or f"test-{uuid.uuid4().hex[:12]}"
     return build_worker(
         client,

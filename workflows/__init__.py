@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from workflows.account import BudgetAccountWorkflow
     from workflows.dag import DagJob
     from workflows.delegation import DelegationJob, SubtaskJob
+    from workflows.fairness import TokenFairnessWorkflow
     from workflows.groupchat import GroupChatJob
     from workflows.routing_stats import RoutingStatsWorkflow
     from workflows.sequential import SequentialJob
@@ -38,9 +39,16 @@ _MODULE_OF = {
     "SequentialJob": "workflows.sequential",
     "TeamJob": "workflows.team",
     "TeamMemberJob": "workflows.team",
+    "TokenFairnessWorkflow": "workflows.fairness",
 }
 _JOB_WORKFLOWS = ["SequentialJob", "GroupChatJob", "DagJob", "DelegationJob", "TeamJob"]
-_OTHER_WORKFLOWS = ["SubtaskJob", "TeamMemberJob", "RoutingStatsWorkflow", "BudgetAccountWorkflow"]
+_OTHER_WORKFLOWS = [
+    "SubtaskJob",
+    "TeamMemberJob",
+    "RoutingStatsWorkflow",
+    "BudgetAccountWorkflow",
+    "TokenFairnessWorkflow",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -77,4 +85,5 @@ __all__ = [
     "SubtaskJob",
     "TeamJob",
     "TeamMemberJob",
+    "TokenFairnessWorkflow",
 ]

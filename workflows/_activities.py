@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.common import Priority, RetryPolicy
@@ -18,6 +18,7 @@ from temporalio.common import Priority, RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from contracts.accounts import AccountCall, LeaseReply, ReapReply, ReapRequest
     from contracts.board import BoardReply, BoardRequest
+    from contracts.fairness import SetWeightsRequest
     from contracts.models import ModelCallRequest, ModelCallResult, ResolveModelsRequest, ResolveModelsResult
     from contracts.names import (
         ACCOUNT_REAP_ACTIVITY,
@@ -27,8 +28,11 @@ with workflow.unsafe.imports_passed_through():
         RESOLVE_MODELS_ACTIVITY,
         ROUTING_STATS_ACTIVITY,
         RUN_CHECK_ACTIVITY,
+        SET_FAIRNESS_WEIGHTS_ACTIVITY,
         TEAM_BOARD_ACTIVITY,
         TOOL_CALL_ACTIVITY,
+        models_queue,
+        tools_queue,
     )
     from contracts.routing import RoutingOutcomes
     from contracts.tools import ListToolsRequest, ListToolsResult, ToolCallRequest, ToolCallResult
@@ -41,12 +45,15 @@ __all__ = [
     "LIST_TOOLS",
     "MODEL_CALL",
     "NON_RETRYABLE_ERRORS",
+    "QUEUES_BY_ROLE_PATCH",
     "RESOLVE_MODELS",
     "ROUTING_STATS",
     "RUN_CHECK",
+    "SET_FAIRNESS_WEIGHTS",
     "TEAM_BOARD",
     "TOOL_CALL",
     "ActivityStub",
+    "role_queue",
 ]
 
 Req = TypeVar("Req")
@@ -94,9 +101,31 @@ class ActivityStub(Generic[Req, Res]):
             task_queue=task_queue,
         )
 
-    async def run(self, request: Req, *, summary: str, priority: Priority = Priority.default) -> Res:
+    async def run(
+        self,
+        request: Req,
+        *,
+        summary: str,
+        priority: Priority = Priority.default,
+        task_queue: str | None = None,
+    ) -> Res:
         """Run the activity to its result (``ActivityError`` once its retries are spent)."""
-        return await self.start(request, summary=summary, priority=priority)
+        return await self.start(request, summary=summary, priority=priority, task_queue=task_queue)
+
+
+QUEUES_BY_ROLE_PATCH = "harness-queues-by-role"
+"""``workflow.patched`` id of model and tool calls on their roles' own task queues: a job that
+started before (its history schedules them on its own queue) replays, and goes on, as it began."""
+
+
+def role_queue(role: Literal["models", "tools"], provider: str | None = None) -> str | None:
+    """The task queue of a model call (of ``provider``'s own queue, for one with a rate limit: see
+    ``ModelInfo.own_queue``) or a tool call: its role's (``contracts.names.ROLES``), derived from
+    the job's queue; None (the job's own queue) for a job that started before roles had queues."""
+    if not workflow.patched(QUEUES_BY_ROLE_PATCH):
+        return None
+    queue = workflow.info().task_queue
+    return models_queue(queue, provider) if role == "models" else tools_queue(queue)
 
 
 # Errors that are the input's fault, not the world's: retrying cannot help.
@@ -182,6 +211,12 @@ TEAM_BOARD: ActivityStub[BoardRequest, BoardReply] = ActivityStub(
     BoardReply,
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10),
+)
+SET_FAIRNESS_WEIGHTS: ActivityStub[SetWeightsRequest, None] = ActivityStub(
+    SET_FAIRNESS_WEIGHTS_ACTIVITY,
+    type(None),
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)),
 )
 LIST_TOOLS: ActivityStub[ListToolsRequest, ListToolsResult] = ActivityStub(
     LIST_TOOLS_ACTIVITY,

@@ -54,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from policies.scheduling import PriorityItem
     from policies.tokens import TokenSample, likely_tokens
 
-from workflows._activities import MODEL_CALL, RESOLVE_MODELS
+from workflows._activities import MODEL_CALL, RESOLVE_MODELS, role_queue
 from workflows._budget import BudgetKeeper
 from workflows._gates import Gates
 from workflows._job_errors import CallFailed, StopJob, refusal
@@ -488,7 +488,13 @@ class JobWorkflow:
         self._publish()
 
     async def _call(self, request: ModelCallRequest, summary: str) -> ModelCallResult:
-        handle = MODEL_CALL.start(request, summary=summary, priority=self.task_priority)
+        model = request.model
+        handle = MODEL_CALL.start(
+            request,
+            summary=summary,
+            priority=self.task_priority,
+            task_queue=role_queue("models", model.provider if model.own_queue else None),
+        )
         remaining = self.deadline_left()
         try:
             await workflow.wait_condition(

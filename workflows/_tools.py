@@ -45,7 +45,7 @@ with workflow.unsafe.imports_passed_through():
         ToolResult,
     )
 
-from workflows._activities import LIST_TOOLS, TOOL_CALL
+from workflows._activities import LIST_TOOLS, TOOL_CALL, role_queue
 from workflows._budget import BudgetKeeper
 from workflows._gates import Gates
 from workflows._job_errors import StopJob
@@ -101,7 +101,9 @@ class Tools:
             return
         try:
             listed = await LIST_TOOLS.run(
-                ListToolsRequest(refs=refs), summary="list tools: " + ", ".join(refs)
+                ListToolsRequest(refs=refs),
+                summary="list tools: " + ", ".join(refs),
+                task_queue=role_queue("tools"),
             )
         except ActivityError as error:
             if isinstance(error.cause, CancelledError):
@@ -198,6 +200,7 @@ class Tools:
                 summary=f"tool {tool.name} for {agent.name}" + (f" (step {step})" if step else ""),
                 start_to_close_timeout=timedelta(seconds=tool.timeout_s) + _ACTIVITY_MARGIN,
                 priority=job.task_priority,
+                task_queue=role_queue("tools"),
             )
             for call, tool, entry in runnable
         ]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from typing import Any
 
 _KEYS = (
@@ -17,6 +18,21 @@ _KEYS = (
     "tool_call_replies",
     "tool_calls",
 )
+
+
+RATE_WINDOWS_S = (1, 5, 60)
+MAX_ARRIVALS = 100_000
+"""Arrival times kept for ``busiest`` (the newest; a bench's burst is far fewer)."""
+
+
+def _busiest(arrivals: list[float], window: float) -> int:
+    """The most of ``arrivals`` (sorted times) within any ``window`` seconds."""
+    most, first = 0, 0
+    for last, at in enumerate(arrivals):
+        while at - arrivals[first] >= window:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
 
 
 class Tally:
@@ -34,9 +50,12 @@ class Tally:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._models: defaultdict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(_KEYS, 0))
+        self._arrivals: deque[float] = deque(maxlen=MAX_ARRIVALS)
 
     def request(self, model: str) -> None:
         """A request for ``model`` arrived."""
+        with self._lock:
+            self._arrivals.append(time.monotonic())
         self._add(model, requests=1)
 
     def completed(self, model: str, input_tokens: int, output_tokens: int, tool_calls: int = 0) -> None:
@@ -64,13 +83,18 @@ class Tally:
         """Forget everything."""
         with self._lock:
             self._models.clear()
+            self._arrivals.clear()
 
     def snapshot(self) -> dict[str, Any]:
-        """``{"models": {name: counters}, "total": counters}``, a consistent copy."""
+        """``{"models": {name: counters}, "total": counters, "busiest": {window: requests}}``, a
+        consistent copy; ``busiest`` gives the most requests (of any model) that arrived within any
+        1, 5 and 60 seconds, as a provider's rate limiter would count them."""
         with self._lock:
             models = {name: dict(c) for name, c in sorted(self._models.items())}
+            arrivals = list(self._arrivals)
         total = {k: sum(c[k] for c in models.values()) for k in _KEYS}
-        return {"models": models, "total": total}
+        busiest = {str(window): _busiest(arrivals, window) for window in RATE_WINDOWS_S}
+        return {"models": models, "total": total, "busiest": busiest}
 
     def _add(self, model: str, **deltas: int) -> None:
         with self._lock:

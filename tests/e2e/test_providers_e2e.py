@@ -162,13 +162,14 @@ async def test_bad_request_ends_the_job_failed_naming_the_cause(
     dev_env: WorkflowEnvironment, sim: SimServer
 ) -> None:
     """A 400 on the anthropic: step is not retried: the job ends with stop reason failed, naming the
-    agent, the model and BadRequest, and keeps the draft that finished before it."""
+    agent, the model and BadRequest, with no output and the draft that finished before it among
+    its outputs."""
     fault = {"kind": "400", "model": "claude-haiku-4-5"}
     result, history = await run_with_a_fault(dev_env, sim, "bad-request", fault)
     assert result.stop_reason is StopReason.failed
     assert "critic" in result.explanation and "reviewer" in result.explanation
     assert "BadRequest" in result.explanation and "HTTP 400" in result.explanation
-    assert list(result.outputs) == ["draft"] and result.output == result.outputs["draft"]
+    assert list(result.outputs) == ["draft"] and result.outputs["draft"] and result.output == ""
     tally = sim_call(sim, "/_sim/tally")
     assert tally["models"]["claude-haiku-4-5"]["requests"] == 1  # not retried
     assert "local-llama" not in tally["models"]  # nothing after the failed step ran
