@@ -191,8 +191,8 @@ class WorkerGroup:
         return self.workers[0].config()
 
     async def __aenter__(self) -> WorkerGroup:
-        if self.limits and any("-models" in q for q in self.queues):
-            await apply_limits(self.client, self.task_queue, self.limits)
+        # The rate limits of the queues this group serves (a provider's, an MCP server's).
+        await apply_limits(self.client, {q: lim for q, lim in self.limits.items() if q in self.queues})
         stack = contextlib.AsyncExitStack()
         try:
             for worker in self.workers:
@@ -272,20 +272,25 @@ def build_worker(
             tools.list_tools,
             tools.tool_call,
         ]
+    owners = [getattr(fn, "__self__", None) for fn in activities]
     if catalog is None:
-        gateways = [getattr(fn, "__self__", None) for fn in activities]
-        catalog = next((g.catalog for g in gateways if isinstance(g, ModelCallActivities)), None)
-    limits: dict[str, ProviderLimits] = {}
-    if catalog is not None:
-        limits = {str(provider): limit for provider, limit in catalog.providers.items()}
+        catalog = next((o.catalog for o in owners if isinstance(o, ModelCallActivities)), None)
+    servers = next((o.catalog.mcp for o in owners if isinstance(o, ToolActivities)), {})
     queue = queue or task_queue()
+    # The rate-limited queues, by name: a provider's model queue, an MCP server's tool queue.
+    limited: dict[str, ProviderLimits] = {}
+    for provider, limit in catalog.providers.items() if catalog is not None else []:
+        limited[models_queue(queue, provider)] = limit
+    for server, config in servers.items():
+        if config.rps is not None:
+            limited[tools_queue(queue, server)] = ProviderLimits(rps=config.rps)
     queues: list[tuple[str, bool]] = []  # (task queue, with workflows)
     if "jobs" in roles:
         queues.append((queue, True))
-    if "models" in roles:
-        queues += [(models_queue(queue), False)] + [(models_queue(queue, p), False) for p in sorted(limits)]
-    if "tools" in roles:
-        queues.append((tools_queue(queue), False))
+    for role, shared in (("models", models_queue(queue)), ("tools", tools_queue(queue))):
+        if role in roles:
+            own = sorted(name for name in limited if name.startswith(f"{shared}-"))
+            queues += [(name, False) for name in (shared, *own)]
     if not queues:
         raise ValueError(f"a worker needs at least one of {', '.join(ROLES)}")
     options.setdefault("graceful_shutdown_timeout", drain_timeout())
@@ -305,7 +310,7 @@ def build_worker(
         )
         for name, with_workflows in queues
     ]
-    return WorkerGroup(client, queue, workers, limits, closers)
+    return WorkerGroup(client, queue, workers, limited, closers)
 
 
 def uncompiled_workflow_modules(directory: Path | None = None) -> list[Path]:

@@ -18,6 +18,7 @@ requests in the busiest 5 s).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from temporalio.api.enums.v1 import TaskQueueType
@@ -26,7 +27,6 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, UpdateTa
 from temporalio.client import Client
 
 from activities.catalog import ProviderLimits
-from contracts.names import models_queue
 
 __all__ = ["BURST_S", "BURST_WINDOW_S", "QueueLimit", "apply_limits", "queue_rate", "read_limit", "set_limit"]
 
@@ -74,10 +74,10 @@ async def set_limit(
     )
 
 
-async def apply_limits(client: Client, queue: str, providers: dict[str, ProviderLimits]) -> None:
-    """Set each provider's limit on its model queue of jobs queue ``queue`` (a worker starting)."""
-    for provider, limits in sorted(providers.items()):
-        await set_limit(client, models_queue(queue, provider), limits, reason=f"catalog limit of {provider}")
+async def apply_limits(client: Client, limits: Mapping[str, ProviderLimits]) -> None:
+    """Set each rate-limited queue's limit (a worker starting: the catalogs' limits, by queue)."""
+    for queue, limit in sorted(limits.items()):
+        await set_limit(client, queue, limit, reason="catalog limit")
 
 
 async def read_limit(client: Client, queue: str) -> QueueLimit:

@@ -109,6 +109,9 @@ class McpServerConfig(BaseModel):
     """Default price per call of its tools."""
     timeout_s: float = Field(default=60.0, gt=0)
     """Default timeout of one call of its tools."""
+    rps: float | None = Field(default=None, gt=0)
+    """Calls per second the server takes, held cluster-wide: its tool calls get a task queue of their
+    own (``Q-tools-<server>``) with that rate (times 5/6.5, like a provider's). None: no limit."""
     tools: dict[str, ToolOverride] = Field(default_factory=dict)
     """Per-tool overrides, by the server's own tool name."""
 
@@ -143,6 +146,7 @@ class McpServerConfig(BaseModel):
             approval=self.approval,
             price_usd=self.price_usd,
             timeout_s=self.timeout_s,
+            own_queue=self.rps is not None,
         )
         override = self.tools.get(name)
         return override.apply(tool) if override is not None else tool

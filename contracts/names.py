@@ -14,7 +14,8 @@ ROLES = ("jobs", "models", "tools")
 """What a worker can serve (``harness worker --queues``), each on task queues of its own, derived
 from the jobs queue ``Q``: ``jobs`` on ``Q`` (workflows and the small activities: model resolution,
 checks, routing stats, team boards, budget accounts), ``models`` on ``Q-models`` and on
-``Q-models-<provider>`` for each provider the catalog gives a rate limit, ``tools`` on ``Q-tools``.
+``Q-models-<provider>`` for each provider the catalog gives a rate limit, ``tools`` on ``Q-tools``
+and on ``Q-tools-<server>`` for each MCP server the tool catalog gives a rate limit.
 Separate queues let each be scaled and rate-limited on its own (a task queue dispatches any of its
 tasks to any poller: roles cannot share one)."""
 
@@ -25,9 +26,10 @@ def models_queue(queue: str, provider: str | None = None) -> str:
     return f"{queue}-models" if provider is None else f"{queue}-models-{provider}"
 
 
-def tools_queue(queue: str) -> str:
-    """The task queue of tool calls (and tool listings) of jobs on ``queue``."""
-    return f"{queue}-tools"
+def tools_queue(queue: str, server: str | None = None) -> str:
+    """The task queue of tool calls (and tool listings) of jobs on ``queue``: ``queue-tools``, or for
+    an MCP server with a rate limit of its own (``ToolDef.own_queue``) ``queue-tools-<server>``."""
+    return f"{queue}-tools" if server is None else f"{queue}-tools-{server}"
 
 
 # ----- activity types ------------------------------------------------------------------------------

@@ -69,6 +69,11 @@ class ToolDef(BaseModel):
     )
     price_usd: Decimal = Field(default=Decimal(0), description="Charged per call to the budget.")
     timeout_s: float = Field(default=60.0, gt=0, description="How long one call may run.")
+    own_queue: bool = Field(
+        default=False,
+        description="Its MCP server has a rate limit (``rps`` in the tool catalog): its calls go to the "
+        "server's own task queue (``contracts.names.tools_queue``), whose rate Temporal holds.",
+    )
 
     def needs_approval(self) -> bool:
         """Whether a call must wait for a person's approval."""

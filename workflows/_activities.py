@@ -118,14 +118,15 @@ QUEUES_BY_ROLE_PATCH = "harness-queues-by-role"
 started before (its history schedules them on its own queue) replays, and goes on, as it began."""
 
 
-def role_queue(role: Literal["models", "tools"], provider: str | None = None) -> str | None:
-    """The task queue of a model call (of ``provider``'s own queue, for one with a rate limit: see
-    ``ModelInfo.own_queue``) or a tool call: its role's (``contracts.names.ROLES``), derived from
-    the job's queue; None (the job's own queue) for a job that started before roles had queues."""
+def role_queue(role: Literal["models", "tools"], limited: str | None = None) -> str | None:
+    """The task queue of a model or tool call: its role's (``contracts.names.ROLES``), derived from
+    the job's queue, or, for a provider or MCP server ``limited`` with a rate limit of its own
+    (``ModelInfo.own_queue``, ``ToolDef.own_queue``), that one's; None (the job's own queue) for a
+    job that started before roles had queues."""
     if not workflow.patched(QUEUES_BY_ROLE_PATCH):
         return None
     queue = workflow.info().task_queue
-    return models_queue(queue, provider) if role == "models" else tools_queue(queue)
+    return models_queue(queue, limited) if role == "models" else tools_queue(queue, limited)
 
 
 # Errors that are the input's fault, not the world's: retrying cannot help.

@@ -200,7 +200,7 @@ class Tools:
                 summary=f"tool {tool.name} for {agent.name}" + (f" (step {step})" if step else ""),
                 start_to_close_timeout=timedelta(seconds=tool.timeout_s) + _ACTIVITY_MARGIN,
                 priority=job.task_priority,
-                task_queue=role_queue("tools"),
+                task_queue=role_queue("tools", tool.server if tool.own_queue else None),
             )
             for call, tool, entry in runnable
         ]

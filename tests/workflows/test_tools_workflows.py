@@ -21,18 +21,20 @@ import pytest
 import yaml
 from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.model_call import ModelCallActivities
+from activities.queue_limits import queue_rate, read_limit
 from activities.team_board import TeamBoardActivities
 from activities.tool_catalog import load_tool_catalog
 from activities.tools import ToolActivities
 from contracts.controls import GateDecision, InterruptRequest
 from contracts.jobs import JobProgress, JobResult, StopReason, ToolCallRecord, TurnRecord
+from contracts.names import LIST_TOOLS_ACTIVITY, TOOL_CALL_ACTIVITY
 from contracts.spec import JobSpec, parse_spec
 from tests.activities.test_tools import HttpServer, free_port
 from tests.helpers import make_worker, start_job, status_of, transcript_of, until
 from tests.workflows.tool_fixtures import LOG_ENV, read_log
+from worker import WorkerGroup
 
 FIXTURES = "tests.workflows.tool_fixtures"
 
@@ -81,7 +83,7 @@ async def tools(tmp_path: Path) -> AsyncIterator[ToolActivities]:
         await activities.aclose()
 
 
-def tool_worker(client: Client, gateway: ModelCallActivities, tools: ToolActivities) -> Worker:
+def tool_worker(client: Client, gateway: ModelCallActivities, tools: ToolActivities) -> WorkerGroup:
     return make_worker(
         client,
         gateway,
@@ -391,6 +393,40 @@ async def test_a_job_uses_a_streamable_http_mcp_server(
     (call,) = tool_calls(turns)
     assert (call.ref, call.outcome, call.result_preview) == ("mcp:notes/echo", "ok", "over HTTP")
     assert "over HTTP" in result.output
+
+
+async def test_an_mcp_servers_calls_keep_to_its_rate_limit_on_a_queue_of_their_own(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities, tmp_path: Path
+) -> None:
+    """An MCP server given ``rps: 2`` in the tool catalog: the worker polls ``Q-tools-notes`` and
+    sets its rate (1.538, room for the start-up burst), and the job's call of the server's tool goes
+    there, while its tool listing stays on ``Q-tools``."""
+    server = HttpServer(free_port())
+    server.start()
+    catalog = write_catalog(
+        tmp_path / "http.yaml", mcp={"notes": {"url": server.url, "idempotent": True, "rps": 2}}
+    )
+    activities = ToolActivities(load_tool_catalog(catalog))
+    spec = tool_job("sim:tool-user", ["mcp:notes/*"], "{task} " + directive("notes__echo", text="limited"))
+    try:
+        async with tool_worker(dev_env.client, gateway, activities) as worker:
+            queue = worker.task_queue
+            assert f"{queue}-tools-notes" in worker.queues
+            limit = await read_limit(dev_env.client, f"{queue}-tools-notes")
+            handle = await start_job(dev_env.client, queue, spec)
+            result = await handle.result()
+    finally:
+        await activities.aclose()
+        server.stop()
+    assert result.stop_reason is StopReason.completed, result.explanation
+    assert limit.rps == pytest.approx(queue_rate(2))
+    scheduled: dict[str, set[str]] = {}
+    async for event in handle.fetch_history_events():
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attributes = event.activity_task_scheduled_event_attributes
+            scheduled.setdefault(attributes.activity_type.name, set()).add(attributes.task_queue.name)
+    assert scheduled[TOOL_CALL_ACTIVITY] == {f"{queue}-tools-notes"}
+    assert scheduled[LIST_TOOLS_ACTIVITY] == {f"{queue}-tools"}
 
 
 @pytest.fixture
