@@ -12,7 +12,7 @@ A reference is either ``provider:model`` (providers: ``sim``, ``openai``, ``anth
         token_scale: 0.8   # optional: tokens per token of harness's conservative estimate
         price: {input_per_mtok: 0.15, output_per_mtok: 0.60}
     providers:             # optional: rate limits held cluster-wide (see ProviderLimits)
-      openai: {rps: 50, tenant_rps: 10}
+      openai: {rps: 50, tenant_rps: 10, tpm: 200000}
 
 Where a price comes from, first match wins:
 
@@ -37,7 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from activities.config import PROVIDERS, ProviderName
-from contracts.models import ModelInfo, ModelPrice
+from contracts.models import ModelInfo, ModelPrice, ProviderLimits
 
 __all__ = [
     "CatalogEntry",
@@ -131,18 +131,6 @@ class CatalogEntry(BaseModel):
     """USD per million tokens; overrides genai-prices."""
     price_source: str = "catalog"
     """Where ``price`` came from: 'catalog' for user entries, 'simulator' for the built-in ones."""
-
-
-class ProviderLimits(BaseModel):
-    """A provider's request rate, held cluster-wide: its model calls go to a task queue of their own
-    (``contracts.names.models_queue``) whose rate limit Temporal enforces for every worker at once."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-    rps: float = Field(gt=0)
-    """Requests per second the provider allows this deployment (its RPM / 60)."""
-    tenant_rps: float | None = Field(default=None, gt=0)
-    """Requests per second one tenant (fairness key) may use, scaled by its weight; None: no cap."""
 
 
 class ModelCatalog(BaseModel):

@@ -17,9 +17,12 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.workflowservice.v1 import UpdateTaskQueueConfigRequest
 from temporalio.client import Client
 
-from contracts.fairness import FairnessState, ServedCall, SetWeightsRequest
+from activities.queue_limits import set_limit
+from contracts.fairness import FairnessState, ServedCall, SetRateRequest, SetWeightsRequest
+from contracts.models import ProviderLimits
 from contracts.names import (
     SET_FAIRNESS_WEIGHTS_ACTIVITY,
+    SET_QUEUE_RATE_ACTIVITY,
     TOKEN_FAIRNESS_WORKFLOW,
     fairness_workflow_id,
     jobs_queue_of,
@@ -30,15 +33,26 @@ __all__ = ["FairnessActivities", "report_served"]
 _log = logging.getLogger(__name__)
 
 
-def report_served(client: Client, queue: str, tokens: int, running: set[asyncio.Task[None]]) -> None:
+def report_served(
+    client: Client,
+    queue: str,
+    tokens: int,
+    running: set[asyncio.Task[None]],
+    *,
+    by_tenant: bool,
+    limits: ProviderLimits | None,
+) -> None:
     """Report, in the background, that the running activity's call of ``tokens`` was served on model
-    queue ``queue``, if its task has a fairness key; ``running`` keeps the report's task until it
-    ends (the event loop holds only weak references)."""
+    queue ``queue``: for token fairness (``by_tenant``) if its task has a fairness key, and for a
+    provider's ``tpm`` if ``limits`` has one. ``running`` keeps the report's task until it ends (the
+    event loop holds only weak references)."""
     priority = activity.info().priority
-    if not priority.fairness_key:
+    tenant = priority.fairness_key if by_tenant and priority.fairness_key else None
+    limits = limits if limits is not None and limits.tpm is not None else None
+    if tenant is None and limits is None:
         return
     call = ServedCall(
-        queue=queue, tenant=priority.fairness_key, weight=priority.fairness_weight or 1.0, tokens=tokens
+        queue=queue, tenant=tenant, weight=priority.fairness_weight or 1.0, tokens=tokens, limits=limits
     )
     task = asyncio.get_running_loop().create_task(_signal(client, jobs_queue_of(queue), call))
     running.add(task)
@@ -60,7 +74,7 @@ async def _signal(client: Client, jobs_queue: str, call: ServedCall) -> None:
 
 
 class FairnessActivities:
-    """The activity that writes fairness weights, over the worker's client."""
+    """The activities that write fairness weights and tpm-held rates, over the worker's client."""
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -78,3 +92,8 @@ class FairnessActivities:
                 unset_fairness_weight_overrides=request.unset,
             )
         )
+
+    @activity.defn(name=SET_QUEUE_RATE_ACTIVITY)
+    async def set_queue_rate(self, request: SetRateRequest) -> None:
+        """Set a model queue's request rate (and per-tenant default), held for a provider's tpm."""
+        await set_limit(self.client, request.queue, request.limits, reason="tokens per minute")

@@ -296,9 +296,15 @@ class ModelCallActivities:
         with self.telemetry.model_call(request) as span:
             result = await self._model_call(request, span)
             span.done(result)
-        if self.token_fairness:
+        limits = self.catalog.providers.get(request.model.provider) if request.model.own_queue else None
+        if self.token_fairness or (limits is not None and limits.tpm is not None):
             report_served(
-                activity.client(), activity.info().task_queue, result.usage.total_tokens, self._reports
+                activity.client(),
+                activity.info().task_queue,
+                result.usage.total_tokens,
+                self._reports,
+                by_tenant=self.token_fairness,
+                limits=limits,
             )
         return result
 

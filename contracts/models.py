@@ -16,7 +16,7 @@ import json
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from contracts.tools import ToolCall, ToolDef, ToolResult
 from policies.tokens import TokenSample
@@ -92,6 +92,22 @@ class ModelPrice(BaseModel):
             + usage.output_tokens * self.output_per_mtok
         )
         return total / Decimal(1_000_000)
+
+
+class ProviderLimits(BaseModel):
+    """A provider's request rate, held cluster-wide: its model calls go to a task queue of their own
+    (``contracts.names.models_queue``) whose rate limit Temporal enforces for every worker at once."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    rps: float = Field(gt=0)
+    """Requests per second the provider allows this deployment (its RPM / 60)."""
+    tenant_rps: float | None = Field(default=None, gt=0)
+    """Requests per second one tenant (fairness key) may use, scaled by its weight; None: no cap."""
+    tpm: int | None = Field(default=None, gt=0)
+    """Tokens per minute the provider allows: held by lowering the queue's request rate to
+    ``tpm / 60 / tokens per call`` (the calls served show the size), never above ``rps``
+    (``workflows.fairness``). None: only ``rps`` holds."""
 
 
 class ModelInfo(BaseModel):

@@ -43,6 +43,7 @@ ACCOUNT_REAP_ACTIVITY = "harness.budget_account_reap"
 TOOL_CALL_ACTIVITY = "harness.tool_call"
 LIST_TOOLS_ACTIVITY = "harness.list_tools"
 SET_FAIRNESS_WEIGHTS_ACTIVITY = "harness.set_fairness_weights"
+SET_QUEUE_RATE_ACTIVITY = "harness.set_queue_rate"
 TOOLS_ENV = "HARNESS_TOOLS"
 """The worker's tool catalog (a YAML file): Python tool modules and MCP servers."""
 

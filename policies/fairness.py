@@ -28,7 +28,16 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, Field
 
-__all__ = ["CORRECTION", "MAX_WEIGHT", "MIN_WEIGHT", "TenantTally", "changed", "decayed", "token_weights"]
+__all__ = [
+    "CORRECTION",
+    "MAX_WEIGHT",
+    "MIN_WEIGHT",
+    "TenantTally",
+    "changed",
+    "decayed",
+    "token_weights",
+    "tpm_rate",
+]
 
 MIN_WEIGHT = 0.001
 MAX_WEIGHT = 1000.0
@@ -75,6 +84,14 @@ def token_weights(tallies: Mapping[str, TenantTally]) -> dict[str, float]:
     return {
         tenant: min(MAX_WEIGHT, max(MIN_WEIGHT, weight / lightest)) for tenant, weight in sorted(raw.items())
     }
+
+
+def tpm_rate(rps: float, tpm: int | None, tokens_per_call: float | None) -> float | None:
+    """The request rate that holds ``tpm`` (tokens per minute) at calls of ``tokens_per_call``, never
+    above ``rps``; None: no tpm, or no call served yet to size."""
+    if tpm is None or not tokens_per_call:
+        return None
+    return min(rps, tpm / 60 / tokens_per_call)
 
 
 def changed(old: Mapping[str, float], new: Mapping[str, float], tolerance: float = 0.1) -> bool:

@@ -18,7 +18,7 @@ from temporalio.common import Priority, RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from contracts.accounts import AccountCall, LeaseReply, ReapReply, ReapRequest
     from contracts.board import BoardReply, BoardRequest
-    from contracts.fairness import SetWeightsRequest
+    from contracts.fairness import SetRateRequest, SetWeightsRequest
     from contracts.models import ModelCallRequest, ModelCallResult, ResolveModelsRequest, ResolveModelsResult
     from contracts.names import (
         ACCOUNT_REAP_ACTIVITY,
@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         ROUTING_STATS_ACTIVITY,
         RUN_CHECK_ACTIVITY,
         SET_FAIRNESS_WEIGHTS_ACTIVITY,
+        SET_QUEUE_RATE_ACTIVITY,
         TEAM_BOARD_ACTIVITY,
         TOOL_CALL_ACTIVITY,
         models_queue,
@@ -50,6 +51,7 @@ __all__ = [
     "ROUTING_STATS",
     "RUN_CHECK",
     "SET_FAIRNESS_WEIGHTS",
+    "SET_QUEUE_RATE",
     "TEAM_BOARD",
     "TOOL_CALL",
     "ActivityStub",
@@ -215,6 +217,12 @@ TEAM_BOARD: ActivityStub[BoardRequest, BoardReply] = ActivityStub(
 )
 SET_FAIRNESS_WEIGHTS: ActivityStub[SetWeightsRequest, None] = ActivityStub(
     SET_FAIRNESS_WEIGHTS_ACTIVITY,
+    type(None),
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)),
+)
+SET_QUEUE_RATE: ActivityStub[SetRateRequest, None] = ActivityStub(
+    SET_QUEUE_RATE_ACTIVITY,
     type(None),
     start_to_close_timeout=timedelta(seconds=30),
     retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=10)),

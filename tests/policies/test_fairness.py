@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies.fairness import MAX_WEIGHT, MIN_WEIGHT, TenantTally, changed, decayed, token_weights
+from policies.fairness import MAX_WEIGHT, MIN_WEIGHT, TenantTally, changed, decayed, token_weights, tpm_rate
 
 
 def test_calls_four_times_larger_get_a_quarter_of_the_weight_once_shares_are_even() -> None:
@@ -76,3 +76,11 @@ def test_weights_stay_in_temporals_range_with_the_lightest_at_one(tally: dict[st
     assert all(MIN_WEIGHT <= w <= MAX_WEIGHT for w in weights.values())
     if weights:
         assert min(weights.values()) == 1.0
+
+
+def test_a_tpm_is_held_through_the_request_rate() -> None:
+    """24,000 tokens a minute at 200 tokens a call is 2 requests a second; never above the rps; no
+    rate without a tpm or a call to size."""
+    assert tpm_rate(50, 24000, 200) == 2.0
+    assert tpm_rate(1, 24000, 200) == 1
+    assert tpm_rate(50, None, 200) is None and tpm_rate(50, 24000, None) is None

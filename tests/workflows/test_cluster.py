@@ -243,3 +243,37 @@ async def close_order(handles: list[WorkflowHandle[Any, Any]]) -> list[str]:
     """The jobs' ids in the order their workflows closed."""
     closed = {handle.id: (await handle.describe()).close_time for handle in handles}
     return sorted(closed, key=lambda job_id: closed[job_id] or 0)
+
+
+async def test_a_providers_tpm_is_held_through_its_queues_rate(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """The simulator limited to 50 rps and 24,000 tokens a minute: after calls of about 200 tokens
+    are served, the TokenFairness workflow sets its queue to tpm / 60 / tokens per call (about 2
+    requests a second, far below the 50 of its rps), which Temporal then holds."""
+    client = dev_env.client
+    catalog = load_catalog().merged(ModelCatalog.from_yaml("providers: {sim: {rps: 50, tpm: 24000}}"))
+    gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url), catalog=catalog)
+    fairness = FairnessActivities(client)
+    activities = [gateway.model_call, gateway.resolve_models, fairness.set_queue_rate]
+    agents = [{"name": "writer", "model": "sim:writer", "max_output_tokens": 200}]
+    steps = [{"id": "s", "agent": "writer", "prompt": "{task} [[sim latency=0 tokens=150]]"}]
+    async with make_worker(client, gateway, activities=activities) as worker:
+        queue = worker.task_queue
+        for spec in [one_step(agents=agents, steps=steps) for _ in range(6)]:
+            await (await harness_client.start_job(client, spec, queue=queue)).result()
+        fair = client.get_workflow_handle(fairness_workflow_id(queue))
+
+        async def written() -> FairnessState | None:
+            state = await fair.query("state", result_type=FairnessState)
+            return state if state.rates else None
+
+        state = await until(written, failure="no rate was written")
+        limit = await read_limit(client, models_queue(queue, "sim"))
+        await fair.terminate()
+    sim_queue = models_queue(queue, "sim")
+    size = state.sizes[sim_queue]
+    rate = state.rates[sim_queue]
+    assert rate == pytest.approx(24000 / 60 / (size.tokens / size.calls))
+    assert 1.0 < rate < 3.0, rate
+    assert limit.rps == pytest.approx(queue_rate(rate), abs=1e-3)
