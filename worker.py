@@ -21,60 +21,27 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
-from temporalio.contrib.opentelemetry import TracingInterceptor
-from temporalio.envconfig import ClientConfig
 from temporalio.worker import Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.budget_account import BudgetAccountActivities
 from activities.catalog import ModelCatalog, ProviderLimits
 from activities.checks import CheckActivities, load_check_modules
-from activities.codec import data_converter
+
+# Re-exported: `from worker import connect` (and the rest) goes on working.
+from activities.connect import DEFAULT_ADDRESS as DEFAULT_ADDRESS
+from activities.connect import connect as connect
+from activities.connect import task_queue as task_queue
+from activities.connect import tracing_interceptors as tracing_interceptors
 from activities.fairness import FairnessActivities
 from activities.model_call import ModelCallActivities
 from activities.queue_limits import apply_limits
 from activities.routing_stats import RoutingStatsActivities
 from activities.team_board import TeamBoardActivities
-from activities.telemetry import JobSpanInterceptor, setup_from_env
 from activities.tool_catalog import load_tool_catalog
 from activities.tools import ToolActivities
-from contracts.names import ROLES, TASK_QUEUE, TASK_QUEUE_ENV, models_queue, tools_queue
+from contracts.names import ROLES, models_queue, tools_queue
 from workflows import ALL_WORKFLOWS
-
-DEFAULT_ADDRESS = "127.0.0.1:7233"
-
-
-async def connect(address: str | None = None, namespace: str | None = None) -> Client:
-    """Connect to Temporal with harness's data converter (pydantic; encrypted when a key is set,
-    see ``activities.codec``).
-
-    Configuration comes from the standard ``TEMPORAL_*`` environment (``TEMPORAL_ADDRESS``,
-    ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS*``) or a Temporal config file;
-    an explicit ``address`` wins over both. With an ``OTEL_*`` exporter set (``activities.telemetry``)
-    the client traces through ``temporalio.contrib.opentelemetry``, and so do the workers made from it.
-    """
-    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
-    config.setdefault("target_host", DEFAULT_ADDRESS)
-    if address:
-        config["target_host"] = address
-    if namespace:
-        config["namespace"] = namespace
-    config["data_converter"] = data_converter()
-    config["interceptors"] = tracing_interceptors() if setup_from_env() else []
-    return await Client.connect(**config)
-
-
-def tracing_interceptors(tracer: Any = None) -> list[Any]:
-    """Client (and so worker) interceptors that trace: Temporal's spans for client calls, workflows
-    and activities, propagated through headers, and the job-end span (``JobSpanInterceptor``) inside
-    them. ``tracer``: the global provider's unless given."""
-    return [TracingInterceptor(tracer), JobSpanInterceptor()]
-
-
-def task_queue() -> str:
-    """The task queue jobs and workers meet on (``HARNESS_TASK_QUEUE`` overrides)."""
-    return os.environ.get(TASK_QUEUE_ENV, TASK_QUEUE)
-
 
 # The workflow sandbox's pass-through list, with a reason per module. Pass-through modules are
 # imported once, outside the sandbox, and shared by every workflow run: safe only for deterministic

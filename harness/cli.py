@@ -383,8 +383,8 @@ def run(
 
 def _start_detached(spec: Any) -> None:
     from activities.codec import describe
+    from activities.connect import connect
     from harness.client import start_job
-    from worker import connect
 
     async def go() -> str:
         client = await connect()
@@ -418,8 +418,8 @@ def list_(
     attributes; spend lags a running job by up to 9 turns). Needs no worker."""
     import dataclasses
 
+    from activities.connect import connect
     from harness.client import CHILD_MODES, list_jobs
-    from worker import connect
     from workflows import WORKFLOW_FOR_MODE
 
     statuses = [s.value for s in JobStatus]
@@ -476,8 +476,8 @@ def _age(delta: timedelta) -> str:
 
 
 def _query(job_id: str, name: str, result_type: Any) -> Any:
+    from activities.connect import connect
     from harness.client import query_job
-    from worker import connect
 
     async def go() -> Any:
         return await query_job(await connect(), job_id, name, result_type)
@@ -491,8 +491,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a job's status: step, in-flight call, spend, stop reason, and its budget per node."""
+    from activities.connect import connect
     from harness.client import job_ledger, job_status
-    from worker import connect
 
     async def go() -> tuple[JobProgress, LedgerTotals | None]:
         client = await connect()
@@ -520,8 +520,8 @@ def ledger(
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole ledger as JSON.")] = False,
 ) -> None:
     """Show a job's spend: limits, spent, reserved and remaining per budget node, and per agent."""
+    from activities.connect import connect
     from harness.client import job_ledger
-    from worker import connect
 
     async def go() -> LedgerTotals:
         return await job_ledger(await connect(), job_id)
@@ -588,8 +588,8 @@ def result(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Wait for a job's result and print it."""
+    from activities.connect import connect
     from harness.client import job_result
-    from worker import connect
 
     async def go() -> JobResult:
         return await job_result(await connect(), job_id)

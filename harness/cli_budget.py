@@ -105,7 +105,7 @@ def create(
     """Create a budget account (a long-lived workflow) with caps per period."""
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
-    from worker import connect, task_queue
+    from activities.connect import connect, task_queue
 
     if usd is None and tokens is None:
         _fail("give --usd or --tokens (or both)")
@@ -142,8 +142,8 @@ def show(name: Annotated[str, typer.Argument(help="Account name.")]) -> None:
     """Show an account: caps, this period's spend, open leases, what is left."""
     from temporalio.service import RPCError, RPCStatusCode
 
+    from activities.connect import connect
     from harness.client import query_workflow
-    from worker import connect
 
     async def go() -> AccountView:
         client = await connect()
@@ -170,7 +170,7 @@ def topup(
     """Raise an account's caps for the current period."""
     from temporalio.client import WorkflowUpdateFailedError
 
-    from worker import connect
+    from activities.connect import connect
 
     async def go() -> AccountView:
         client = await connect()

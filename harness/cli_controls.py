@@ -47,7 +47,7 @@ def _fail(message: str) -> None:
 
 def _run(job_id: str, name: str, payload: BaseModel | None, update: bool, result_type: Any = str) -> Any:
     """Send signal or update ``name`` to ``job_id``; print a clear error when it is refused."""
-    from worker import connect
+    from activities.connect import connect
 
     async def go() -> Any:
         handle = (await connect()).get_workflow_handle(job_id)
@@ -163,8 +163,8 @@ def set_priority(
         _fail(f"set_priority refused: priority must be from 0 (most urgent) to 9, not {priority}")
     request = SetPriorityRequest(task=task, priority=priority)
     if task == "job":
+        from activities.connect import connect
         from harness.client import set_job_priority
-        from worker import connect
 
         async def reorder() -> int:
             return await set_job_priority(await connect(), job_id, priority)

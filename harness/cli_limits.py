@@ -36,9 +36,9 @@ def show() -> None:
     """Each provider's limit: the catalog's, and what Temporal holds on its model queue."""
     from activities.catalog import load_catalog
     from activities.config import PROVIDERS, ProviderSettings
+    from activities.connect import connect, task_queue
     from activities.queue_limits import QueueLimit, queue_rate, read_limit
     from contracts.names import models_queue
-    from worker import connect, task_queue
 
     catalog = load_catalog(ProviderSettings.from_env().catalog_path)
 
@@ -79,9 +79,9 @@ def set_(
     """Set (or lift) a provider's rate limit on the running cluster."""
     from activities.catalog import ProviderLimits, load_catalog
     from activities.config import PROVIDERS, ProviderSettings
+    from activities.connect import connect, task_queue
     from activities.queue_limits import queue_rate, set_limit
     from contracts.names import models_queue
-    from worker import connect, task_queue
 
     if provider not in PROVIDERS:
         _fail(f"unknown provider {provider!r}: use one of {', '.join(PROVIDERS)}", code=2)

@@ -77,8 +77,8 @@ def stats(
     """Show the learned pass rate per (task kind, model): counts, tier prior and posterior mean."""
     from temporalio.service import RPCError, RPCStatusCode
 
+    from activities.connect import connect
     from harness.client import query_workflow
-    from worker import connect
 
     async def go() -> RoutingStatsState:
         client = await connect()

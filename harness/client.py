@@ -24,11 +24,11 @@ from temporalio.client import (
 from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.connect import task_queue
 from contracts import search_attributes as sa
 from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals
 from contracts.names import ACCOUNT_WEIGHT_MEMO, account_workflow_id
 from contracts.spec import JobSpec, priority_key
-from worker import task_queue
 from workflows import WORKFLOW_FOR_MODE
 
 T = TypeVar("T")

@@ -24,6 +24,7 @@ from temporalio.client import Client
 from activities.catalog import ModelCatalog, load_catalog, resolve
 from activities.codec import describe
 from activities.config import ProviderSettings
+from activities.connect import connect
 from contracts.jobs import JobProgress, JobResult
 from contracts.names import TOOLS_ENV
 from contracts.spec import JobSpec, SpecError
@@ -31,7 +32,6 @@ from harness.client import start_job
 from harness.codec_server import ui_codec_endpoint
 from harness.devserver import DevServer, ensure_search_attributes, ensure_server, known_ui_url
 from harness.sim import SimConfig, SimServer
-from worker import connect
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -25,7 +27,7 @@ from harness.cli import budget_table, estimate_reasons, one_line_error, print_re
 from harness.client import start_job, worker_missing
 from harness.sim import SimServer
 from policies.ledger import Ledger, Limits, Quota
-from tests.helpers import harness
+from tests.helpers import ROOT, harness
 
 
 def test_bad_spec_is_refused_with_the_field(tmp_path: Path) -> None:
@@ -312,3 +314,17 @@ def test_the_budget_table_shows_tool_calls_used_of_each_nodes_cap() -> None:
     tools = header.index("tools")
     assert (rows["job"][tools], rows["agent:w"][tools], rows["agent:idle"][tools]) == ("3/10", "3", "-")
     assert "3 tool calls of 5 tool calls per 1:00:00" in rows["job"][header.index("notes")]
+
+
+def test_reading_and_steering_import_no_provider_or_mcp_sdk() -> None:
+    """What the read and steering commands import (the CLI, the client helpers, ``connect``) loads
+    neither provider SDK nor the MCP SDK, nor the worker: they are what made every command slow."""
+    probe = (
+        "import sys, harness.cli, harness.client, harness.cli_controls, activities.connect; "
+        "print(' '.join(m for m in ('openai', 'anthropic', 'mcp', 'worker') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ""
