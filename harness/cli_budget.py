@@ -19,12 +19,12 @@ from rich.table import Table
 from contracts.accounts import AccountState, AccountView, TopupRequest
 from contracts.names import ACCOUNT_WEIGHT_MEMO, ACCOUNT_WORKFLOW, account_workflow_id
 from contracts.spec import parse_duration
+from harness.cli_errors import fail as _fail
 
 __all__ = ["account_table", "budget_app", "parse_period"]
 
 budget_app = typer.Typer(help="Budget accounts: one budget per team, leased by the jobs that name it.")
 console = Console()
-err = Console(stderr=True)
 PERIODS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(days=7)}
 
 
@@ -37,11 +37,6 @@ def parse_period(value: str | None) -> timedelta | None:
     if duration <= timedelta(0):
         raise ValueError("the period must be positive")
     return duration
-
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 def account_table(view: AccountView) -> Table:

@@ -28,21 +28,16 @@ from contracts.controls import (
     SetPriorityRequest,
 )
 from contracts.jobs import LedgerTotals
+from harness.cli_errors import fail as _fail
 
 __all__ = ["register"]
 
 console = Console()
-err = Console(stderr=True)
 
 JobId = Annotated[str, typer.Argument(help="Job id (= workflow id).")]
 Agent = Annotated[str | None, typer.Option("--agent", help="Who the message is for; default all.")]
 Note = Annotated[str, typer.Option("--note", help="Why; recorded with the decision.")]
 By = Annotated[str | None, typer.Option("--by", help="Who decides; default user@host.")]
-
-
-def _fail(message: str) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(1)
 
 
 def _run(job_id: str, name: str, payload: BaseModel | None, update: bool, result_type: Any = str) -> Any:

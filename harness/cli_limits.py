@@ -16,6 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from harness.cli_errors import fail as _fail
+
 __all__ = ["limits_app"]
 
 limits_app = typer.Typer(
@@ -23,12 +25,6 @@ limits_app = typer.Typer(
     no_args_is_help=True,
 )
 console = Console()
-err = Console(stderr=True)
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 @limits_app.command("show")

@@ -77,6 +77,12 @@ async def start_job(
     )
 
 
+async def close_order(handles: Sequence[WorkflowHandle[Any, Any]]) -> list[str]:
+    """The workflows' ids in the order they closed."""
+    closed = {handle.id: (await handle.describe()).close_time for handle in handles}
+    return sorted(closed, key=lambda workflow_id: closed[workflow_id] or 0)
+
+
 async def run_job(client: Client, queue: str, spec: JobSpec) -> JobResult:
     """Run ``spec`` to its end (see ``start_job``) and return its result."""
     return await (await start_job(client, queue, spec)).result()

@@ -13,7 +13,7 @@ from typing import Any
 
 from temporalio.api.common.v1 import Priority as PriorityProto
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHandle
+from temporalio.client import Client, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from activities.model_call import ModelCallActivities
@@ -22,8 +22,9 @@ from contracts.jobs import JobStatus, StopReason
 from contracts.names import MODEL_CALL_ACTIVITY
 from contracts.spec import PRIORITY_KEYS, JobSpec, parse_spec, priority_key
 from harness import client as harness_client
-from tests.helpers import harness, make_worker, start_account, status_of, until
+from tests.helpers import close_order, harness, make_worker, start_account, status_of, until
 from tests.workflows.test_delegation_team import delegation
+from worker import WorkerGroup
 
 
 def sequential(steps: int = 1, **overrides: Any) -> JobSpec:
@@ -165,24 +166,23 @@ async def test_tenants_share_one_worker_by_weight(
         sequential(tenant="small", tenant_weight=1, id=f"small-{uuid.uuid4().hex[:8]}") for _ in range(20)
     ]
     handles = [await harness_client.start_job(dev_env.client, spec, queue=queue) for spec in specs]
-    async with make_worker(
-        dev_env.client,
-        gateway,
-        queue=queue,
-        max_concurrent_activities=1,
-        max_concurrent_workflow_tasks=1,
-        max_cached_workflows=0,  # no sticky queue: a busy slot would hold its tasks for its timeout
-    ):
+    async with one_slot_worker(dev_env.client, gateway, queue):
         await asyncio.gather(*(handle.result() for handle in handles))
     finished = await close_order(handles)
     first_half = Counter(job_id.split("-")[0] for job_id in finished[:40])
     assert 0.70 <= first_half["big"] / 40 <= 0.80, finished
 
 
-async def close_order(handles: list[WorkflowHandle[Any, Any]]) -> list[str]:
-    """The jobs' ids in the order their workflows closed."""
-    closed = {handle.id: (await handle.describe()).close_time for handle in handles}
-    return sorted(closed, key=lambda job_id: closed[job_id] or 0)
+def one_slot_worker(client: Client, gateway: ModelCallActivities, queue: str) -> WorkerGroup:
+    """Workers running one task at a time, so the server's dispatch order is the order work runs in."""
+    return make_worker(
+        client,
+        gateway,
+        queue=queue,
+        max_concurrent_activities=1,
+        max_concurrent_workflow_tasks=1,
+        max_cached_workflows=0,  # no sticky queue: a busy slot would hold its tasks for its timeout
+    )
 
 
 async def test_set_priority_moves_a_queued_job_ahead_of_equal_ones(
@@ -197,14 +197,7 @@ async def test_set_priority_moves_a_queued_job_ahead_of_equal_ones(
     assert await harness_client.set_job_priority(dev_env.client, last.id, 0) == 1
     described = await last.describe()
     assert described.raw_description.workflow_execution_info.priority.priority_key == 1
-    async with make_worker(
-        dev_env.client,
-        gateway,
-        queue=queue,
-        max_concurrent_activities=1,
-        max_concurrent_workflow_tasks=1,
-        max_cached_workflows=0,  # no sticky queue: a busy slot would hold its tasks for its timeout
-    ):
+    async with one_slot_worker(dev_env.client, gateway, queue):
         await asyncio.gather(*(handle.result() for handle in handles))
     assert (await close_order(handles))[0] == last.id
 
