@@ -40,7 +40,7 @@ from activities.routing_stats import RoutingStatsActivities
 from activities.team_board import TeamBoardActivities
 from activities.tool_catalog import load_tool_catalog
 from activities.tools import ToolActivities
-from contracts.names import ROLES, models_queue, tools_queue
+from contracts.names import ROLE_QUEUES_ENV, ROLES, models_queue, tools_queue
 from workflows import ALL_WORKFLOWS
 
 # The workflow sandbox's pass-through list, with a reason per module. Pass-through modules are
@@ -240,8 +240,16 @@ def build_worker(
             tools.tool_call,
         ]
     owners = [getattr(fn, "__self__", None) for fn in activities]
-    if catalog is None:
-        catalog = next((o.catalog for o in owners if isinstance(o, ModelCallActivities)), None)
+    model_calls = next((o for o in owners if isinstance(o, ModelCallActivities)), None)
+    if catalog is None and model_calls is not None:
+        catalog = model_calls.catalog
+    env_split = os.environ.get(ROLE_QUEUES_ENV, "") == "1"
+    split = model_calls.role_queues if model_calls is not None else env_split
+    if set(roles) != set(ROLES) and not split:
+        raise ValueError(
+            f"serving only {', '.join(roles) or 'no roles'} needs {ROLE_QUEUES_ENV}=1 on every worker: "
+            "without it model and tool calls run on the jobs queue, with the job"
+        )
     servers = next((o.catalog.mcp for o in owners if isinstance(o, ToolActivities)), {})
     queue = queue or task_queue()
     # The rate-limited queues, by name: a provider's model queue, an MCP server's tool queue.
@@ -257,7 +265,7 @@ def build_worker(
     for role, shared in (("models", models_queue(queue)), ("tools", tools_queue(queue))):
         if role in roles:
             own = sorted(name for name in limited if name.startswith(f"{shared}-"))
-            queues += [(name, False) for name in (shared, *own)]
+            queues += [(name, False) for name in ([shared] if split else []) + own]
     if not queues:
         raise ValueError(f"a worker needs at least one of {', '.join(ROLES)}")
     options.setdefault("graceful_shutdown_timeout", drain_timeout())

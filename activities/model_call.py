@@ -50,7 +50,7 @@ from contracts.models import (
     ResolveModelsResult,
     Usage,
 )
-from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY, TOKEN_FAIRNESS_ENV
+from contracts.names import MODEL_CALL_ACTIVITY, RESOLVE_MODELS_ACTIVITY, ROLE_QUEUES_ENV, TOKEN_FAIRNESS_ENV
 from contracts.outputs import OUTPUT_TYPES
 from policies.tokens import (
     TokenSample,
@@ -203,6 +203,7 @@ class ModelCallActivities:
         payload_limit: int | None = INLINE_PAYLOAD_LIMIT,
         telemetry: Telemetry | None = None,
         token_fairness: bool | None = None,
+        role_queues: bool | None = None,
     ) -> None:
         # What jobs resolved here may write inline when the worker's converter stores nothing
         # outside history (tests lower it to reach it with small texts).
@@ -219,6 +220,10 @@ class ModelCallActivities:
             token_fairness if token_fairness is not None else os.environ.get(TOKEN_FAIRNESS_ENV, "") == "1"
         )
         self._reports: set[asyncio.Task[None]] = set()
+        # Whether this deployment's workers serve model and tool calls on their roles' own queues.
+        self.role_queues = (
+            role_queues if role_queues is not None else os.environ.get(ROLE_QUEUES_ENV, "") == "1"
+        )
 
     def provider(self, name: str) -> Provider:
         """The provider for prefix ``name``, over a client cached per wire format and base URL."""
@@ -279,7 +284,9 @@ class ModelCallActivities:
                 )(str(err))
                 activity.logger.warning("model %r refused: %s: %s", ref, refused.type, refused.message)
                 raise refused from None
-        return ResolveModelsResult(models=models, payload_limit=self._payload_limit())
+        return ResolveModelsResult(
+            models=models, payload_limit=self._payload_limit(), role_queues=self.role_queues
+        )
 
     def _payload_limit(self) -> int | None:
         """How large a payload a job can write inline: no limit when this worker's client stores

@@ -100,7 +100,9 @@ async def tenant_share(client: Client, gateway: ModelCallActivities) -> float:
 
 async def token_share(client: Client, sim: SimServer, by_tokens: bool) -> tuple[float, dict[str, float]]:
     """The heavy tenant's token share while both tenants had calls waiting, and the weights written."""
-    gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url), token_fairness=by_tokens, receipts=None)
+    gateway = ModelCallActivities(
+        ProviderSettings(sim_url=sim.url), token_fairness=by_tokens, receipts=None, role_queues=True
+    )
     fairness = FairnessActivities(client)
     queue = f"bench-tokens-{uuid.uuid4().hex[:6]}"
     specs = [job("heavy", steps=10, reply="[[sim latency=0 tps=2000 tokens=400]]") for _ in range(4)]

@@ -17,7 +17,14 @@ checks, routing stats, team boards, budget accounts), ``models`` on ``Q-models``
 ``Q-models-<provider>`` for each provider the catalog gives a rate limit, ``tools`` on ``Q-tools``
 and on ``Q-tools-<server>`` for each MCP server the tool catalog gives a rate limit.
 Separate queues let each be scaled and rate-limited on its own (a task queue dispatches any of its
-tasks to any poller: roles cannot share one)."""
+tasks to any poller: roles cannot share one). The shared ``Q-models`` and ``Q-tools`` are used only
+with ``HARNESS_ROLE_QUEUES=1`` (a call on another queue than its job's costs a dispatch through
+matching, about 50 ms on a dev server); rate-limited providers' and servers' queues always."""
+
+
+ROLE_QUEUES_ENV = "HARNESS_ROLE_QUEUES"
+"""``1`` on every worker of a deployment: model and tool calls go to ``Q-models`` and ``Q-tools``, so
+workers can serve a subset of the roles (``harness worker --queues``). Unset: they stay on ``Q``."""
 
 
 def models_queue(queue: str, provider: str | None = None) -> str:

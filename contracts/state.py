@@ -179,6 +179,12 @@ class JobState(BaseModel):
         description="The largest payload the job may write inline (bytes of JSON), as the worker that "
         "resolved its models said; None: no limit (its worker stores large payloads outside history).",
     )
+    role_queues: bool = Field(
+        default=False,
+        description="Model and tool calls go to their roles' own task queues (the resolving worker "
+        "said so: ``ResolveModelsResult.role_queues``); a rate-limited provider's or MCP server's "
+        "calls go to its own queue either way.",
+    )
 
 
 class JobInput(BaseModel):

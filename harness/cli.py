@@ -27,6 +27,7 @@ from contracts.names import TOOLS_ENV
 from contracts.spec import SpecError
 from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
+from harness.cli_errors import fail as _fail
 from harness.cli_limits import limits_app
 from harness.cli_routing import routing_app, routing_section
 from harness.specfile import load_spec
@@ -43,11 +44,6 @@ console = Console()
 err = Console(stderr=True)
 
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded server keeps its SQLite data.")]
-
-
-def _fail(message: str, code: int = 1) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
-    raise typer.Exit(code)
 
 
 def _usd(value: Decimal) -> str:
@@ -151,7 +147,8 @@ def worker(
         str | None,
         typer.Option(
             help="What this worker serves, any of jobs,models,tools (default HARNESS_WORKER_QUEUES, "
-            "else all): jobs = workflows and small activities, models = model calls, tools = tool calls."
+            "else all): jobs = workflows and small activities, models = model calls, tools = tool calls. "
+            "A subset needs HARNESS_ROLE_QUEUES=1 on every worker."
         ),
     ] = None,
     drain_timeout: Annotated[
@@ -165,13 +162,19 @@ def worker(
     """Run a worker against the configured Temporal (TEMPORAL_* environment); SIGTERM drains it."""
     from datetime import timedelta
 
+    from contracts.names import ROLE_QUEUES_ENV, ROLES
     from worker import WORKER_QUEUES_ENV, WorkerGroup, configure_logging, parse_roles, run_worker
 
     try:
         roles = parse_roles(queues if queues is not None else os.environ.get(WORKER_QUEUES_ENV))
     except ValueError as error:
         _fail(str(error), code=2)
-        return
+    if roles != ROLES and os.environ.get(ROLE_QUEUES_ENV, "") != "1":
+        _fail(
+            f"--queues {','.join(roles)} needs {ROLE_QUEUES_ENV}=1 on every worker of the deployment: "
+            "without it model and tool calls run on the jobs queue, with their job",
+            code=2,
+        )
     if drain_timeout is not None and drain_timeout < 0:
         _fail(f"--drain-timeout must be 0 or more seconds, not {drain_timeout:g}", code=2)
     drain = timedelta(seconds=drain_timeout) if drain_timeout is not None else None

@@ -120,11 +120,15 @@ QUEUES_BY_ROLE_PATCH = "harness-queues-by-role"
 started before (its history schedules them on its own queue) replays, and goes on, as it began."""
 
 
-def role_queue(role: Literal["models", "tools"], limited: str | None = None) -> str | None:
-    """The task queue of a model or tool call: its role's (``contracts.names.ROLES``), derived from
-    the job's queue, or, for a provider or MCP server ``limited`` with a rate limit of its own
-    (``ModelInfo.own_queue``, ``ToolDef.own_queue``), that one's; None (the job's own queue) for a
-    job that started before roles had queues."""
+def role_queue(role: Literal["models", "tools"], limited: str | None = None, *, shared: bool) -> str | None:
+    """The task queue of a model or tool call, derived from the job's queue: for a provider or MCP
+    server ``limited`` with a rate limit of its own (``ModelInfo.own_queue``, ``ToolDef.own_queue``),
+    that one's; else, when the deployment splits roles (``shared``, ``JobState.role_queues``), its
+    role's (``contracts.names.ROLES``); else None, the job's own queue, where the worker running the
+    job runs the call at once (an eager activity). None too for a job that started before roles had
+    queues (its history replays as it began)."""
+    if limited is None and not shared:
+        return None
     if not workflow.patched(QUEUES_BY_ROLE_PATCH):
         return None
     queue = workflow.info().task_queue

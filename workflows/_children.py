@@ -97,7 +97,13 @@ def child_input(job: JobWorkflow, spec: JobSpec) -> JobInput:
     models = {ref: job.state.models[ref] for ref in spec.model_refs() if ref in job.state.models}
     tools = {ref: job.state.tools[ref] for ref in tool_refs(spec) if ref in job.state.tools}
     return JobInput(
-        spec=spec, state=JobState(models=models, tools=tools, payload_limit=job.state.payload_limit)
+        spec=spec,
+        state=JobState(
+            models=models,
+            tools=tools,
+            payload_limit=job.state.payload_limit,
+            role_queues=job.state.role_queues,
+        ),
     )
 
 

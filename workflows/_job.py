@@ -171,6 +171,7 @@ class JobWorkflow:
                 ) from None
             self.state.models.update(resolved.models)
             self.state.payload_limit = resolved.payload_limit
+            self.state.role_queues = resolved.role_queues
         await self.tools.fetch(self.spec)  # no command for a job whose agents name no tools
         self.set_status(JobStatus.running)
 
@@ -493,7 +494,9 @@ class JobWorkflow:
             request,
             summary=summary,
             priority=self.task_priority,
-            task_queue=role_queue("models", model.provider if model.own_queue else None),
+            task_queue=role_queue(
+                "models", model.provider if model.own_queue else None, shared=self.state.role_queues
+            ),
         )
         remaining = self.deadline_left()
         try:

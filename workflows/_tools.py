@@ -103,7 +103,7 @@ class Tools:
             listed = await LIST_TOOLS.run(
                 ListToolsRequest(refs=refs),
                 summary="list tools: " + ", ".join(refs),
-                task_queue=role_queue("tools"),
+                task_queue=role_queue("tools", shared=state.role_queues),
             )
         except ActivityError as error:
             if isinstance(error.cause, CancelledError):
@@ -200,7 +200,9 @@ class Tools:
                 summary=f"tool {tool.name} for {agent.name}" + (f" (step {step})" if step else ""),
                 start_to_close_timeout=timedelta(seconds=tool.timeout_s) + _ACTIVITY_MARGIN,
                 priority=job.task_priority,
-                task_queue=role_queue("tools", tool.server if tool.own_queue else None),
+                task_queue=role_queue(
+                    "tools", tool.server if tool.own_queue else None, shared=job.state.role_queues
+                ),
             )
             for call, tool, entry in runnable
         ]

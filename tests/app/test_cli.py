@@ -328,3 +328,13 @@ def test_reading_and_steering_import_no_provider_or_mcp_sdk() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_a_worker_for_some_roles_needs_them_split() -> None:
+    """``harness worker --queues jobs`` without ``HARNESS_ROLE_QUEUES=1`` is refused before it
+    connects (exit 2, one line): the model calls would have no worker."""
+    done = harness(
+        "worker", "--queues", "jobs", env={"TEMPORAL_ADDRESS": "127.0.0.1:1", "HARNESS_ROLE_QUEUES": ""}
+    )
+    assert done.returncode == 2
+    assert "needs HARNESS_ROLE_QUEUES=1 on every worker" in one_line(done)

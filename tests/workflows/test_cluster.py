@@ -52,12 +52,30 @@ async def scheduled_queues(handle: WorkflowHandle[Any, Any]) -> dict[str, set[st
     return queues
 
 
-async def test_workers_of_separate_roles_serve_one_job(
+def split_gateway(sim: SimServer) -> ModelCallActivities:
+    """Model calls of a deployment that splits roles (``HARNESS_ROLE_QUEUES=1``)."""
+    return ModelCallActivities(ProviderSettings(sim_url=sim.url), role_queues=True)
+
+
+async def test_a_job_runs_its_calls_on_its_own_queue_unless_roles_are_split(
     dev_env: WorkflowEnvironment, gateway: ModelCallActivities
 ) -> None:
-    """A worker serving only ``jobs`` and another serving only ``models`` run a job together: its
-    model call goes to ``Q-models``, its model resolution stays on ``Q``."""
+    """By default a job's model call goes to the job's own queue (the worker running the job runs
+    it at once), and a worker for only some of the roles is refused."""
+    async with make_worker(dev_env.client, gateway) as worker:
+        assert worker.queues == [worker.task_queue]
+        handle = await harness_client.start_job(dev_env.client, one_step(), queue=worker.task_queue)
+        assert (await handle.result()).stop_reason is StopReason.completed
+    assert (await scheduled_queues(handle))[MODEL_CALL_ACTIVITY] == {worker.task_queue}
+    with pytest.raises(ValueError, match="HARNESS_ROLE_QUEUES=1"):
+        build_worker(dev_env.client, "q", activities=[gateway.model_call], roles=["models"])
+
+
+async def test_workers_of_separate_roles_serve_one_job(dev_env: WorkflowEnvironment, sim: SimServer) -> None:
+    """Roles split: a worker serving only ``jobs`` and another serving only ``models`` run a job
+    together: its model call goes to ``Q-models``, its model resolution stays on ``Q``."""
     queue = f"roles-{uuid.uuid4().hex[:8]}"
+    gateway = split_gateway(sim)
     activities = [gateway.model_call, gateway.resolve_models]
     jobs = build_worker(dev_env.client, queue, activities=activities, roles=["jobs"])
     models = build_worker(dev_env.client, queue, activities=activities, roles=["models"])
@@ -72,11 +90,12 @@ async def test_workers_of_separate_roles_serve_one_job(
 
 
 async def test_a_job_waits_for_a_worker_of_the_role_it_needs(
-    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+    dev_env: WorkflowEnvironment, sim: SimServer
 ) -> None:
-    """With only a ``jobs`` worker the model call waits on ``Q-models`` (no other worker takes it);
-    a ``models`` worker that joins later runs it and the job ends."""
+    """Roles split: with only a ``jobs`` worker the model call waits on ``Q-models`` (no other
+    worker takes it); a ``models`` worker that joins later runs it and the job ends."""
     queue = f"roles-late-{uuid.uuid4().hex[:8]}"
+    gateway = split_gateway(sim)
     activities = [gateway.model_call, gateway.resolve_models]
     async with build_worker(dev_env.client, queue, activities=activities, roles=["jobs"]):
         handle = await harness_client.start_job(dev_env.client, one_step(), queue=queue)
@@ -213,7 +232,8 @@ async def test_tenants_share_the_model_queue_by_tokens(dev_env: WorkflowEnvironm
     about 0.77). Weights order the calls queued after they are written, not a backlog already
     queued: hence jobs of many calls, the agent's usual shape."""
     client = dev_env.client
-    gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url), token_fairness=True)
+    # Token fairness orders a model queue's dispatch: the calls must go through one (roles split).
+    gateway = ModelCallActivities(ProviderSettings(sim_url=sim.url), token_fairness=True, role_queues=True)
     fairness = FairnessActivities(client)
     queue = f"tokens-{uuid.uuid4().hex[:8]}"
     specs = [chain_of("heavy", 400, 2000) for _ in range(4)] + [chain_of("light", 100, 500) for _ in range(4)]
@@ -237,12 +257,6 @@ async def test_tenants_share_the_model_queue_by_tokens(dev_env: WorkflowEnvironm
     assert abs(share - 0.5) <= 0.10, (share, tokens, len(contested))
     weights = state.written[models_queue(queue)]
     assert weights["heavy"] == 1.0 and 2.0 <= weights["light"] <= 8.0, weights
-
-
-async def close_order(handles: list[WorkflowHandle[Any, Any]]) -> list[str]:
-    """The jobs' ids in the order their workflows closed."""
-    closed = {handle.id: (await handle.describe()).close_time for handle in handles}
-    return sorted(closed, key=lambda job_id: closed[job_id] or 0)
 
 
 async def test_a_providers_tpm_is_held_through_its_queues_rate(

@@ -400,7 +400,7 @@ async def test_an_mcp_servers_calls_keep_to_its_rate_limit_on_a_queue_of_their_o
 ) -> None:
     """An MCP server given ``rps: 2`` in the tool catalog: the worker polls ``Q-tools-notes`` and
     sets its rate (1.538, room for the start-up burst), and the job's call of the server's tool goes
-    there, while its tool listing stays on ``Q-tools``."""
+    there, while its tool listing stays on the job's own queue (roles not split)."""
     server = HttpServer(free_port())
     server.start()
     catalog = write_catalog(
@@ -426,7 +426,7 @@ async def test_an_mcp_servers_calls_keep_to_its_rate_limit_on_a_queue_of_their_o
             attributes = event.activity_task_scheduled_event_attributes
             scheduled.setdefault(attributes.activity_type.name, set()).add(attributes.task_queue.name)
     assert scheduled[TOOL_CALL_ACTIVITY] == {f"{queue}-tools-notes"}
-    assert scheduled[LIST_TOOLS_ACTIVITY] == {f"{queue}-tools"}
+    assert scheduled[LIST_TOOLS_ACTIVITY] == {queue}
 
 
 @pytest.fixture
