@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -304,12 +305,24 @@ async def run_through_a_crash(
 # --- dev servers of a test's own (server crash tests) -------------------------------------------
 
 
+FIXED_PORTS = range(20000, 32768)
+"""Where ``free_port`` picks: below Linux's ephemeral range (32768-60999), which the kernel hands
+out to whoever binds port 0. A port taken from that range and released can be handed to another
+socket (a dev server's metrics listener, a client) before the process it was picked for binds it:
+a test's dev server once died with "bind: address already in use" on its UI port that way."""
+
+
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port nothing listens on right now, outside the range the kernel assigns by itself."""
+    for _ in range(200):
+        port = random.choice(FIXED_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {FIXED_PORTS}")
 
 
 def kill_server(server: DevServer) -> None:

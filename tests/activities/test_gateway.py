@@ -516,6 +516,9 @@ async def test_an_interrupted_stream_is_charged_close_to_what_was_served(
     prompt = "Write at length about the sea. [[sim latency=0 tps=50 tokens=400]]"
     # The simulator's count of this prompt, from the same request answered whole.
     witness = await call(acts, request(OPENAI_MODEL, prompt, max_output_tokens=1, stream=False))
+    # The simulator records a reply after writing it: wait for the witness's record before the reset,
+    # or it can land after it and be taken for the cut stream's (seen once: 0 output tokens served).
+    served(sim, OPENAI_MODEL.split(":")[1])
     sim.reset()
     env = ActivityEnvironment()
     task = asyncio.create_task(call(acts, request(OPENAI_MODEL, prompt), env))

@@ -18,6 +18,7 @@ from activities.function_tools import ToolRegistry
 from activities.tool_catalog import ToolCatalog, check_tool_refs, load_tool_catalog
 from activities.tools import ToolActivities, cap_result
 from contracts.tools import ListToolsRequest, ToolCallRequest, ToolDef
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -620,15 +621,6 @@ mcp:
 # ----- MCP over streamable HTTP: a server the fixture starts on localhost -------------------------
 
 TOKEN = "token-5b1d-do-not-leak"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class HttpServer:
