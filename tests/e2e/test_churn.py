@@ -240,9 +240,12 @@ async def test_jobs_end_normally_through_worker_churn_and_a_server_crash(
     assert tally["incomplete"] >= 1, (tally, timeline)  # some kill cut a stream
     assert tally["completed"] == len(turns), (tally, timeline)  # no completed call served twice
     # The ledger's calls are the turns plus the lost attempts it charged (and a delegation child
-    # counts once in its parent): never a request the simulator did not see.
+    # counts once in its parent). A lost attempt is charged once its receipt says its request was
+    # sent, which is written just before the request leaves (issue #27: never below what a provider
+    # served): a kill in that instant charges a request the simulator never saw, at most one per
+    # call a kill caught there (seen once in 5 kills: 30 charged against 29 requests).
     charged_calls = sum(result.ledger.calls for result in results)
-    assert len(turns) <= charged_calls <= tally["requests"], (charged_calls, tally)
+    assert len(turns) <= charged_calls <= tally["requests"] + kills, (charged_calls, tally)
     served = tally["input_tokens"] + tally["output_tokens"] + tally["incomplete_output_tokens"]
     charged = sum(result.ledger.usage.total_tokens for result in results)
     # The tally counts the input of completed requests only, but a cut request's prompt is billed
