@@ -61,9 +61,12 @@ from policies.tokens import (
     scaled,
 )
 
-__all__ = ["HEARTBEAT_INTERVAL_S", "ModelCallActivities"]
+__all__ = ["HEARTBEAT_INTERVAL_S", "LIVE_TAIL_CHARS", "ModelCallActivities"]
 
 HEARTBEAT_INTERVAL_S = 0.25
+LIVE_TAIL_CHARS = 2000
+"""Characters of the reply in flight each heartbeat carries: at the worker's heartbeat cadence
+(``worker.HEARTBEAT_THROTTLE``) a watcher misses none below about 4,000 characters a second."""
 """Seconds between heartbeats; well under the heartbeat timeout (10 s): they carry cancellations."""
 
 CUT_WINDOW_S = 0.1
@@ -93,6 +96,10 @@ class _Meter:
     _prompt_tokens: int = 0
     """The conservative count of the request's texts (system prompt and messages), made once."""
     _messages: int = 0
+    asks: int = 0
+    """Requests sent in this attempt: a structured reply that failed validation is asked again."""
+    tail: str = ""
+    """The last ``LIVE_TAIL_CHARS`` characters of the reply in flight."""
 
     def start(self, request: ModelCallRequest) -> None:
         self.request = request
@@ -101,6 +108,7 @@ class _Meter:
         self._messages = len(contents)
         self.pieces = []
         self.chars = 0
+        self.tail = ""
         self.first_at = None
         self.last_at = None
         self.sent_at = None
@@ -109,6 +117,7 @@ class _Meter:
     def sending(self) -> None:
         """The request in flight goes to the provider now: from here on its prompt can be billed."""
         self.sent_at = time.time()
+        self.asks += 1
 
     def on_accepted(self) -> None:
         self.accepted_at = time.time()
@@ -119,6 +128,9 @@ class _Meter:
             self.first_at = self.last_at
         self.pieces.append(piece)
         self.chars += len(piece)
+        self.tail = (self.tail + piece)[-LIVE_TAIL_CHARS:]
+        if self.first_at == self.last_at and activity.in_activity():
+            activity.heartbeat(self.details())  # the first token: a watcher sees it without waiting
 
     def settle(self, usage: Usage) -> None:
         if not usage.estimated:  # the provider's own count: evidence of the model's tokenizer
@@ -178,9 +190,13 @@ class _Meter:
         only if output had started (a request rejected before any output is not billed)."""
         return self.settled + self.in_flight("failed mid-reply") if self.chars else self.settled
 
-    def details(self) -> dict[str, int]:
+    def details(self) -> dict[str, int | str]:
+        """The heartbeat: what the attempt has spent (for charging it if it dies) and the end of the
+        reply streaming now (for ``harness watch``: the live channel costs no history event, as
+        heartbeats are not events, and no extra request, as they go out anyway)."""
         spent = self.settled + (self.in_flight("worker lost") if self.chars else Usage())
         return {
+            **self.live(),
             "attempt": self.attempt,
             "output_tokens": spent.output_tokens,
             "settled_output_tokens": self.settled.output_tokens,
@@ -190,6 +206,13 @@ class _Meter:
             "lost_input_tokens": self.lost.input_tokens,
             "lost_output_tokens": self.lost.output_tokens,
         }
+
+    def live(self) -> dict[str, int | str]:
+        """The reply in flight as a watcher follows it: its call, which ask it is (a re-ask of a
+        structured reply starts over), its length and its last ``LIVE_TAIL_CHARS`` characters."""
+        if self.request is None:
+            return {}
+        return {"call_id": self.request.call_id, "ask": self.asks, "tail": self.tail}
 
 
 class ModelCallActivities:

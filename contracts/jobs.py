@@ -146,6 +146,14 @@ class GateRecord(BaseModel):
     default: GateOutcome = "rejected"
 
 
+class ReplyTail(BaseModel):
+    """The end of one recorded reply: a watcher completes a streamed reply from it."""
+
+    call_id: str
+    chars: int = Field(description="The reply's length in characters.")
+    tail: str = Field(description="Its last characters.")
+
+
 class JobProgress(BaseModel):
     """What the ``status`` query returns: enough to draw a progress line."""
 
@@ -174,6 +182,13 @@ class JobProgress(BaseModel):
     )
     signals_refused: int = Field(default=0, description="Signals refused: their payload did not decode.")
     last_refused_signal: str | None = Field(default=None, description="The latest refusal: signal and why.")
+    limit_tokens: int | None = Field(default=None, description="The job's token cap, if any.")
+    limit_usd: Decimal | None = Field(default=None, description="The job's USD cap, if any.")
+    degraded: list[str] = Field(default_factory=list, description="Each degrade the budget forced.")
+    turns: int = Field(default=0, description="Model calls recorded so far (this run's transcript).")
+    recent_replies: list[ReplyTail] = Field(
+        default_factory=list, description="The ends of the latest turns' replies, oldest first."
+    )
 
 
 class JobResult(BaseModel):

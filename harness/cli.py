@@ -16,7 +16,6 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -30,6 +29,8 @@ from harness.cli_controls import register as register_controls
 from harness.cli_errors import fail as _fail
 from harness.cli_limits import limits_app
 from harness.cli_routing import routing_app, routing_section
+from harness.cli_watch import WatchView
+from harness.cli_watch import watch as watch_command
 from harness.specfile import load_spec
 from policies.ledger import NodeView
 
@@ -353,14 +354,11 @@ def run(
         from worker import configure_logging
 
         configure_logging(data_dir / "worker.log")
-    live = Live(console=console, transient=True, refresh_per_second=8)
+    view = WatchView(tokens=False)  # a terminal streams the reply; a pipe gets it once, at the end
 
     def on_start(job_id: str, url: str | None) -> None:
         console.print(f"job [bold]{job_id}[/] started" + (f"  {url}" if url else ""))
-        live.start()
-
-    def on_progress(progress: JobProgress) -> None:
-        live.update(_progress_table(progress))
+        view.__enter__()
 
     try:
         result, url = asyncio.run(
@@ -370,17 +368,17 @@ def run(
                 with_worker=worker,
                 say=lambda line: console.print(f"[dim]{line}[/]"),
                 on_start=on_start,
-                on_progress=on_progress,
+                on_event=view.show,
             )
         )
     except KeyboardInterrupt:
-        live.stop()
+        view.__exit__()
         err.print("interrupted: the job stays in Temporal; a worker picks it up where it stopped")
         raise typer.Exit(130) from None
     except Exception as error:  # a clear message, not a traceback, for the expected failures
-        live.stop()
+        view.__exit__()
         _fail(f"{type(error).__name__}: {error}")
-    live.stop()
+    view.__exit__()
     print_result(result, url)
 
 
@@ -608,6 +606,7 @@ register_controls(app)
 app.add_typer(routing_app, name="routing")
 app.add_typer(budget_app, name="budget")
 app.add_typer(limits_app, name="limits")
+app.command("watch")(watch_command)
 
 
 def main() -> None:

@@ -15,7 +15,6 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
@@ -25,13 +24,14 @@ from activities.catalog import ModelCatalog, load_catalog, resolve
 from activities.codec import describe
 from activities.config import ProviderSettings
 from activities.connect import connect
-from contracts.jobs import JobProgress, JobResult
+from contracts.jobs import JobResult
 from contracts.names import TOOLS_ENV
 from contracts.spec import JobSpec, SpecError
 from harness.client import start_job
 from harness.codec_server import ui_codec_endpoint
 from harness.devserver import DevServer, ensure_search_attributes, ensure_server, known_ui_url
 from harness.sim import SimConfig, SimServer
+from harness.watch import WatchEvent, watch
 
 
 @dataclass
@@ -131,23 +131,13 @@ def job_url(ui_url: str | None, namespace: str, job_id: str) -> str | None:
     return f"{ui_url.rstrip('/')}/namespaces/{quote(namespace)}/workflows/{quote(job_id)}"
 
 
-async def follow(
-    client: Client, job_id: str, on_progress: Callable[[JobProgress], None], interval: float = 0.5
-) -> JobResult:
-    """Poll the job's ``status`` query until it ends; return its result."""
-    handle = client.get_workflow_handle(job_id, result_type=JobResult)
-    result_task = asyncio.ensure_future(handle.result())
-    try:
-        while not result_task.done():
-            with contextlib.suppress(Exception):  # the first query can race the first task
-                on_progress(
-                    await handle.query("status", result_type=JobProgress, rpc_timeout=timedelta(seconds=2))
-                )
-            await asyncio.wait({result_task}, timeout=interval)
-        result: JobResult = result_task.result()
-        return result
-    finally:
-        result_task.cancel()
+async def follow(client: Client, job_id: str, on_event: Callable[[WatchEvent], None]) -> JobResult:
+    """Watch the job until it ends (``harness.watch``), handing each event to ``on_event``; return
+    its result (a failed job raises, as ``handle.result()`` does)."""
+    async for event in watch(client, job_id):
+        on_event(event)
+    result: JobResult = await client.get_workflow_handle(job_id, result_type=JobResult).result()
+    return result
 
 
 async def run_job(
@@ -157,7 +147,7 @@ async def run_job(
     with_worker: bool,
     say: Callable[[str], None],
     on_start: Callable[[str, str | None], None],
-    on_progress: Callable[[JobProgress], None],
+    on_event: Callable[[WatchEvent], None],
 ) -> tuple[JobResult, str | None]:
     """Start ``spec``, follow it to the end, and return its result and UI link."""
     async with services(spec, data_dir, say) as svc:
@@ -170,5 +160,5 @@ async def run_job(
             handle = await start_job(svc.client, spec)
             url = job_url(svc.ui_url, svc.client.namespace, handle.id)
             on_start(handle.id, url)
-            result = await follow(svc.client, handle.id, on_progress)
+            result = await follow(svc.client, handle.id, on_event)
             return result, url

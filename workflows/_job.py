@@ -37,7 +37,15 @@ with workflow.unsafe.imports_passed_through():
         InterruptRequest,
         SetPriorityRequest,
     )
-    from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, StopReason, TurnRecord
+    from contracts.jobs import (
+        JobProgress,
+        JobResult,
+        JobStatus,
+        LedgerTotals,
+        ReplyTail,
+        StopReason,
+        TurnRecord,
+    )
     from contracts.models import (
         Message,
         ModelCallRequest,
@@ -88,6 +96,9 @@ def _why_undecodable(error: Exception) -> str:
 
 
 MAX_CHECK_ERRORS = 20
+RECENT_REPLIES = 3
+RECENT_REPLY_CHARS = 2000
+"""The ``status`` query carries the last this many characters of the ``RECENT_REPLIES`` latest replies."""
 SPEND_PUBLISH_TURNS = 10
 """Search attributes for spend (tokens, USD) are upserted every this many turns, and whenever a
 value that filters jobs (mode, status, stop reason) changes: not on every turn, which cost a command
@@ -731,7 +742,8 @@ class JobWorkflow:
 
     @workflow.query(name="status")
     def query_status(self) -> JobProgress:
-        """Where the job is: status, step, in-flight call, spend, pause, gates, queued messages."""
+        """Where the job is: status, step, in-flight call, spend, pause, gates, queued messages, and
+        the ends of the latest replies (a watcher completes a streamed reply from them)."""
         return JobProgress(
             job_id=self.job_id,
             mode=self.mode,
@@ -756,6 +768,14 @@ class JobWorkflow:
             queued_messages=len(self.state.inbox),
             tool_calls=self.state.tool_seq,
             tool_calls_refused=self.state.tool_calls_refused,
+            limit_tokens=self.totals.limit_tokens,
+            limit_usd=self.totals.limit_usd,
+            degraded=self.totals.degraded,
+            turns=len(self.state.turns),
+            recent_replies=[
+                ReplyTail(call_id=turn.call_id, chars=len(turn.text), tail=turn.text[-RECENT_REPLY_CHARS:])
+                for turn in self.state.turns[-RECENT_REPLIES:]
+            ],
         )
 
     @workflow.query(name="ledger")
