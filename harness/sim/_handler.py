@@ -61,13 +61,15 @@ class SimHandler(BaseHTTPRequestHandler):
         log.debug("%s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:
-        """Models list, tally, price table."""
+        """Models list, tally, price table, when streamed replies sent their first token."""
         if self.path == "/v1/models":
             self._json(200, _models())
         elif self.path == "/_sim/tally":
             self._json(200, self.sim.tally.snapshot())
         elif self.path == "/_sim/prices":
             self._json(200, prices_json())
+        elif self.path == "/_sim/first-tokens":
+            self._json(200, self.sim.first_tokens.copy())
         else:
             self._json(404, error_body("openai", 404, f"no route GET {self.path}"))
 
@@ -81,6 +83,7 @@ class SimHandler(BaseHTTPRequestHandler):
             self._read_body()
             self.sim.tally.reset()
             self.sim.faults.clear()
+            self.sim.first_tokens.clear()
             self._json(200, {"ok": True})
         elif self.path == "/_sim/faults":
             self._add_fault()
@@ -174,6 +177,8 @@ class SimHandler(BaseHTTPRequestHandler):
                 if tps and sent and tokens and not self._pause(tokens / tps):
                     raise ConnectionAbortedError("client gone or server stopping")
                 self._chunks([event])
+                if tokens and not sent:
+                    self.sim.first_token(req.model)
                 sent += tokens
             if drop is not None:
                 raise ConnectionAbortedError("drop_stream fault")

@@ -7,6 +7,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from http.server import ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
@@ -52,9 +53,16 @@ class SimHTTPServer(ThreadingHTTPServer):
         self.config = config
         self.tally = Tally()
         self.faults = FaultQueue()
+        self.first_tokens: list[dict[str, Any]] = []
+        """When each streamed reply's first token left (``GET /_sim/first-tokens``; benches)."""
         self.stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()
+
+    def first_token(self, model: str) -> None:
+        """Record that a streamed reply of ``model`` sent its first token now (the last 1,000 kept)."""
+        self.first_tokens.append({"model": model, "at": time.time()})
+        del self.first_tokens[:-1000]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Log handler errors; a client hanging up is routine, not worth a traceback on stderr."""

@@ -7,6 +7,7 @@ import json
 import re
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -133,6 +134,20 @@ def test_openai_stream_deltas_join_to_the_reply(server: SimServer, oai: openai.O
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == count_tokens(full)
     assert _wait_tally(server, "echo", "completed", 2)["output_tokens"] == 2 * count_tokens(full)
+
+
+def test_first_tokens_of_streamed_replies_are_timed(server: SimServer, oai: openai.OpenAI) -> None:
+    """`GET /_sim/first-tokens` says when each streamed reply sent its first token (bench/cli.py
+    times a watcher against it); a reply that does not stream is not in it."""
+    _chat(oai, "echo", _user("no stream"))
+    before = time.time()
+    list(oai.chat.completions.create(model="echo", messages=_user("stream [[sim latency=0.2]]"), stream=True))
+    after = time.time()
+    with urllib.request.urlopen(f"{server.url}/_sim/first-tokens", timeout=10) as response:
+        found = json.loads(response.read())
+    ours = [t for t in found if before <= t["at"] <= after]
+    assert len(ours) == 1 and ours[0]["model"] == "echo"
+    assert ours[0]["at"] >= before + 0.2  # after the latency, not when the request came
 
 
 async def test_async_openai_stream_and_concurrency(server: SimServer) -> None:
