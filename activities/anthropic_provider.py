@@ -9,9 +9,7 @@ the two cache figures kept as its parts. Structured output is asked for in the s
 from __future__ import annotations
 
 import json
-from typing import Any
-
-import anthropic
+from typing import TYPE_CHECKING, Any
 
 from activities._provider import (
     MalformedResponseError,
@@ -23,6 +21,9 @@ from activities._provider import (
     tool_call,
 )
 from contracts.models import FinishReason, Message, ModelCallRequest, Usage
+
+if TYPE_CHECKING:  # the SDK itself is imported with the first client (activities.model_call)
+    import anthropic
 
 _LENGTH = {"max_tokens", "model_context_window_exceeded"}
 

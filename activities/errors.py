@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import anthropic
 import httpx2
-import openai
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from activities._provider import MalformedResponseError
@@ -68,6 +67,8 @@ _ANTHROPIC_ERROR_STATUS: dict[str, int] = {
     "api_error": 500,
     "overloaded_error": 529,
 }
+_SDKS = ("openai", "anthropic")
+"""The provider SDKs whose exceptions are mapped here, by module name."""
 _KEY_PATTERN = re.compile(r"\b(sk|sk-ant|sk-proj)-[A-Za-z0-9_\-*]{4,}")
 _MAX_MESSAGE = 300
 
@@ -76,15 +77,16 @@ def from_provider_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> A
     """``exc`` from a provider SDK as an ``ApplicationError``, or None if it is not a provider error."""
     if isinstance(exc, ApplicationError):
         return exc
-    if isinstance(exc, openai.APITimeoutError | anthropic.APITimeoutError | httpx2.TimeoutException):
+    if isinstance(exc, (*_sdk_errors("APITimeoutError"), httpx2.TimeoutException)):
         return ApplicationError("provider request timed out", type="Timeout", category=HANDLED)
-    if isinstance(exc, openai.APIResponseValidationError | anthropic.APIResponseValidationError):
+    if isinstance(exc, _sdk_errors("APIResponseValidationError")):
         return ApplicationError(
             "provider sent a response we cannot read", type="MalformedResponse", category=HANDLED
         )
-    if isinstance(exc, openai.APIStatusError | anthropic.APIStatusError):
-        return _from_status(exc.status_code, exc.response.headers, exc.body, str(exc), secrets)
-    if isinstance(exc, openai.APIConnectionError | anthropic.APIConnectionError | httpx2.TransportError):
+    if isinstance(exc, _sdk_errors("APIStatusError")):
+        error: Any = exc  # either SDK's APIStatusError: its status, response and body alike
+        return _from_status(error.status_code, error.response.headers, error.body, str(exc), secrets)
+    if isinstance(exc, (*_sdk_errors("APIConnectionError"), httpx2.TransportError)):
         return ApplicationError(
             f"connection to the provider failed: {_clean(str(exc), secrets)}",
             type="ConnectionError",
@@ -96,12 +98,21 @@ def from_provider_error(exc: BaseException, *, secrets: Iterable[str] = ()) -> A
             type="MalformedResponse",
             category=HANDLED,
         )
-    if isinstance(exc, openai.APIError | anthropic.APIError):
+    if isinstance(exc, _sdk_errors("APIError")):
         # An error event inside an OpenAI stream: no status; the next attempt may well succeed.
         return ApplicationError(
             f"provider error: {_clean(str(exc), secrets)}", type="ProviderError", category=HANDLED
         )
     return None
+
+
+def _sdk_errors(name: str) -> tuple[type[BaseException], ...]:
+    """The exception class ``name`` of each provider SDK this process has loaded (both SDKs name
+    their errors alike). An SDK not loaded raised nothing and is not imported to find out; one still
+    being imported (in another thread) may not have defined the class yet, nor raised it."""
+    modules = (sys.modules.get(sdk) for sdk in _SDKS)
+    found = (getattr(module, name, None) for module in modules if module is not None)
+    return tuple(cls for cls in found if isinstance(cls, type) and issubclass(cls, BaseException))
 
 
 def _from_status(

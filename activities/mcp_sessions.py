@@ -9,31 +9,36 @@ decision (``activities.tools``: only an idempotent tool is retried).
 
 Secrets stay here: the server's environment, headers and URL are expanded from the worker's
 environment when a session opens, and every message leaving this module is scrubbed of them.
+
+The MCP SDK (a second of imports) is imported when a pool is made for a catalog naming servers, at
+worker start, and never for one naming none: importing this module does not import it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import anyio
 import httpx2
-from mcp import ClientSession, StdioServerParameters, types
-from mcp.client.stdio import stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
-from mcp.shared.exceptions import MCPError
 
 from activities.tool_catalog import McpServerConfig, UnknownToolError, expand_env
 from contracts.tools import ToolDef
 
+if TYPE_CHECKING:
+    from mcp import ClientSession, types
+
 __all__ = ["OPEN_TIMEOUT_S", "McpCallOutput", "McpServerError", "McpSessions"]
+
+_SDK_MODULES = ("mcp", "mcp.client.stdio", "mcp.client.streamable_http", "mcp.shared._httpx_utils")
+"""The MCP SDK's modules used here (imported where used, loaded once by ``McpSessions``)."""
 
 OPEN_TIMEOUT_S = 30.0
 """How long starting a server and its MCP handshake may take."""
@@ -112,6 +117,8 @@ class McpCallOutput:
 
 def render_content(result: types.CallToolResult) -> str:
     """The text of a tool result: text blocks as they are, other blocks summarised."""
+    from mcp import types  # loaded: a session gave the result
+
     parts: list[str] = []
     for block in result.content:
         if isinstance(block, types.TextContent):
@@ -170,6 +177,8 @@ class _Connection:
 
     async def _hold(self) -> None:
         assert self._ready is not None
+        from mcp import ClientSession  # loaded with the pool (McpSessions)
+
         try:
             async with AsyncExitStack() as stack:
                 read, write = await stack.enter_async_context(self._transport())
@@ -197,6 +206,11 @@ class _Connection:
 
     @asynccontextmanager
     async def _transport(self) -> AsyncIterator[tuple[Any, Any]]:
+        from mcp import StdioServerParameters
+        from mcp.client.stdio import stdio_client
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
         config = self.config
         what = f"MCP server {self.name!r}"
         if config.transport == "stdio":
@@ -237,6 +251,9 @@ class _Connection:
 
 def _died(error: BaseException) -> bool:
     """Whether ``error`` says the connection is gone (rather than the tool failing)."""
+    from mcp import types
+    from mcp.shared.exceptions import MCPError
+
     error = _leaf(error)
     if isinstance(error, MCPError):
         return error.code == types.CONNECTION_CLOSED
@@ -257,6 +274,9 @@ class McpSessions:
         self._servers = dict(servers)
         self._connections: dict[str, _Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        if self._servers:  # now, at worker start, not on the event loop when a session first opens
+            for module in _SDK_MODULES:
+                importlib.import_module(module)
 
     def _config(self, server: str) -> McpServerConfig:
         try:
@@ -300,6 +320,8 @@ class McpSessions:
         config = self._config(server)
         connection = await self._connection(server)
         assert connection.session is not None
+        from mcp import types  # after the server is known: one the catalog does not name needs no SDK
+
         listed: list[types.Tool] = []
         cursor: str | None = None
         try:
@@ -340,6 +362,9 @@ class McpSessions:
         connection = await self._connection(server)
         session = connection.session
         assert session is not None
+        from mcp import types
+        from mcp.shared.exceptions import MCPError
+
         if check_alive:
             try:
                 with anyio.fail_after(PING_TIMEOUT_S):

@@ -18,6 +18,7 @@ anything is charged nothing. The figure carries forward until an attempt succeed
 from __future__ import annotations
 
 import asyncio
+import importlib
 import math
 import os
 import re
@@ -26,8 +27,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import anthropic
-import openai
 from pydantic import ValidationError
 from temporalio import activity
 
@@ -265,6 +264,16 @@ class ModelCallActivities:
             options = OpenAIOptions(openai_max_tokens_param="max_tokens")
         return OpenAIProvider(self._client(endpoint), name=name, options=options)
 
+    async def _provider(self, name: str) -> Provider:
+        """``provider(name)``, its SDK imported in a thread first if no client of it exists yet: the
+        SDKs are imported on first use (a worker whose jobs call only ``sim:`` models never imports
+        anthropic), and importing one takes a second or more of CPU during which the event loop would
+        heartbeat no other call. Concurrent first calls wait in their threads, not on the loop."""
+        wire = self.settings.endpoint(name).wire
+        if not any(key[0] == wire for key in self._clients):
+            await asyncio.to_thread(importlib.import_module, wire)  # the module is named as the wire
+        return self.provider(name)
+
     def _client(self, endpoint: Endpoint) -> Any:
         # The key is part of the cache key: two providers at one URL (a LiteLLM proxy, say) with
         # different keys must not share a client, or one provider's key is sent for the other.
@@ -272,6 +281,8 @@ class ModelCallActivities:
         client = self._clients.get(key)
         if client is None:
             if endpoint.wire == "anthropic":
+                import anthropic  # on first use, not at import: see _provider
+
                 client = anthropic.AsyncAnthropic(
                     api_key=endpoint.api_key.get_secret_value(),
                     base_url=endpoint.base_url,
@@ -279,6 +290,8 @@ class ModelCallActivities:
                     timeout=self.settings.request_timeout_s,
                 )
             else:
+                import openai
+
                 client = openai.AsyncOpenAI(
                     api_key=endpoint.api_key.get_secret_value(),
                     base_url=endpoint.base_url,
@@ -352,7 +365,7 @@ class ModelCallActivities:
         )
         meter = _Meter(attempt=info.attempt, lost=lost)
         started = time.monotonic()
-        provider = self.provider(request.model.provider)
+        provider = await self._provider(request.model.provider)
         meter.start(request)
         await receipt.record(meter)
         ticker = asyncio.create_task(_heartbeat_forever(meter))

@@ -7,9 +7,7 @@ Usage nests as the contracts say: ``prompt_tokens`` already counts cached tokens
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
-
-import openai
+from typing import TYPE_CHECKING, Any, Literal
 
 from activities._provider import (
     MalformedResponseError,
@@ -25,6 +23,9 @@ from activities._provider import (
 )
 from contracts.models import FinishReason, Message, ModelCallRequest, Usage
 from contracts.tools import ToolCall
+
+if TYPE_CHECKING:  # the SDK itself is imported with the first client (activities.model_call)
+    import openai
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,8 @@ class OpenAIProvider(Provider):
         plain JSON it was sent as: building a typed ``ChatCompletionChunk`` per token took most of a
         streamed call's CPU time (a chunk is about one token).
         """
+        from openai import AsyncStream  # loaded already: it made self.client
+
         params = self._params(request)
         if self.options.openai_stream_usage:
             params["stream_options"] = {"include_usage": True}
@@ -107,7 +110,7 @@ class OpenAIProvider(Provider):
         usage: Usage | None = None
         model = request.model.model
         async with self.client.chat.completions.with_streaming_response.create(**params, stream=True) as raw:
-            stream = openai.AsyncStream(cast_to=object, response=raw.http_response, client=self.client)
+            stream = AsyncStream(cast_to=object, response=raw.http_response, client=self.client)
             if on_accepted is not None:  # the SDK raised for an error status: this one is a success
                 on_accepted()
             try:

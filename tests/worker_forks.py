@@ -5,9 +5,11 @@ configured by this process's ``TEMPORAL_*`` and ``HARNESS_*`` environment) in a 
 answers its PID on stdout; the child's stderr goes to ``LOG_DIR/worker-<pid>.log``. Children are
 reaped here (SIGCHLD ignored), so the parent test only ever signals them by PID.
 
-Why fork: importing the worker (both provider SDKs, the SDK, every workflow) costs about 7 s of
-CPU, so on two cores a fresh ``python worker.py`` every 3 s would spend all the CPU importing.
-A forked worker is as real a process to kill as a fresh one, and starts in well under a second.
+Why fork: importing the worker (the Temporal SDK, every workflow) and the OpenAI SDK its ``sim:``
+calls go through costs seconds of CPU, so on two cores a fresh ``python worker.py`` every 3 s would
+spend most of the CPU importing. A forked worker is as real a process to kill as a fresh one, and
+starts in well under a second. The worker imports a provider SDK only with its first call to that
+provider, so this process imports the one the tests' ``sim:`` models need before it forks.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import signal
 import sys
 import threading
 from pathlib import Path
+
+import openai  # noqa: F401  # see the docstring: every child would import it again otherwise
 
 import worker
 
