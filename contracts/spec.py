@@ -685,20 +685,30 @@ def _refuse_cycles(steps: list[StepSpec]) -> None:
         visit(step.id, [])
 
 
-def _format_errors(error: ValidationError) -> str:
-    lines = []
+def _problems(error: ValidationError) -> list[str]:
+    problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(job)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
+        problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+    return problems
+
+
+def _refusal(source: str, problems: list[str]) -> SpecError:
+    """One problem on one line; several on a line each."""
+    if len(problems) == 1:
+        return SpecError(f"{source}: {problems[0]}")
+    return SpecError(f"{source} is invalid:\n" + "\n".join(f"  {problem}" for problem in problems))
 
 
 def parse_spec(data: Any, source: str = "job spec") -> JobSpec:
     """Validate already-parsed data; raise ``SpecError`` naming each bad field."""
+    if data is None:
+        raise SpecError(f"{source}: empty; a job spec is a mapping with at least 'task' and 'agents'")
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        kinds = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+        kind = kinds.get(type(data), type(data).__name__)
+        raise SpecError(f"{source}: a job spec is a mapping ('task: ...', 'agents: ...'), not {kind}")
     try:
         return JobSpec.model_validate(data)
     except ValidationError as error:
-        raise SpecError(f"{source} is invalid:\n{_format_errors(error)}") from None
+        raise _refusal(source, _problems(error)) from None

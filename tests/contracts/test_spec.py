@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,53 @@ def test_routed_steps_outside_step_modes_point_to_the_agent() -> None:
     )
     with pytest.raises(SpecError, match=r"steps\.0: routed steps .* put 'route' or 'cascade' on the agent"):
         parse_spec(data)
+
+
+# ----- spec files ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            b"\x89PNG\r\n\x1a\n\x00\x00",
+            "not UTF-8 text (byte 0x89 at offset 0); a spec is YAML or JSON saved as UTF-8",
+        ),
+        (
+            "task: résumé\n".encode("latin-1"),
+            "not UTF-8 text (byte 0xe9 at offset 7); a spec is YAML or JSON saved as UTF-8",
+        ),
+        (b"", "empty; a job spec is a mapping with at least 'task' and 'agents'"),
+        (b"# nothing yet\n", "empty; a job spec is a mapping with at least 'task' and 'agents'"),
+        (b"- task: t\n", "a job spec is a mapping ('task: ...', 'agents: ...'), not a list"),
+        (b"just words\n", "a job spec is a mapping ('task: ...', 'agents: ...'), not a string"),
+        (
+            b"agents: [\n",
+            "not valid YAML: expected the node content, but found '<stream end>' at line 2, column 1",
+        ),
+        (
+            b"task: a\x00b\n",
+            "not valid YAML: unacceptable character #x0000: special characters are not allowed in "
+            '"<unicode string>", position 7',
+        ),
+    ],
+)
+def test_a_file_that_is_no_spec_is_one_line_naming_it(tmp_path: Path, content: bytes, message: str) -> None:
+    """A binary or non-UTF-8 file, an empty one, YAML that is not a mapping or not YAML at all: one
+    line naming the file and what is wrong, no traceback."""
+    path = tmp_path / "spec.yaml"
+    path.write_bytes(content)
+    with pytest.raises(SpecError) as caught:
+        load_spec(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+def test_a_byte_order_mark_is_no_error(tmp_path: Path) -> None:
+    """A UTF-8 file some editors start with a byte-order mark loads, as YAML and as JSON."""
+    for name, text in (
+        ("spec.yaml", "task: t\nagents: [{name: a, model: 'sim:writer'}]\nsteps: [{id: s, agent: a}]\n"),
+        ("spec.json", json.dumps(base())),
+    ):
+        path = tmp_path / name
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+        assert load_spec(path).task == "t"
