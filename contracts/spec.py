@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from contracts.names import JOB_ID, JOB_ID_RULE
 from contracts.tools import parse_ref
 from policies.goals import schema_problem
 
@@ -450,8 +451,10 @@ class GateSpec(_Model):
 class JobSpec(_Model):
     """A whole job: who works, how they take turns, what it may spend and when it is done."""
 
-    id: str | None = Field(default=None, description="Job id = workflow id; generated when absent.")
-    name: str = ""
+    id: str | None = Field(
+        default=None, description="Job id = workflow id; when absent, made from the name and a random suffix."
+    )
+    name: str = Field(default="", description="Display name, any text; the start of a generated id.")
     mode: Mode = "sequential"
     task: str = Field(description="The job's input, available to prompts as {task}.")
     agents: list[AgentSpec] = Field(min_length=1)
@@ -528,8 +531,8 @@ class JobSpec(_Model):
     @field_validator("id")
     @classmethod
     def _job_id(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$", value):
-            raise ValueError("must be 1-200 characters of letters, digits, '.', '_' and '-'")
+        if value is not None and not JOB_ID.fullmatch(value):
+            raise ValueError(f"must be {JOB_ID_RULE}")
         return value
 
     @model_validator(mode="after")

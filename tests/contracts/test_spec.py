@@ -8,8 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from contracts.spec import SpecError, parse_spec
+from contracts.names import JOB_ID, JOB_ID_RULE, job_id_stem
+from contracts.spec import JobSpec, SpecError, parse_spec
+from harness.client import new_job_id
 from harness.specfile import load_spec
 from tests.helpers import PLAN_SCHEMA, ROOT
 
@@ -183,6 +187,49 @@ def test_routed_steps_outside_step_modes_point_to_the_agent() -> None:
     )
     with pytest.raises(SpecError, match=r"steps\.0: routed steps .* put 'route' or 'cascade' on the agent"):
         parse_spec(data)
+
+
+# ----- job ids ------------------------------------------------------------------------------------
+
+NAMES = ["a/b", "résumé: draft #1", "Ünïcödé — dash", "my_job v1.2", "  ", "日本語", "-.-", "x" * 300]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_an_id_made_from_any_name_is_one_the_workflow_accepts(name: str) -> None:
+    """The id made from a name passes the check the workflow makes when it decodes its spec (the
+    spec validated again with that id), and the name is kept as it was."""
+    spec = parse_spec(base(name=name))
+    job_id = new_job_id(spec)
+    assert JOB_ID.fullmatch(job_id)
+    started = JobSpec.model_validate({**spec.model_dump(mode="json"), "id": job_id})
+    assert (started.id, started.name) == (job_id, name)
+
+
+@given(name=st.text(max_size=80), mode=st.sampled_from(["sequential", "dag"]))
+def test_every_name_makes_an_accepted_id(name: str, mode: str) -> None:
+    """Whatever the name, the id made from it is a job id the workflow accepts, and never empty
+    before its random suffix."""
+    spec = JobSpec.model_validate({**base(mode=mode), "name": name})
+    job_id = new_job_id(spec)
+    assert JOB_ID.fullmatch(job_id) and not job_id.startswith("-")
+
+
+def test_ids_read_like_their_names() -> None:
+    """Accents are dropped, other characters become one '-', and a name with nothing left gives the
+    mode; a random suffix follows."""
+    assert new_job_id(parse_spec(base(name="résumé: draft #1"))).startswith("resume-draft-1-")
+    assert new_job_id(parse_spec(base(name="a/b"))).startswith("a-b-")
+    assert new_job_id(parse_spec(base(name="日本語", mode="dag"))).startswith("dag-")
+    assert len(new_job_id(parse_spec(base(name="x" * 300)))) == 40 + 1 + 8
+    assert job_id_stem("Straße  //  v1.2") == "stra-e-v1.2"
+
+
+@pytest.mark.parametrize("bad", ["a/b", "résumé", "abc\n", "-x", "", "x" * 201])
+def test_an_explicit_bad_id_is_refused_at_load(bad: str) -> None:
+    """An id the workflow would refuse is refused when the spec is loaded, on one line."""
+    with pytest.raises(SpecError) as caught:
+        parse_spec(base(id=bad))
+    assert str(caught.value) == f"job spec: id: must be {JOB_ID_RULE}"
 
 
 # ----- spec files ---------------------------------------------------------------------------------
