@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from contracts.names import JOB_ID, JOB_ID_RULE
+from contracts.prompts import template_problems
 from contracts.tools import parse_ref
 from policies.goals import schema_problem
 
@@ -156,7 +157,9 @@ class StepSpec(_Model):
     """One step of a sequential chain or DAG: an agent and the prompt it is given.
 
     The prompt may use ``{task}`` (the job's task), ``{input}`` (the previous step's output in a
-    chain, or all dependencies' outputs in a DAG) and ``{<step id>}`` for a named earlier step.
+    chain, or all dependencies' outputs in a DAG) and ``{<step id>}`` for an earlier step in a chain,
+    or one the step depends on, directly or not, in a DAG; ``{{name}}`` is the text ``{name}``. Any
+    other placeholder is refused at load (``contracts.prompts``).
     """
 
     id: str
@@ -704,7 +707,12 @@ def _refusal(source: str, problems: list[str]) -> SpecError:
 
 
 def parse_spec(data: Any, source: str = "job spec") -> JobSpec:
-    """Validate already-parsed data; raise ``SpecError`` naming each bad field."""
+    """Validate already-parsed data; raise ``SpecError`` naming each bad field.
+
+    Prompt templates are checked here (``template_problems``), not by a validator of ``JobSpec``:
+    a workflow validates its spec again each time it is replayed, and a running job's spec was
+    not checked for what a later release refuses.
+    """
     if data is None:
         raise SpecError(f"{source}: empty; a job spec is a mapping with at least 'task' and 'agents'")
     if not isinstance(data, dict):
@@ -712,6 +720,10 @@ def parse_spec(data: Any, source: str = "job spec") -> JobSpec:
         kind = kinds.get(type(data), type(data).__name__)
         raise SpecError(f"{source}: a job spec is a mapping ('task: ...', 'agents: ...'), not {kind}")
     try:
-        return JobSpec.model_validate(data)
+        spec = JobSpec.model_validate(data)
     except ValidationError as error:
         raise _refusal(source, _problems(error)) from None
+    problems = template_problems(spec)
+    if problems:
+        raise _refusal(source, problems)
+    return spec
