@@ -19,7 +19,9 @@ Where a price comes from, first match wins:
 1. the catalog entry (an alias, or an entry whose ``model`` is the reference itself);
 2. for ``sim:`` models, the simulator's own table (``SIM_PRICES`` below; the simulator serves these);
 3. ``genai-prices`` for ``openai:`` and ``anthropic:`` models;
-4. otherwise the reference is refused with ``UnknownPriceError``: an unknown price is never free.
+4. otherwise the reference is refused: with ``UnknownModelError`` and the nearest known references
+   when nothing knows the model (a ``sim:`` model the simulator does not serve, a model genai-prices
+   does not list), else with ``UnknownPriceError``: an unknown price is never free.
 
 The genai-prices lookup is reproducible: it takes the model's base price (the first of its dated
 prices, or the one in force at an explicit ``at`` timestamp), never "whatever applies right now".
@@ -28,6 +30,8 @@ Tiered prices (dearer above a context length) are taken at their base tier.
 
 from __future__ import annotations
 
+import difflib
+import re
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -226,7 +230,11 @@ def resolve(ref: str, catalog: ModelCatalog | None = None, *, at: datetime | Non
     ref = ref.strip()
     entry = catalog.lookup(ref)
     target = entry.model if entry is not None else ref
-    provider, model = split_ref(target)
+    try:
+        provider, model = split_ref(target)
+    except UnknownModelError as error:
+        near = _nearest(target, catalog)
+        raise UnknownModelError(f"{error}" + (f"; did you mean {near}?" if near else "")) from None
     # An alias may point at a reference that has its own entry (a built-in sim price, say).
     base = catalog.lookup(target) if entry is not None and entry.model != ref else None
 
@@ -242,6 +250,8 @@ def resolve(ref: str, catalog: ModelCatalog | None = None, *, at: datetime | Non
         if found is not None:
             price, context_window = found
             source = "genai-prices"
+    if price is None and not _model_exists(provider, model):
+        raise _unknown_model(ref, target, provider, catalog)
     if price is None:
         raise UnknownPriceError(
             f"no known price for {target}"
@@ -277,20 +287,81 @@ def resolve(ref: str, catalog: ModelCatalog | None = None, *, at: datetime | Non
     )
 
 
+def _model_exists(provider: ProviderName, model: str) -> bool:
+    """Whether anything knows ``provider``'s ``model``, priced or not: for ``sim`` the simulator's
+    table, for ``openai`` and ``anthropic`` genai-prices; any model an ``openai-compatible`` server
+    may serve."""
+    if provider == "sim":
+        return model in SIM_PRICES
+    if provider in _GENAI_PROVIDER_IDS:
+        return _genai_model(provider, model) is not None
+    return True
+
+
+def _unknown_model(ref: str, target: str, provider: ProviderName, catalog: ModelCatalog) -> UnknownModelError:
+    """The refusal of a model nothing knows: the nearest known references, else what there is."""
+    message = f"unknown model {target!r}" + (f" (alias {ref!r})" if target != ref else "")
+    near = _nearest(target, catalog)
+    if provider == "sim":
+        served = ", ".join(f"sim:{name}" for name in SIM_PRICES)
+        return UnknownModelError(
+            f"{message}: did you mean {near}?" if near else f"{message}: the simulator serves {served}"
+        )
+    if near:
+        return UnknownModelError(
+            f"{message}: did you mean {near}? If it is a model genai-prices does not list yet, give "
+            "it a price in the catalog (HARNESS_CATALOG)"
+        )
+    return UnknownModelError(
+        f"{message}: genai-prices does not list it; if it exists, give it a price in the catalog "
+        f"(HARNESS_CATALOG), e.g. models: {{my-model: {{model: '{target}', price: "
+        "{input_per_mtok: 0.5, output_per_mtok: 1.5}}}"
+    )
+
+
+def _nearest(ref: str, catalog: ModelCatalog) -> str:
+    """The known references nearest ``ref`` ('a or b'), or '' when none is near."""
+    known = [*catalog.models, *(entry.model for entry in catalog.models.values() if entry.price)]
+    known += [f"sim:{name}" for name in SIM_PRICES]
+    known += [f"{provider}:{model}" for provider in _GENAI_PROVIDER_IDS for model in _genai_models(provider)]
+    known = [other for other in dict.fromkeys(known) if other != ref]
+    return " or ".join(difflib.get_close_matches(ref, known, n=3, cutoff=0.6))
+
+
+def _genai_model(provider: str, model: str) -> Any:
+    """genai-prices' entry for ``provider``/``model`` (a ``types.ModelInfo``), or None."""
+    # Imported here: the price data is a large module, and only resolving needs it.
+    from genai_prices import data_snapshot
+
+    try:
+        _, info = data_snapshot.get_snapshot().find_provider_model(
+            model, None, _GENAI_PROVIDER_IDS[provider], None
+        )
+    except LookupError:
+        return None
+    return info
+
+
+def _genai_models(provider: str) -> list[str]:
+    """The model names genai-prices lists for ``provider`` that one would write in a reference (not
+    the prefixes it matches fine-tuned models by, such as 'ft:gpt-4o')."""
+    from genai_prices import data_snapshot
+
+    listed = data_snapshot.get_snapshot().find_provider("", _GENAI_PROVIDER_IDS[provider], None).models
+    return [info.id for info in listed if re.fullmatch(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?", info.id)]
+
+
 def genai_price(
     provider: str, model: str, *, at: datetime | None = None
 ) -> tuple[ModelPrice, int | None] | None:
     """The per-Mtok price and context window genai-prices knows for ``provider``/``model``, or None."""
-    provider_id = _GENAI_PROVIDER_IDS.get(provider)
-    if provider_id is None:
+    if provider not in _GENAI_PROVIDER_IDS:
         return None
-    # Imported here: the price data is a large module, and only resolving needs it.
-    from genai_prices import data_snapshot, types
+    info = _genai_model(provider, model)
+    if info is None:
+        return None
+    from genai_prices import types
 
-    try:
-        _, info = data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
-    except LookupError:
-        return None
     prices = _dated_price(info.prices, at, types)
     input_price = _base_decimal(getattr(prices, "input_mtok", None))
     output_price = _base_decimal(getattr(prices, "output_mtok", None))

@@ -6,6 +6,9 @@ Activity types, workflow types and ids, and the default task queue. The search-a
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 TASK_QUEUE = "harness"
 """The task queue jobs and workers meet on, unless ``HARNESS_TASK_QUEUE`` says otherwise."""
 TASK_QUEUE_ENV = "HARNESS_TASK_QUEUE"
@@ -55,6 +58,25 @@ TOOLS_ENV = "HARNESS_TOOLS"
 """The worker's tool catalog (a YAML file): Python tool modules and MCP servers."""
 
 # ----- workflow types and ids ----------------------------------------------------------------------
+JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+"""What a job id (its workflow id) may be, whole: checked when a spec is loaded and again when the
+workflow decodes its input, so an id the workflow would refuse never starts."""
+JOB_ID_RULE = "1-200 characters of letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+_NOT_ID = re.compile(r"[^a-z0-9._-]+")
+_SEPARATORS = re.compile(r"[._-]*-[._-]*|[._]{2,}")
+
+
+def job_id_stem(name: str, limit: int = 40) -> str:
+    """``name`` as the readable start of a job id (``JOB_ID``), at most ``limit`` characters, maybe
+    empty: lower case, accents dropped ('Résumé' is 'resume'), any other character outside the id's
+    a separator, each run of separators one '-', none at either end."""
+    letters = unicodedata.normalize("NFKD", name.lower())
+    plain = "".join(char for char in letters if not unicodedata.combining(char))
+    stem = _SEPARATORS.sub("-", _NOT_ID.sub("-", plain)).strip("._-")
+    return stem[:limit].rstrip("._-")
+
+
 ACCOUNT_WORKFLOW = "BudgetAccount"
 ROUTING_STATS_WORKFLOW = "RoutingStats"
 ROUTING_STATS_WORKFLOW_ID = "harness-routing-stats"

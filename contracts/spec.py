@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from contracts.names import JOB_ID, JOB_ID_RULE
+from contracts.prompts import template_problems
 from contracts.tools import parse_ref
 from policies.goals import schema_problem
 
@@ -155,7 +157,9 @@ class StepSpec(_Model):
     """One step of a sequential chain or DAG: an agent and the prompt it is given.
 
     The prompt may use ``{task}`` (the job's task), ``{input}`` (the previous step's output in a
-    chain, or all dependencies' outputs in a DAG) and ``{<step id>}`` for a named earlier step.
+    chain, or all dependencies' outputs in a DAG) and ``{<step id>}`` for an earlier step in a chain,
+    or one the step depends on, directly or not, in a DAG; ``{{name}}`` is the text ``{name}``. Any
+    other placeholder is refused at load (``contracts.prompts``).
     """
 
     id: str
@@ -450,8 +454,10 @@ class GateSpec(_Model):
 class JobSpec(_Model):
     """A whole job: who works, how they take turns, what it may spend and when it is done."""
 
-    id: str | None = Field(default=None, description="Job id = workflow id; generated when absent.")
-    name: str = ""
+    id: str | None = Field(
+        default=None, description="Job id = workflow id; when absent, made from the name and a random suffix."
+    )
+    name: str = Field(default="", description="Display name, any text; the start of a generated id.")
     mode: Mode = "sequential"
     task: str = Field(description="The job's input, available to prompts as {task}.")
     agents: list[AgentSpec] = Field(min_length=1)
@@ -528,8 +534,8 @@ class JobSpec(_Model):
     @field_validator("id")
     @classmethod
     def _job_id(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$", value):
-            raise ValueError("must be 1-200 characters of letters, digits, '.', '_' and '-'")
+        if value is not None and not JOB_ID.fullmatch(value):
+            raise ValueError(f"must be {JOB_ID_RULE}")
         return value
 
     @model_validator(mode="after")
@@ -685,20 +691,39 @@ def _refuse_cycles(steps: list[StepSpec]) -> None:
         visit(step.id, [])
 
 
-def _format_errors(error: ValidationError) -> str:
-    lines = []
+def _problems(error: ValidationError) -> list[str]:
+    problems = []
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(job)"
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"  {where}: {message}")
-    return "\n".join(lines)
+        problems.append(f"{where}: {item['msg'].removeprefix('Value error, ')}")
+    return problems
+
+
+def _refusal(source: str, problems: list[str]) -> SpecError:
+    """One problem on one line; several on a line each."""
+    if len(problems) == 1:
+        return SpecError(f"{source}: {problems[0]}")
+    return SpecError(f"{source} is invalid:\n" + "\n".join(f"  {problem}" for problem in problems))
 
 
 def parse_spec(data: Any, source: str = "job spec") -> JobSpec:
-    """Validate already-parsed data; raise ``SpecError`` naming each bad field."""
+    """Validate already-parsed data; raise ``SpecError`` naming each bad field.
+
+    Prompt templates are checked here (``template_problems``), not by a validator of ``JobSpec``:
+    a workflow validates its spec again each time it is replayed, and a running job's spec was
+    not checked for what a later release refuses.
+    """
+    if data is None:
+        raise SpecError(f"{source}: empty; a job spec is a mapping with at least 'task' and 'agents'")
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+        kinds = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+        kind = kinds.get(type(data), type(data).__name__)
+        raise SpecError(f"{source}: a job spec is a mapping ('task: ...', 'agents: ...'), not {kind}")
     try:
-        return JobSpec.model_validate(data)
+        spec = JobSpec.model_validate(data)
     except ValidationError as error:
-        raise SpecError(f"{source} is invalid:\n{_format_errors(error)}") from None
+        raise _refusal(source, _problems(error)) from None
+    problems = template_problems(spec)
+    if problems:
+        raise _refusal(source, problems)
+    return spec

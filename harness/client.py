@@ -27,7 +27,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.connect import task_queue
 from contracts import search_attributes as sa
 from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals
-from contracts.names import ACCOUNT_WEIGHT_MEMO, account_workflow_id
+from contracts.names import ACCOUNT_WEIGHT_MEMO, account_workflow_id, job_id_stem
 from contracts.spec import JobSpec, priority_key
 from workflows import WORKFLOW_FOR_MODE
 
@@ -66,11 +66,12 @@ def worker_missing(error: RPCError) -> str | None:
 
 
 def new_job_id(spec: JobSpec) -> str:
-    """The spec's id, or a readable fresh one."""
+    """The spec's id, or a fresh one the workflow accepts (``contracts.names.JOB_ID``): the name made
+    into an id (``job_id_stem``; the mode when nothing of it is left) and a random suffix. The name
+    itself stays the job's display name (the memo's ``name``)."""
     if spec.id:
         return spec.id
-    stem = (spec.name or spec.mode).lower().replace(" ", "-")[:40]
-    return f"{stem}-{uuid.uuid4().hex[:8]}"
+    return f"{job_id_stem(spec.name) or spec.mode}-{uuid.uuid4().hex[:8]}"
 
 
 async def start_job(

@@ -20,7 +20,7 @@ from urllib.parse import quote, urlparse
 
 from temporalio.client import Client
 
-from activities.catalog import ModelCatalog, load_catalog, resolve
+from activities.catalog import ModelCatalog, UnknownModelError, UnknownPriceError, load_catalog, resolve
 from activities.codec import describe
 from activities.config import ProviderSettings
 from activities.connect import connect
@@ -50,10 +50,13 @@ def uses_simulator(spec: JobSpec, settings: ProviderSettings, catalog: ModelCata
 
 
 def check_models(spec: JobSpec, catalog: ModelCatalog | None) -> None:
-    """Refuse, before anything starts, a model that is unknown or has no known price."""
+    """Refuse, before anything starts, a model that is unknown (naming the nearest known ones) or has
+    no known price; the worker resolving the models at the job's start would refuse them too."""
     for ref in spec.model_refs():
         try:
             resolve(ref, catalog)
+        except (UnknownModelError, UnknownPriceError) as error:  # each names the reference
+            raise SpecError(str(error)) from None
         except (ValueError, LookupError) as error:
             raise SpecError(f"model {ref!r}: {error}") from None
 

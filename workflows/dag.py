@@ -19,12 +19,12 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message, ModelCallResult
+    from contracts.prompts import render, step_values
     from contracts.spec import JobSpec, StepSpec
     from contracts.state import ChainState, JobInput
 
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import TurnRouter
-from workflows.sequential import render
 
 
 @workflow.defn(name="DagJob")
@@ -85,5 +85,5 @@ class DagJob(JobWorkflow):
 
     async def _run_step(self, spec: JobSpec, step: StepSpec, outputs: dict[str, str]) -> ModelCallResult:
         inputs = "\n\n".join(outputs[dep] for dep in step.depends_on) or spec.task
-        prompt = render(step.prompt, {"task": spec.task, "input": inputs, **outputs})
+        prompt = render(step.prompt, step_values(spec, step, inputs, outputs))
         return await self.router.step_turn(step, [Message(role="user", content=prompt)])

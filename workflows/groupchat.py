@@ -20,6 +20,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message
+    from contracts.prompts import opening_values, render
     from contracts.spec import AgentSpec, JobSpec
     from contracts.state import ChatState, JobInput
     from policies.scheduling import FairShare, RoundRobin
@@ -28,7 +29,6 @@ from workflows._job import JobWorkflow, StopJob
 from workflows._routing import TurnRouter
 from workflows._termination import Termination
 from workflows._tools import exchanges
-from workflows.sequential import render
 
 HUMAN = "human"
 
@@ -70,7 +70,7 @@ class GroupChatJob(JobWorkflow):
         names = [agent.name for agent in spec.agents]
         if self.state.chat is None:
             self.state.chat = ChatState(
-                conversation=[(HUMAN, render(spec.chat.opening, {"task": spec.task}))],
+                conversation=[(HUMAN, render(spec.chat.opening, opening_values(spec)))],
                 rotation=RoundRobin(agents=names),
                 fair=FairShare.of({agent.name: agent.weight for agent in spec.agents}),
             )

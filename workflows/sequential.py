@@ -8,24 +8,16 @@ outputs so far in the state; the next run starts at the first step not done.
 
 from __future__ import annotations
 
-import re
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message
+    from contracts.prompts import render, step_values
     from contracts.state import ChainState, JobInput
 
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import TurnRouter
-
-_PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_-]*)\}")
-
-
-def render(template: str, values: dict[str, str]) -> str:
-    """Fill ``{name}`` placeholders that have a value; leave other braces (JSON, say) alone."""
-    return _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), template)
 
 
 @workflow.defn(name="SequentialJob")
@@ -56,7 +48,7 @@ class SequentialJob(JobWorkflow):
                     # Rejected at its gate: skipped, the next step gets {input} as is.
                     self.state.steps_done += 1
                     continue
-                prompt = render(step.prompt, {"task": spec.task, "input": chain.previous, **outputs})
+                prompt = render(step.prompt, step_values(spec, step, chain.previous, outputs))
                 result = await router.step_turn(step, [Message(role="user", content=prompt)])
                 outputs[step.id] = result.text
                 chain.previous = result.text

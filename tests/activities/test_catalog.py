@@ -48,10 +48,26 @@ def test_sim_models_are_priced_by_the_simulator() -> None:
     assert info.price_source == "simulator"
 
 
-def test_unknown_sim_model_is_refused() -> None:
-    """A simulated model with no entry in the simulator's price table has no price, so it is refused."""
-    with pytest.raises(UnknownPriceError):
+def test_unknown_sim_model_is_refused_with_the_nearest_ones() -> None:
+    """A sim: model the simulator does not serve is an unknown model, not an unpriced one: the
+    refusal names the nearest simulated models, or lists them all when none is near."""
+    with pytest.raises(UnknownModelError) as caught:
+        resolve("sim:writr")
+    assert str(caught.value) == "unknown model 'sim:writr': did you mean sim:writer or sim:editor?"
+    with pytest.raises(UnknownModelError) as caught:
         resolve("sim:no-such-model")
+    assert str(caught.value).startswith(
+        "unknown model 'sim:no-such-model': the simulator serves sim:writer, "
+    )
+    assert all(f"sim:{name}" in str(caught.value) for name in SIM_PRICES)
+
+
+def test_a_priced_catalog_entry_makes_a_sim_model_known() -> None:
+    """A sim: model the simulator has no price for resolves when the catalog gives it one."""
+    catalog = ModelCatalog.from_yaml(
+        "models: {mine: {model: 'sim:custom', price: {input_per_mtok: 1, output_per_mtok: 2}}}"
+    )
+    assert resolve("sim:custom", catalog).price.output_per_mtok == 2
 
 
 def test_genai_prices_openai_model() -> None:
@@ -88,9 +104,44 @@ def test_openai_compatible_without_catalog_price_is_refused() -> None:
 
 
 def test_unknown_openai_model_is_refused() -> None:
-    """An OpenAI model genai-prices does not know is refused rather than counted as free."""
-    with pytest.raises(UnknownPriceError):
+    """An OpenAI model genai-prices does not know is refused rather than counted as free, with the
+    way to price it when nothing known is near."""
+    with pytest.raises(UnknownModelError) as caught:
         resolve("openai:definitely-not-a-model-xyz")
+    message = str(caught.value)
+    assert message.startswith(
+        "unknown model 'openai:definitely-not-a-model-xyz': genai-prices does not list it"
+    )
+    assert "did you mean" not in message and "HARNESS_CATALOG" in message
+
+
+def test_a_misspelt_model_names_the_nearest_known_ones() -> None:
+    """A typo in a provider's model, in the provider, or in an alias is refused with the nearest
+    references harness knows (genai-prices' models, the simulator's, the catalog's aliases)."""
+    with pytest.raises(
+        UnknownModelError, match=r"^unknown model 'openai:gpt-4o-mnii': did you mean openai:gpt-4o-mini[ ?]"
+    ):
+        resolve("openai:gpt-4o-mnii")
+    with pytest.raises(UnknownModelError, match=r"did you mean anthropic:claude-sonnet-4-5[ ?]"):
+        resolve("anthropic:claude-sonet-4-5")
+    with pytest.raises(
+        UnknownModelError, match=r"unknown provider 'opnai'.*did you mean openai:gpt-4o-mini[ ?]"
+    ):
+        resolve("opnai:gpt-4o-mini")
+    catalog = ModelCatalog.builtin().merged(ModelCatalog.from_yaml(CATALOG_YAML))
+    with pytest.raises(
+        UnknownModelError, match=r"neither 'provider:model' nor a catalog alias.*did you mean cheap\?$"
+    ):
+        resolve("chep", catalog)
+
+
+def test_a_known_model_without_a_price_keeps_its_message() -> None:
+    """A model genai-prices lists with no price per token (an embedding model) is known: refused for
+    its price, not as unknown."""
+    with pytest.raises(
+        UnknownPriceError, match=r"^no known price for openai:text-embedding-3-small; add a price"
+    ):
+        resolve("openai:text-embedding-3-small")
 
 
 def test_unknown_provider_names_the_allowed_ones() -> None:
