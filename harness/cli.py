@@ -25,6 +25,7 @@ from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, Stop
 from contracts.models import Usage
 from contracts.names import TOOLS_ENV
 from contracts.spec import SpecError
+from contracts.words import plural
 from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
 from harness.cli_errors import fail as _fail
@@ -205,7 +206,7 @@ def _progress_table(progress: JobProgress) -> Table:
             if progress.tool_calls_refused
             else ""
         )
-        table.add_row("tools", f"{progress.tool_calls} call(s){refused}")
+        table.add_row("tools", f"{plural(progress.tool_calls, 'call')}{refused}")
     if progress.paused:
         table.add_row("paused", "yes: `harness resume` to go on")
     for gate in progress.gates:
@@ -216,7 +217,8 @@ def _progress_table(progress: JobProgress) -> Table:
     if progress.signals_refused:
         table.add_row(
             "refused",
-            f"{progress.signals_refused} signal(s) that did not decode; last: {progress.last_refused_signal}",
+            f"{plural(progress.signals_refused, 'signal')} that did not decode; "
+            f"last: {progress.last_refused_signal}",
         )
     return table
 
@@ -228,9 +230,9 @@ def _amount(tokens: int | None, usd: Decimal | None, calls: int | None, tool_cal
     if usd is not None:
         parts.append(_usd(usd))
     if calls is not None:
-        parts.append(f"{calls} calls")
+        parts.append(plural(calls, "call"))
     if tool_calls is not None:
-        parts.append(f"{tool_calls} tool calls")
+        parts.append(plural(tool_calls, "tool call"))
     return ", ".join(parts) or "-"
 
 
@@ -295,11 +297,11 @@ def print_result(result: JobResult, url: str | None) -> None:
     ledger = result.ledger
     usage = ledger.usage
     spent = (
-        f"{usage.total_tokens} tokens ({usage.input_tokens} in, {usage.output_tokens} out) "
-        f"in {ledger.calls} calls, {_usd(ledger.cost_usd)}"
+        f"{plural(usage.total_tokens, 'token')} ({usage.input_tokens} in, {usage.output_tokens} out) "
+        f"in {plural(ledger.calls, 'call')}, {_usd(ledger.cost_usd)}"
     )
     if ledger.tool_calls:
-        spent += f"; {ledger.tool_calls} tool calls"
+        spent += f"; {plural(ledger.tool_calls, 'tool call')}"
         if ledger.tool_cost_usd:
             spent += f" ({_usd(ledger.tool_cost_usd)} of the cost)"
     if usage.estimated:
@@ -541,8 +543,8 @@ def ledger(
         cost = totals.per_agent_cost_usd.get(agent)
         tools = totals.per_agent_tool_calls.get(agent, 0)
         console.print(
-            f"{agent}: {usage.total_tokens:,} tokens in {usage.requests} calls"
-            + (f", {tools} tool calls" if tools else "")
+            f"{agent}: {usage.total_tokens:,} tokens in {plural(usage.requests, 'call')}"
+            + (f", {plural(tools, 'tool call')}" if tools else "")
             + (f", {_usd(cost)}" if cost is not None else "")
         )
 

@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.spec import AgentSpec, JobSpec, priority_key
     from contracts.state import JobInput, JobState
     from contracts.tools import ToolDef
+    from contracts.words import plural
     from policies.scheduling import PriorityItem
     from policies.tokens import TokenSample, likely_tokens
 
@@ -664,7 +665,9 @@ class JobWorkflow:
         if limit is None or _json_bytes(result) <= limit:
             return result
         steps = len(result.outputs)
-        note = f"; the outputs of {steps} steps were left out of the result (over the payload limit)"
+        note = (
+            f"; the outputs of {plural(steps, 'step')} were left out of the result (over the payload limit)"
+        )
         result = result.model_copy(update={"outputs": {}, "explanation": result.explanation + note})
         output, cut = result.output.encode(), False
         while (size := _json_bytes(result)) > limit and output:
