@@ -195,7 +195,9 @@ def _progress_table(progress: JobProgress) -> Table:
     table = Table.grid(padding=(0, 2))
     step = progress.step or "-"
     if progress.steps_total:
-        step = f"{step} ({progress.steps_done}/{progress.steps_total} done)"
+        skipped = [g for g in progress.gates if g.kind == "before_step" and g.outcome == "rejected"]
+        also = f", {len(skipped)} skipped at a gate" if skipped else ""
+        step = f"{step} ({progress.steps_done}/{progress.steps_total} done{also})"
     table.add_row("status", Text(progress.status.value, style="bold"))
     table.add_row("step", step)
     table.add_row("calling", progress.in_flight or "-")
@@ -212,6 +214,11 @@ def _progress_table(progress: JobProgress) -> Table:
     for gate in progress.gates:
         if gate.outcome is None:
             table.add_row("gate", f"{gate.gate} waiting (default {gate.default} after {gate.timeout_s:g}s)")
+        else:  # a tool gate's target holds the call's arguments: its tool's name is enough here
+            target = gate.target.split(" ", 1)[0] if gate.kind == "tool" else gate.target
+            table.add_row(
+                "gate", f"{gate.gate} ({gate.kind.replace('_', ' ')} {target}): {gate.how_decided()}"
+            )
     if progress.detail:
         table.add_row("note", progress.detail)
     if progress.signals_refused:

@@ -167,17 +167,25 @@ async def job_status(client: Client, job_id: str) -> JobProgress:
         result = await handle.result()
     except WorkflowFailureError as error:
         return JobProgress(job_id=job_id, mode="?", status=JobStatus.failed, detail=str(error.cause or error))
-    return JobProgress(
+    progress = JobProgress(
         job_id=job_id,
         mode=result.mode,
         status=JobStatus.finished,
-        steps_done=len(result.outputs),
+        steps_done=len(result.outputs) if result.steps_done is None else result.steps_done,
+        steps_total=result.steps_total,
         tokens=result.ledger.usage.total_tokens,
         cost_usd=result.ledger.cost_usd,
         stop_reason=result.stop_reason,
         detail=result.explanation,
         evidence=result.evidence,
+        gates=result.gates,
+        interrupts=result.interrupts,
+        tool_calls=result.tool_calls,
+        tool_calls_refused=result.tool_calls_refused,
     )
+    if result.priority is not None:  # an older result did not record it: the default stands
+        progress.priority = result.priority
+    return progress
 
 
 async def job_ledger(client: Client, job_id: str) -> LedgerTotals:

@@ -655,6 +655,12 @@ class JobWorkflow:
             ledger=self.totals,
             turns=len(self.state.turns),
             gates=self.gates.records,
+            priority=self.job_priority,
+            interrupts=self.state.interrupts_received,
+            steps_done=self.state.steps_done,
+            steps_total=self.state.steps_total,
+            tool_calls=self.state.tool_seq,
+            tool_calls_refused=self.state.tool_calls_refused,
         )
         return self._fit_result(result)
 

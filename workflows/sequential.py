@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message
     from contracts.state import ChainState, JobInput
+    from contracts.words import plural
 
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import TurnRouter
@@ -26,6 +27,14 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z][A-Za-z0-9_-]*)\}")
 def render(template: str, values: dict[str, str]) -> str:
     """Fill ``{name}`` placeholders that have a value; leave other braces (JSON, say) alone."""
     return _PLACEHOLDER.sub(lambda match: values.get(match.group(1), match.group(0)), template)
+
+
+def steps_ran(total: int, skipped: list[str]) -> str:
+    """The explanation of a chain or DAG that reached its end: every step ran, or how many did and
+    why each other one was skipped (``Gates.skipped_steps``)."""
+    if skipped:
+        return f"{plural(total - len(skipped), 'step')} of {total} ran; " + "; ".join(skipped)
+    return f"all {total} steps ran" if total != 1 else "the one step ran"
 
 
 @workflow.defn(name="SequentialJob")
@@ -67,5 +76,5 @@ class SequentialJob(JobWorkflow):
                 # No step ran: ``previous`` is still the task, which is no output.
                 await self.conclude(stop.reason, stop.explanation, chain.previous if outputs else "", outputs)
             )
-        ran = f"all {len(spec.steps)} steps ran"
+        ran = steps_ran(len(spec.steps), self.gates.skipped_steps())
         return router.annotate(await self.conclude(StopReason.completed, ran, chain.previous, outputs))
