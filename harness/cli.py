@@ -26,9 +26,11 @@ from contracts.models import Usage
 from contracts.names import TOOLS_ENV
 from contracts.spec import SpecError
 from contracts.words import plural
+from harness.cli_args import JobId
 from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
 from harness.cli_errors import fail as _fail
+from harness.cli_errors import say_error
 from harness.cli_limits import limits_app
 from harness.cli_routing import routing_app, routing_section
 from harness.specfile import load_spec
@@ -388,7 +390,7 @@ def run(
         raise typer.Exit(130) from None
     except Exception as error:  # a clear message, not a traceback, for the expected failures
         live.stop()
-        _fail(f"{type(error).__name__}: {error}")
+        _fail(one_line_error(error) or f"{type(error).__name__}: {error}")
     live.stop()
     print_result(result, url)
 
@@ -499,7 +501,7 @@ def _query(job_id: str, name: str, result_type: Any) -> Any:
 
 @app.command()
 def status(
-    job_id: Annotated[str, typer.Argument(help="Job id (= workflow id).")],
+    job_id: JobId,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a job's status: step, in-flight call, spend, stop reason, and its budget per node."""
@@ -528,7 +530,7 @@ def status(
 
 @app.command()
 def ledger(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: JobId,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole ledger as JSON.")] = False,
 ) -> None:
     """Show a job's spend: limits, spent, reserved and remaining per budget node, and per agent."""
@@ -586,7 +588,7 @@ def turn_panel(turn: TurnRecord) -> Panel:
 
 @app.command()
 def transcript(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: JobId,
 ) -> None:
     """Print every turn of a job."""
     turns: list[TurnRecord] = _query(job_id, "transcript", list[TurnRecord])
@@ -596,7 +598,7 @@ def transcript(
 
 @app.command()
 def result(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: JobId,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Wait for a job's result and print it."""
@@ -622,6 +624,9 @@ app.add_typer(limits_app, name="limits")
 def main() -> None:
     """Entry point of the ``harness`` script: run the command, then end the process without finalizing.
 
+    Every failure ends in one line on stderr, ``error: ...``: a usage error (exit 2) as well as a
+    failure outside harness (exit 1, see ``one_line_error``); only a bug of ours shows a traceback.
+
     The Temporal SDK's Rust core keeps Tokio threads that Python cannot stop (the SDK has no close or
     shutdown for a client or runtime). One of them hands each RPC's result to asyncio and may still
     be inside Python when the command returns; if it asks for the GIL again while the interpreter
@@ -632,32 +637,53 @@ def main() -> None:
     stdout and stderr), then ``os._exit`` ends the process with the command's exit code.
     """
     try:
-        app()  # standalone mode: ends in SystemExit with the command's code
-        code = 0
+        # Not standalone: click's usage errors come here, to be said in one line, not in a panel.
+        code = _exit_code(app(standalone_mode=False))
     except SystemExit as done:
         code = _exit_code(done.code)
     except KeyboardInterrupt:
         code = 130
+    except typer.TyperException as error:  # a bad option or argument, or a missing one
+        # `harness` alone printed its help when it raised this; typer tells it by name too.
+        if type(error).__name__ != "NoArgsIsHelpError":
+            say_error(usage_line(error))
+        code = error.exit_code
+    except typer.Abort:  # end of input at a prompt
+        code = 1
     except BaseException as error:  # not a click error: one line, or the traceback with HARNESS_DEBUG
         line = None if os.environ.get("HARNESS_DEBUG") else one_line_error(error)
         if line is None:
             sys.excepthook(*sys.exc_info())
         else:
-            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            say_error(line)
         code = 1
     _exit_without_finalizing(code)
+
+
+def usage_line(error: typer.TyperException) -> str:
+    """A usage error in one line: click's message and where the command's help is."""
+    context = getattr(error, "ctx", None)
+    where = f" (see `{context.command_path} --help`)" if context is not None else ""
+    return error.format_message().rstrip(".") + where
 
 
 def one_line_error(error: BaseException) -> str | None:
     """What to tell the user, in one line, for a failure that is not a bug of ours (None: a bug,
     show the traceback). Set ``HARNESS_DEBUG=1`` for the traceback anyway."""
+    from temporalio.client import WorkflowFailureError
     from temporalio.service import RPCError, RPCStatusCode
 
-    from harness.client import NoSuchJob, NoWorker, worker_missing
+    from activities.codec import CodecError
+    from harness.client import NoResult, NoSuchJob, NoWorker, ended_how, worker_missing
 
     address = os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233")
-    if isinstance(error, (NoSuchJob, NoWorker)):
+    if isinstance(error, (NoSuchJob, NoWorker, NoResult, CodecError)):
         return str(error)
+    if isinstance(error, WorkflowFailureError):
+        return f"the job has no result: {ended_how(error)}"
+    encoding = _unreadable_encoding(error)
+    if encoding is not None:
+        return encoding
     if isinstance(error, RuntimeError) and "Failed client connect" in str(error):
         return (
             f"cannot reach Temporal at {address}: start one with `harness server` "
@@ -671,6 +697,26 @@ def one_line_error(error: BaseException) -> str | None:
         if error.status is RPCStatusCode.UNAVAILABLE:
             return f"Temporal at {address} is unavailable: {error.message}"
         return f"Temporal refused the request ({error.status.name}): {error.message}"
+    return None
+
+
+def _unreadable_encoding(error: BaseException) -> str | None:
+    """What to say when ``error`` (or what caused it) is the data converter meeting a payload it
+    cannot read: one sealed by harness's codec while no key is set here, or another encoding."""
+    from activities.codec import ENCODING, KEY_FILE_ENV, KEYS_ENV
+
+    seen: BaseException | None = error
+    while seen is not None:
+        message = str(seen.args[0]) if isinstance(seen, KeyError) and seen.args else ""
+        if message.startswith("Unknown payload encoding"):
+            encoding = message.removeprefix("Unknown payload encoding").strip()
+            if encoding == ENCODING.decode():
+                return (
+                    f"the data is encrypted ({encoding}) and no key is set here: set {KEYS_ENV} "
+                    f"(or {KEY_FILE_ENV}) to the keys the workers use (see README, Encryption)"
+                )
+            return f"a payload has encoding {encoding!r}, which harness cannot read"
+        seen = seen.__cause__ or seen.__context__
     return None
 
 

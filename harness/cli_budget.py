@@ -103,16 +103,15 @@ def create(
     from activities.connect import connect, task_queue
 
     if usd is None and tokens is None:
-        _fail("give --usd or --tokens (or both)")
+        _fail("give --usd or --tokens (or both)", code=2)
     if (usd is not None and usd <= 0) or (tokens is not None and tokens <= 0):
-        _fail("caps must be positive")
+        _fail("caps must be positive", code=2)
     if not 0.001 <= weight <= 1000:
-        _fail(f"--weight must be from 0.001 to 1000, not {weight}")
+        _fail(f"--weight must be from 0.001 to 1000, not {weight}", code=2)
     try:
         every = parse_period(period)
     except ValueError as error:
-        _fail(str(error))
-        return
+        _fail(f"--period: {error}", code=2)
     state = AccountState(name=name, usd=usd, tokens=tokens, period=every, weight=weight)
 
     async def go() -> None:

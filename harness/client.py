@@ -22,6 +22,8 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import CancelledError, TerminatedError
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.connect import task_queue
@@ -40,6 +42,26 @@ class NoSuchJob(LookupError):
 
     def __init__(self, job_id: str) -> None:
         super().__init__(f"no job {job_id!r} (no workflow has that id)")
+
+
+class NoResult(RuntimeError):
+    """A job that did not end as a harness job has no result: Temporal ended it (terminated, timed
+    out, cancelled) or its workflow failed."""
+
+    def __init__(self, job_id: str, error: WorkflowFailureError) -> None:
+        super().__init__(f"job {job_id!r} has no result: {ended_how(error)}")
+
+
+def ended_how(error: WorkflowFailureError) -> str:
+    """How a workflow that did not end as a harness job ended, in words."""
+    cause = error.cause
+    if isinstance(cause, TerminatedError):
+        return f"it was terminated ({cause.message or 'no reason given'})"
+    if isinstance(cause, TemporalTimeout):
+        return "it timed out in Temporal"
+    if isinstance(cause, CancelledError):
+        return "it was cancelled through Temporal"
+    return f"its workflow failed: {cause or error}"
 
 
 class NoWorker(RuntimeError):
@@ -166,7 +188,7 @@ async def job_status(client: Client, job_id: str) -> JobProgress:
     try:
         result = await handle.result()
     except WorkflowFailureError as error:
-        return JobProgress(job_id=job_id, mode="?", status=JobStatus.failed, detail=str(error.cause or error))
+        return JobProgress(job_id=job_id, mode="?", status=JobStatus.failed, detail=ended_how(error))
     progress = JobProgress(
         job_id=job_id,
         mode=result.mode,
@@ -194,8 +216,7 @@ async def job_ledger(client: Client, job_id: str) -> LedgerTotals:
     totals = await _query_live(client, handle, "ledger", LedgerTotals)
     if totals is not None:
         return totals
-    result: JobResult = await handle.result()
-    return result.ledger
+    return (await _result(handle)).ledger
 
 
 async def _query_live(
@@ -263,9 +284,19 @@ async def query_workflow(
 
 
 async def job_result(client: Client, job_id: str) -> JobResult:
-    """Wait for a job's result."""
-    result: JobResult = await client.get_workflow_handle(job_id, result_type=JobResult).result()
-    return result
+    """Wait for a job's result; ``NoResult`` for a job that did not end as a harness job."""
+    return await _result(client.get_workflow_handle(job_id, result_type=JobResult))
+
+
+async def _result(handle: WorkflowHandle[Any, JobResult]) -> JobResult:
+    try:
+        return await handle.result()
+    except WorkflowFailureError as error:
+        raise NoResult(handle.id, error) from None
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            raise NoSuchJob(handle.id) from None
+        raise
 
 
 @dataclass(frozen=True)
