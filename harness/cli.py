@@ -396,17 +396,31 @@ def run(
 
 
 def _start_detached(spec: Any) -> None:
+    """Start the job and say what runs it: a worker polling its task queue, or none yet."""
     from activities.codec import describe
-    from activities.connect import connect
-    from harness.client import start_job
+    from activities.connect import connect, task_queue
+    from harness.client import has_pollers, start_job
 
-    async def go() -> str:
+    async def go() -> tuple[str, bool]:
         client = await connect()
         handle = await start_job(client, spec)
-        return handle.id
+        return handle.id, await has_pollers(client, task_queue())
 
     console.print(f"[dim]{describe()}[/]")
-    console.print(f"started job {asyncio.run(go())}")
+    job_id, served = asyncio.run(go())
+    console.print(f"started job {job_id}", highlight=False)
+    if not served:
+        console.print(
+            f"no worker polls task queue {task_queue()!r}: the job waits until one runs there; "
+            "start one with `harness worker` (same HARNESS_TASK_QUEUE)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"follow it with `harness status {job_id}`; its result: `harness result {job_id}`",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("list")

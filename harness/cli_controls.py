@@ -43,13 +43,13 @@ By = Annotated[str | None, typer.Option("--by", help="Who decides; default user@
 def _run(job_id: str, name: str, payload: BaseModel | None, update: bool, result_type: Any = str) -> Any:
     """Send signal or update ``name`` to ``job_id``; print a clear error when it is refused."""
     from activities.connect import connect
+    from harness.client import update_job
 
     async def go() -> Any:
-        handle = (await connect()).get_workflow_handle(job_id)
-        args = [] if payload is None else [payload]
-        if update:
-            return await handle.execute_update(name, args=args, result_type=result_type)
-        await handle.signal(name, args=args)
+        client = await connect()
+        if update:  # a worker must take it: said at once, in one line, when none polls the job's queue
+            return await update_job(client, job_id, name, payload, result_type)
+        await client.get_workflow_handle(job_id).signal(name, args=[] if payload is None else [payload])
         return None
 
     try:

@@ -1,6 +1,7 @@
 """How the ``harness`` command line fails and ends, as a user runs it (a real process, real output):
 every failure is one line on stderr, ``error: ...``, exit 2 for bad input and 1 otherwise, never a
-traceback; an ended job's outcome and status say what happened, gates included."""
+traceback; a command that needs a worker says at once that none runs; an ended job's outcome and
+status say what happened, gates included."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.codec import KEY_FILE_ENV, KEYS_ENV, data_converter
 from activities.model_call import ModelCallActivities
 from contracts.jobs import JobProgress, StopReason
+from contracts.names import account_workflow_id
 from contracts.spec import JobSpec, parse_spec
 from harness.client import start_job
 from harness.sim import SimServer
@@ -34,6 +36,14 @@ def one_line(done: subprocess.CompletedProcess[str]) -> str:
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def no_worker(queue: str, doing: str, how: str = "none polls it") -> str:
+    """The line a command that needs a worker prints when none answers."""
+    return (
+        f"error: no worker answered on task queue {queue!r} ({how}), and {doing} needs one: "
+        "is a worker running? Start `harness worker` (with the same HARNESS_TASK_QUEUE)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -109,6 +119,58 @@ def spec(**overrides: Any) -> JobSpec:
 
 
 @pytest.mark.e2e
+async def test_budget_commands_say_in_one_line_that_a_worker_must_run(
+    dev_env: WorkflowEnvironment, gateway: ModelCallActivities
+) -> None:
+    """``budget create`` with no worker creates the account and says no worker serves it yet;
+    ``topup`` and ``show`` then fail in one line naming the task queue and ``harness worker``
+    (they hung or failed with a raw Temporal error): at once while no worker ever polled, and once
+    the only worker has stopped (the server still lists its poller), after the update's wait."""
+    queue, name = fresh("cli-acct"), fresh("team")
+    env = cli_env(dev_env, queue)
+    created = harness("budget", "create", name, "--usd", "1", env=env)
+    assert created.returncode == 0, created.stderr
+    assert (
+        f"no worker polls task queue {queue!r} yet: the account answers `budget show`, `budget topup` "
+        "and the leases of its jobs once one runs (`harness worker`)"
+    ) in created.stdout.splitlines()
+    try:
+        topup = harness("budget", "topup", name, "--usd", "1", env=env, timeout=60)
+        assert topup.returncode == 1
+        assert one_line(topup) == no_worker(queue, f"the topup of account {name!r}")
+        show = harness("budget", "show", name, env=env, timeout=60)
+        assert show.returncode == 1
+        assert one_line(show) == no_worker(queue, f"reading account {name!r}")
+        async with make_worker(dev_env.client, gateway, queue=queue):
+            served = await asyncio.to_thread(harness, "budget", "topup", name, "--usd", "1", env=env)
+            assert served.returncode == 0, served.stderr
+            assert "$1" in served.stdout
+        gone = harness("budget", "topup", name, "--usd", "1", env=env, timeout=60)
+        assert gone.returncode == 1
+        waited = "none took it within 10 s; it may still apply once one runs: look before sending it again"
+        assert one_line(gone) == no_worker(queue, f"the topup of account {name!r}", waited)
+        missing = harness("budget", "topup", fresh("nobody"), "--usd", "1", env=env)
+        assert missing.returncode == 1
+        assert one_line(missing).startswith("error: no account 'nobody-")
+    finally:
+        await dev_env.client.get_workflow_handle(account_workflow_id(name)).terminate(reason="test done")
+
+
+@pytest.mark.e2e
+async def test_an_update_to_a_job_nobody_serves_is_one_line_at_once(dev_env: WorkflowEnvironment) -> None:
+    """An update to a job whose queue no worker polls fails at once in one line naming the queue
+    and ``harness worker`` (it waited for a worker for ever)."""
+    queue = fresh("cli-idle")
+    handle = await start_job(dev_env.client, spec(), queue=queue)
+    try:
+        done = harness("approve", handle.id, "ship", env=cli_env(dev_env, queue), timeout=60)
+        assert done.returncode == 1
+        assert one_line(done) == no_worker(queue, f"the approve update to job {handle.id!r}")
+    finally:
+        await handle.terminate(reason="test done")
+
+
+@pytest.mark.e2e
 async def test_a_job_temporal_terminated_has_no_result_and_says_why(dev_env: WorkflowEnvironment) -> None:
     """Once Temporal has terminated a job, ``result`` says in one line that it has none and why (a
     traceback before), and ``status`` shows it failed with that reason."""
@@ -123,6 +185,30 @@ async def test_a_job_temporal_terminated_has_no_result_and_says_why(dev_env: Wor
     assert status.returncode == 0, status.stderr
     progress = JobProgress.model_validate_json(status.stdout)
     assert (progress.status.value, progress.detail) == ("failed", "it was terminated (cleaning up)")
+
+
+@pytest.mark.e2e
+async def test_run_no_follow_says_a_worker_must_run_the_job(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """``harness run --no-follow`` with no worker on the job's queue says the job waits for one and
+    how to start it, and how to follow the job."""
+    queue = fresh("cli-detached")
+    job = spec()
+    path = tmp_path / "job.json"
+    path.write_text(job.model_dump_json())
+    done = harness("run", "--no-follow", str(path), env=cli_env(dev_env, queue))
+    try:
+        assert done.returncode == 0, done.stderr
+        lines = done.stdout.splitlines()
+        assert f"started job {job.id}" in lines
+        assert (
+            f"no worker polls task queue {queue!r}: the job waits until one runs there; "
+            "start one with `harness worker` (same HARNESS_TASK_QUEUE)"
+        ) in lines
+        assert f"follow it with `harness status {job.id}`; its result: `harness result {job.id}`" in lines
+    finally:
+        await dev_env.client.get_workflow_handle(job.id or "").terminate(reason="test done")
 
 
 @pytest.mark.e2e
