@@ -9,6 +9,7 @@ holds or charges twice. An account that does not exist is the spec's fault: non-
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import activity
@@ -27,12 +28,20 @@ CONTINUING = "the account is continuing as new"  # workflows.account refuses upd
 
 
 async def account_update(
-    handle: WorkflowHandle[Any, Any], name: str, arg: Any, result_type: type[T], id: str | None = None
+    handle: WorkflowHandle[Any, Any],
+    name: str,
+    arg: Any,
+    result_type: type[T],
+    id: str | None = None,
+    rpc_timeout: timedelta | None = None,
 ) -> T:
-    """Send update ``name`` to an account, again while it refuses because it is continuing as new."""
+    """Send update ``name`` to an account, again while it refuses because it is continuing as new.
+    ``rpc_timeout`` bounds each attempt's wait for a worker to take it (none: wait for one)."""
     for attempt in range(50):
         try:
-            result: T = await handle.execute_update(name, arg, id=id, result_type=result_type)
+            result: T = await handle.execute_update(
+                name, arg, id=id, result_type=result_type, rpc_timeout=rpc_timeout
+            )
             return result
         except WorkflowUpdateFailedError as error:
             if CONTINUING not in str(error.cause) or attempt == 49:

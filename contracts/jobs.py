@@ -145,6 +145,15 @@ class GateRecord(BaseModel):
     timeout_s: float = 0.0
     default: GateOutcome = "rejected"
 
+    def how_decided(self) -> str:
+        """How the gate was decided, in words: "rejected by alice", "rejected: nobody decided within
+        600s" when its default was taken, "waiting" while pending."""
+        if self.outcome is None:
+            return "waiting"
+        if self.by == "timeout":
+            return f"{self.outcome}: nobody decided within {self.timeout_s:g}s"
+        return f"{self.outcome} by {self.by}"
+
 
 class ReplyTail(BaseModel):
     """The end of one recorded reply: a watcher completes a streamed reply from it."""
@@ -205,3 +214,16 @@ class JobResult(BaseModel):
     turns: int
     routing: list[RoutingRecord] = Field(default_factory=list, description="Routed steps, in order.")
     gates: list[GateRecord] = Field(default_factory=list, description="Every gate met, with its decision.")
+    # What ``harness status`` of an ended job shows, as the job ended (no worker is asked); results
+    # written before these fields existed read with the defaults.
+    priority: int | None = Field(
+        default=None,
+        description="The job's priority at its end (after any set_priority); None: not recorded.",
+    )
+    interrupts: int = Field(default=0, description="Interrupt signals the job received.")
+    steps_done: int | None = Field(
+        default=None, description="Steps or tasks done, skipped ones included; None: not recorded."
+    )
+    steps_total: int | None = None
+    tool_calls: int = Field(default=0, description="Tool calls the job's models asked for.")
+    tool_calls_refused: int = Field(default=0, description="Of those, calls of a tool the agent may not use.")

@@ -24,9 +24,12 @@ from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, Stop
 from contracts.models import Usage
 from contracts.names import TOOLS_ENV
 from contracts.spec import SpecError
+from contracts.words import plural
+from harness.cli_args import JobId
 from harness.cli_budget import budget_app
 from harness.cli_controls import register as register_controls
 from harness.cli_errors import fail as _fail
+from harness.cli_errors import say_error
 from harness.cli_limits import limits_app
 from harness.cli_routing import routing_app, routing_section
 from harness.cli_watch import WatchView
@@ -195,7 +198,9 @@ def _progress_table(progress: JobProgress) -> Table:
     table = Table.grid(padding=(0, 2))
     step = progress.step or "-"
     if progress.steps_total:
-        step = f"{step} ({progress.steps_done}/{progress.steps_total} done)"
+        skipped = [g for g in progress.gates if g.kind == "before_step" and g.outcome == "rejected"]
+        also = f", {len(skipped)} skipped at a gate" if skipped else ""
+        step = f"{step} ({progress.steps_done}/{progress.steps_total} done{also})"
     table.add_row("status", Text(progress.status.value, style="bold"))
     table.add_row("step", step)
     table.add_row("calling", progress.in_flight or "-")
@@ -206,18 +211,24 @@ def _progress_table(progress: JobProgress) -> Table:
             if progress.tool_calls_refused
             else ""
         )
-        table.add_row("tools", f"{progress.tool_calls} call(s){refused}")
+        table.add_row("tools", f"{plural(progress.tool_calls, 'call')}{refused}")
     if progress.paused:
         table.add_row("paused", "yes: `harness resume` to go on")
     for gate in progress.gates:
         if gate.outcome is None:
             table.add_row("gate", f"{gate.gate} waiting (default {gate.default} after {gate.timeout_s:g}s)")
+        else:  # a tool gate's target holds the call's arguments: its tool's name is enough here
+            target = gate.target.split(" ", 1)[0] if gate.kind == "tool" else gate.target
+            table.add_row(
+                "gate", f"{gate.gate} ({gate.kind.replace('_', ' ')} {target}): {gate.how_decided()}"
+            )
     if progress.detail:
         table.add_row("note", progress.detail)
     if progress.signals_refused:
         table.add_row(
             "refused",
-            f"{progress.signals_refused} signal(s) that did not decode; last: {progress.last_refused_signal}",
+            f"{plural(progress.signals_refused, 'signal')} that did not decode; "
+            f"last: {progress.last_refused_signal}",
         )
     return table
 
@@ -229,9 +240,9 @@ def _amount(tokens: int | None, usd: Decimal | None, calls: int | None, tool_cal
     if usd is not None:
         parts.append(_usd(usd))
     if calls is not None:
-        parts.append(f"{calls} calls")
+        parts.append(plural(calls, "call"))
     if tool_calls is not None:
-        parts.append(f"{tool_calls} tool calls")
+        parts.append(plural(tool_calls, "tool call"))
     return ", ".join(parts) or "-"
 
 
@@ -296,11 +307,11 @@ def print_result(result: JobResult, url: str | None) -> None:
     ledger = result.ledger
     usage = ledger.usage
     spent = (
-        f"{usage.total_tokens} tokens ({usage.input_tokens} in, {usage.output_tokens} out) "
-        f"in {ledger.calls} calls, {_usd(ledger.cost_usd)}"
+        f"{plural(usage.total_tokens, 'token')} ({usage.input_tokens} in, {usage.output_tokens} out) "
+        f"in {plural(ledger.calls, 'call')}, {_usd(ledger.cost_usd)}"
     )
     if ledger.tool_calls:
-        spent += f"; {ledger.tool_calls} tool calls"
+        spent += f"; {plural(ledger.tool_calls, 'tool call')}"
         if ledger.tool_cost_usd:
             spent += f" ({_usd(ledger.tool_cost_usd)} of the cost)"
     if usage.estimated:
@@ -377,23 +388,37 @@ def run(
         raise typer.Exit(130) from None
     except Exception as error:  # a clear message, not a traceback, for the expected failures
         view.__exit__()
-        _fail(f"{type(error).__name__}: {error}")
+        _fail(one_line_error(error) or f"{type(error).__name__}: {error}")
     view.__exit__()
     print_result(result, url)
 
 
 def _start_detached(spec: Any) -> None:
+    """Start the job and say what runs it: a worker polling its task queue, or none yet."""
     from activities.codec import describe
-    from activities.connect import connect
-    from harness.client import start_job
+    from activities.connect import connect, task_queue
+    from harness.client import has_pollers, start_job
 
-    async def go() -> str:
+    async def go() -> tuple[str, bool]:
         client = await connect()
         handle = await start_job(client, spec)
-        return handle.id
+        return handle.id, await has_pollers(client, task_queue())
 
     console.print(f"[dim]{describe()}[/]")
-    console.print(f"started job {asyncio.run(go())}")
+    job_id, served = asyncio.run(go())
+    console.print(f"started job {job_id}", highlight=False)
+    if not served:
+        console.print(
+            f"no worker polls task queue {task_queue()!r}: the job waits until one runs there; "
+            "start one with `harness worker` (same HARNESS_TASK_QUEUE)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    console.print(
+        f"follow it with `harness status {job_id}`; its result: `harness result {job_id}`",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("list")
@@ -488,7 +513,7 @@ def _query(job_id: str, name: str, result_type: Any) -> Any:
 
 @app.command()
 def status(
-    job_id: Annotated[str, typer.Argument(help="Job id (= workflow id).")],
+    job_id: JobId,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Show a job's status: step, in-flight call, spend, stop reason, and its budget per node."""
@@ -517,7 +542,7 @@ def status(
 
 @app.command()
 def ledger(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: JobId,
     as_json: Annotated[bool, typer.Option("--json", help="Print the whole ledger as JSON.")] = False,
 ) -> None:
     """Show a job's spend: limits, spent, reserved and remaining per budget node, and per agent."""
@@ -539,8 +564,8 @@ def ledger(
         cost = totals.per_agent_cost_usd.get(agent)
         tools = totals.per_agent_tool_calls.get(agent, 0)
         console.print(
-            f"{agent}: {usage.total_tokens:,} tokens in {usage.requests} calls"
-            + (f", {tools} tool calls" if tools else "")
+            f"{agent}: {usage.total_tokens:,} tokens in {plural(usage.requests, 'call')}"
+            + (f", {plural(tools, 'tool call')}" if tools else "")
             + (f", {_usd(cost)}" if cost is not None else "")
         )
 
@@ -575,7 +600,7 @@ def turn_panel(turn: TurnRecord) -> Panel:
 
 @app.command()
 def transcript(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: JobId,
 ) -> None:
     """Print every turn of a job."""
     turns: list[TurnRecord] = _query(job_id, "transcript", list[TurnRecord])
@@ -585,7 +610,7 @@ def transcript(
 
 @app.command()
 def result(
-    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    job_id: JobId,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Wait for a job's result and print it."""
@@ -612,6 +637,9 @@ app.command("watch")(watch_command)
 def main() -> None:
     """Entry point of the ``harness`` script: run the command, then end the process without finalizing.
 
+    Every failure ends in one line on stderr, ``error: ...``: a usage error (exit 2) as well as a
+    failure outside harness (exit 1, see ``one_line_error``); only a bug of ours shows a traceback.
+
     The Temporal SDK's Rust core keeps Tokio threads that Python cannot stop (the SDK has no close or
     shutdown for a client or runtime). One of them hands each RPC's result to asyncio and may still
     be inside Python when the command returns; if it asks for the GIL again while the interpreter
@@ -622,32 +650,53 @@ def main() -> None:
     stdout and stderr), then ``os._exit`` ends the process with the command's exit code.
     """
     try:
-        app()  # standalone mode: ends in SystemExit with the command's code
-        code = 0
+        # Not standalone: click's usage errors come here, to be said in one line, not in a panel.
+        code = _exit_code(app(standalone_mode=False))
     except SystemExit as done:
         code = _exit_code(done.code)
     except KeyboardInterrupt:
         code = 130
+    except typer.TyperException as error:  # a bad option or argument, or a missing one
+        # `harness` alone printed its help when it raised this; typer tells it by name too.
+        if type(error).__name__ != "NoArgsIsHelpError":
+            say_error(usage_line(error))
+        code = error.exit_code
+    except typer.Abort:  # end of input at a prompt
+        code = 1
     except BaseException as error:  # not a click error: one line, or the traceback with HARNESS_DEBUG
         line = None if os.environ.get("HARNESS_DEBUG") else one_line_error(error)
         if line is None:
             sys.excepthook(*sys.exc_info())
         else:
-            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+            say_error(line)
         code = 1
     _exit_without_finalizing(code)
+
+
+def usage_line(error: typer.TyperException) -> str:
+    """A usage error in one line: click's message and where the command's help is."""
+    context = getattr(error, "ctx", None)
+    where = f" (see `{context.command_path} --help`)" if context is not None else ""
+    return error.format_message().rstrip(".") + where
 
 
 def one_line_error(error: BaseException) -> str | None:
     """What to tell the user, in one line, for a failure that is not a bug of ours (None: a bug,
     show the traceback). Set ``HARNESS_DEBUG=1`` for the traceback anyway."""
+    from temporalio.client import WorkflowFailureError
     from temporalio.service import RPCError, RPCStatusCode
 
-    from harness.client import NoSuchJob, NoWorker, worker_missing
+    from activities.codec import CodecError
+    from harness.client import NoResult, NoSuchJob, NoWorker, ended_how, worker_missing
 
     address = os.environ.get("TEMPORAL_ADDRESS", "127.0.0.1:7233")
-    if isinstance(error, (NoSuchJob, NoWorker)):
+    if isinstance(error, (NoSuchJob, NoWorker, NoResult, CodecError)):
         return str(error)
+    if isinstance(error, WorkflowFailureError):
+        return f"the job has no result: {ended_how(error)}"
+    encoding = _unreadable_encoding(error)
+    if encoding is not None:
+        return encoding
     if isinstance(error, RuntimeError) and "Failed client connect" in str(error):
         return (
             f"cannot reach Temporal at {address}: start one with `harness server` "
@@ -661,6 +710,26 @@ def one_line_error(error: BaseException) -> str | None:
         if error.status is RPCStatusCode.UNAVAILABLE:
             return f"Temporal at {address} is unavailable: {error.message}"
         return f"Temporal refused the request ({error.status.name}): {error.message}"
+    return None
+
+
+def _unreadable_encoding(error: BaseException) -> str | None:
+    """What to say when ``error`` (or what caused it) is the data converter meeting a payload it
+    cannot read: one sealed by harness's codec while no key is set here, or another encoding."""
+    from activities.codec import ENCODING, KEY_FILE_ENV, KEYS_ENV
+
+    seen: BaseException | None = error
+    while seen is not None:
+        message = str(seen.args[0]) if isinstance(seen, KeyError) and seen.args else ""
+        if message.startswith("Unknown payload encoding"):
+            encoding = message.removeprefix("Unknown payload encoding").strip()
+            if encoding == ENCODING.decode():
+                return (
+                    f"the data is encrypted ({encoding}) and no key is set here: set {KEYS_ENV} "
+                    f"(or {KEY_FILE_ENV}) to the keys the workers use (see README, Encryption)"
+                )
+            return f"a payload has encoding {encoding!r}, which harness cannot read"
+        seen = seen.__cause__ or seen.__context__
     return None
 
 

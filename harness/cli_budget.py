@@ -2,15 +2,17 @@
 
 ``create`` starts the account's workflow (id ``account-<name>``) on the harness task queue, so a
 worker (``harness worker``, or the one ``harness run`` starts) serves it; ``show`` queries it;
-``topup`` raises this period's caps. A job draws on an account by naming it: ``account: NAME``.
+``topup`` raises this period's caps. Both need that worker and say so in one line, at once, when
+none polls the queue. A job draws on an account by naming it: ``account: NAME``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -101,21 +103,21 @@ def create(
     from temporalio.exceptions import WorkflowAlreadyStartedError
 
     from activities.connect import connect, task_queue
+    from harness.client import has_pollers
 
     if usd is None and tokens is None:
-        _fail("give --usd or --tokens (or both)")
+        _fail("give --usd or --tokens (or both)", code=2)
     if (usd is not None and usd <= 0) or (tokens is not None and tokens <= 0):
-        _fail("caps must be positive")
+        _fail("caps must be positive", code=2)
     if not 0.001 <= weight <= 1000:
-        _fail(f"--weight must be from 0.001 to 1000, not {weight}")
+        _fail(f"--weight must be from 0.001 to 1000, not {weight}", code=2)
     try:
         every = parse_period(period)
     except ValueError as error:
-        _fail(str(error))
-        return
+        _fail(f"--period: {error}", code=2)
     state = AccountState(name=name, usd=usd, tokens=tokens, period=every, weight=weight)
 
-    async def go() -> None:
+    async def go() -> bool:
         client = await connect()
         await client.start_workflow(
             ACCOUNT_WORKFLOW,
@@ -124,19 +126,25 @@ def create(
             task_queue=task_queue(),
             memo={ACCOUNT_WEIGHT_MEMO: weight},  # jobs read it at their start, with no worker
         )
+        return await has_pollers(client, task_queue())
 
     try:
-        asyncio.run(go())
+        served = asyncio.run(go())
     except WorkflowAlreadyStartedError:
         _fail(f"account {name!r} already exists (harness budget show {name})")
     console.print(f"account [bold]{name}[/] created (workflow id {account_workflow_id(name)})")
+    if not served:
+        console.print(
+            f"no worker polls task queue {task_queue()!r} yet: the account answers `budget show`, "
+            "`budget topup` and the leases of its jobs once one runs (`harness worker`)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @budget_app.command("show")
 def show(name: Annotated[str, typer.Argument(help="Account name.")]) -> None:
-    """Show an account: caps, this period's spend, open leases, what is left."""
-    from temporalio.service import RPCError, RPCStatusCode
-
+    """Show an account: caps, this period's spend, open leases, what is left (a worker answers)."""
     from activities.connect import connect
     from harness.client import query_workflow
 
@@ -146,14 +154,7 @@ def show(name: Annotated[str, typer.Argument(help="Account name.")]) -> None:
             client, account_workflow_id(name), "show", AccountView, what=f"account {name!r}"
         )
 
-    try:
-        view = asyncio.run(go())
-    except RPCError as error:
-        if error.status is not RPCStatusCode.NOT_FOUND:
-            raise
-        _fail(f"no account {name!r} (create it with `harness budget create {name} ...`)")
-        return
-    console.print(account_table(view))
+    console.print(account_table(_on_account(name, go)))
 
 
 @budget_app.command("topup")
@@ -162,21 +163,28 @@ def topup(
     usd: Annotated[Decimal, typer.Option(help="Dollars to add to this period.")] = Decimal(0),
     tokens: Annotated[int, typer.Option(help="Tokens to add to this period.")] = 0,
 ) -> None:
-    """Raise an account's caps for the current period."""
-    from temporalio.client import WorkflowUpdateFailedError
-
+    """Raise an account's caps for the current period (a worker applies it)."""
     from activities.connect import connect
+    from harness.client import update_account
 
     async def go() -> AccountView:
-        client = await connect()
-        from activities.budget_account import account_update
+        request = TopupRequest(usd=usd, tokens=tokens)
+        return await update_account(await connect(), name, "topup", request, AccountView)
 
-        handle = client.get_workflow_handle(account_workflow_id(name))
-        return await account_update(handle, "topup", TopupRequest(usd=usd, tokens=tokens), AccountView)
+    console.print(account_table(_on_account(name, go)))
+
+
+def _on_account(name: str, call: Callable[[], Coroutine[Any, Any, AccountView]]) -> AccountView:
+    """Run ``call`` against account ``name``: an account that does not exist, or an update it
+    refuses, ends the command in one line (no worker: ``NoWorker``, said by ``harness.cli.main``)."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError, RPCStatusCode
 
     try:
-        view = asyncio.run(go())
+        return asyncio.run(call())
     except WorkflowUpdateFailedError as error:
         _fail(str(error.cause))
-        return
-    console.print(account_table(view))
+    except RPCError as error:
+        if error.status is not RPCStatusCode.NOT_FOUND:
+            raise
+        _fail(f"no account {name!r} (create it with `harness budget create {name} ...`)")

@@ -28,13 +28,13 @@ from contracts.controls import (
     SetPriorityRequest,
 )
 from contracts.jobs import LedgerTotals
+from harness.cli_args import JobId
 from harness.cli_errors import fail as _fail
 
 __all__ = ["register"]
 
 console = Console()
 
-JobId = Annotated[str, typer.Argument(help="Job id (= workflow id).")]
 Agent = Annotated[str | None, typer.Option("--agent", help="Who the message is for; default all.")]
 Note = Annotated[str, typer.Option("--note", help="Why; recorded with the decision.")]
 By = Annotated[str | None, typer.Option("--by", help="Who decides; default user@host.")]
@@ -43,13 +43,13 @@ By = Annotated[str | None, typer.Option("--by", help="Who decides; default user@
 def _run(job_id: str, name: str, payload: BaseModel | None, update: bool, result_type: Any = str) -> Any:
     """Send signal or update ``name`` to ``job_id``; print a clear error when it is refused."""
     from activities.connect import connect
+    from harness.client import update_job
 
     async def go() -> Any:
-        handle = (await connect()).get_workflow_handle(job_id)
-        args = [] if payload is None else [payload]
-        if update:
-            return await handle.execute_update(name, args=args, result_type=result_type)
-        await handle.signal(name, args=args)
+        client = await connect()
+        if update:  # a worker must take it: said at once, in one line, when none polls the job's queue
+            return await update_job(client, job_id, name, payload, result_type)
+        await client.get_workflow_handle(job_id).signal(name, args=[] if payload is None else [payload])
         return None
 
     try:
@@ -134,12 +134,14 @@ def reject(
 def add_budget(
     job_id: JobId,
     tokens: Annotated[int, typer.Option("--tokens", help="Tokens to add.")] = 0,
-    usd: Annotated[str, typer.Option("--usd", help="Dollars to add, e.g. 0.25.")] = "0",
+    usd: Annotated[Decimal, typer.Option("--usd", help="Dollars to add, e.g. 0.25.")] = Decimal(0),
     node: Annotated[str, typer.Option("--node", help="Budget node; 'job' is the whole job.")] = "job",
     tool_calls: Annotated[int, typer.Option("--tool-calls", help="Tool calls to add.")] = 0,
 ) -> None:
     """Raise a budget's limits; prints the ledger after the change."""
-    request = AddBudgetRequest(node=node, tokens=tokens, usd=Decimal(usd), tool_calls=tool_calls)
+    if not usd.is_finite():
+        _fail(f"--usd must be a number of dollars, not {usd}", code=2)
+    request = AddBudgetRequest(node=node, tokens=tokens, usd=usd, tool_calls=tool_calls)
     totals: LedgerTotals = _run(job_id, "add_budget", request, True, result_type=LedgerTotals)
     said = f"limits now: tokens {totals.limit_tokens}, usd {totals.limit_usd}"
     if tool_calls:

@@ -19,18 +19,14 @@ from rich.table import Table
 from rich.text import Text
 
 from contracts.jobs import JobProgress
+from harness.cli_errors import fail
 
 if TYPE_CHECKING:
     from harness.watch import WatchEvent
 
-__all__ = ["WatchView", "plural", "watch"]
+__all__ = ["WatchView", "watch"]
 
 console = Console()
-
-
-def plural(count: int, noun: str, many: str | None = None) -> str:
-    """``1 call``, ``3 calls``."""
-    return f"{count} {noun if count == 1 else (many or noun + 's')}"
 
 
 def _usd(value: Decimal) -> str:
@@ -104,7 +100,7 @@ class WatchView:
             "continued": lambda: f"continued as new (run {data['run']})",
             "child_started": lambda: f"child job {data['child']} started",
             "child_ended": lambda: f"child job {data['child']} ended",
-            "interrupt": lambda: f"interrupt received ({plural(data['count'], 'so far', 'so far')})",
+            "interrupt": lambda: f"interrupt received ({data['count']} so far)",
             "degraded": lambda: f"budget: {data['note']}",
             "gate_opened": lambda: (
                 f"gate {data['gate']} waiting for a decision: `{data['approve']}` or `{data['reject']}` "
@@ -239,8 +235,7 @@ def watch(
     if as_json:
         return
     if "error" in ended:
-        console.print(f"job {job_id} {ended['status']}: {ended['error']}", highlight=False)
-        raise typer.Exit(1)
+        fail(f"job {job_id} has no result: {ended['error']}")
     from contracts.jobs import JobResult
     from harness.cli import print_result
 

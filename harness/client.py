@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -20,8 +21,11 @@ from temporalio.client import (
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
+    WorkflowUpdateRPCTimeoutOrCancelledError,
 )
 from temporalio.common import Priority, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import CancelledError, TerminatedError
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.connect import task_queue
@@ -33,6 +37,8 @@ from workflows import WORKFLOW_FOR_MODE
 
 T = TypeVar("T")
 QUERY_TIMEOUT = timedelta(seconds=5)
+UPDATE_TIMEOUT = timedelta(seconds=10)
+"""How long an update waits for a worker to take it, while one is listed as polling its queue."""
 
 
 class NoSuchJob(LookupError):
@@ -42,21 +48,41 @@ class NoSuchJob(LookupError):
         super().__init__(f"no job {job_id!r} (no workflow has that id)")
 
 
-class NoWorker(RuntimeError):
-    """A read that needs a worker (a query) found none to answer it on the workflow's task queue."""
+class NoResult(RuntimeError):
+    """A job that did not end as a harness job has no result: Temporal ended it (terminated, timed
+    out, cancelled) or its workflow failed."""
 
-    def __init__(self, queue: str, what: str, how: str) -> None:
+    def __init__(self, job_id: str, error: WorkflowFailureError) -> None:
+        super().__init__(f"job {job_id!r} has no result: {ended_how(error)}")
+
+
+def ended_how(error: WorkflowFailureError) -> str:
+    """How a workflow that did not end as a harness job ended, in words."""
+    cause = error.cause
+    if isinstance(cause, TerminatedError):
+        return f"it was terminated ({cause.message or 'no reason given'})"
+    if isinstance(cause, TemporalTimeout):
+        return "it timed out in Temporal"
+    if isinstance(cause, CancelledError):
+        return "it was cancelled through Temporal"
+    return f"its workflow failed: {cause or error}"
+
+
+class NoWorker(RuntimeError):
+    """A query or update, which a worker answers, found none on the workflow's task queue."""
+
+    def __init__(self, queue: str, doing: str, how: str) -> None:
         super().__init__(
-            f"no worker answered on task queue {queue!r} ({how}), and reading {what} needs one: "
+            f"no worker answered on task queue {queue!r} ({how}), and {doing} needs one: "
             "is a worker running? Start `harness worker` (with the same HARNESS_TASK_QUEUE)"
         )
 
 
 def worker_missing(error: RPCError) -> str | None:
-    """How Temporal said that no worker took a query, or None for another failure. The same
-    condition comes back three ways, depending on how long ago the last worker polled: the
-    server's own query timeout (DEADLINE_EXCEEDED), the client's (CANCELLED), or, once the server
-    has seen no poll for a while though it still lists the gone worker's pollers,
+    """How Temporal said that no worker took a query (or an update), or None for another failure.
+    The same condition comes back three ways, depending on how long ago the last worker polled:
+    the server's own query timeout (DEADLINE_EXCEEDED), the client's (CANCELLED), or, once the
+    server has seen no poll for a while though it still lists the gone worker's pollers,
     FAILED_PRECONDITION "no poller seen for task queue recently"."""
     if error.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
         return f"the query timed out after {QUERY_TIMEOUT.total_seconds():g} s"
@@ -139,7 +165,7 @@ async def set_job_priority(client: Client, job_id: str, priority: int) -> int:
     ``set_priority`` update (sent after this by ``harness set-priority``) carries the new priority
     to what it starts next."""
     handle = client.get_workflow_handle(job_id)
-    current = (await _describe(handle)).raw_description.workflow_execution_info.priority
+    current = (await describe_job(handle)).raw_description.workflow_execution_info.priority
     key = priority_key(priority)
     options = WorkflowExecutionOptions(
         priority=PriorityProto(
@@ -167,18 +193,26 @@ async def job_status(client: Client, job_id: str) -> JobProgress:
     try:
         result = await handle.result()
     except WorkflowFailureError as error:
-        return JobProgress(job_id=job_id, mode="?", status=JobStatus.failed, detail=str(error.cause or error))
-    return JobProgress(
+        return JobProgress(job_id=job_id, mode="?", status=JobStatus.failed, detail=ended_how(error))
+    progress = JobProgress(
         job_id=job_id,
         mode=result.mode,
         status=JobStatus.finished,
-        steps_done=len(result.outputs),
+        steps_done=len(result.outputs) if result.steps_done is None else result.steps_done,
+        steps_total=result.steps_total,
         tokens=result.ledger.usage.total_tokens,
         cost_usd=result.ledger.cost_usd,
         stop_reason=result.stop_reason,
         detail=result.explanation,
         evidence=result.evidence,
+        gates=result.gates,
+        interrupts=result.interrupts,
+        tool_calls=result.tool_calls,
+        tool_calls_refused=result.tool_calls_refused,
     )
+    if result.priority is not None:  # an older result did not record it: the default stands
+        progress.priority = result.priority
+    return progress
 
 
 async def job_ledger(client: Client, job_id: str) -> LedgerTotals:
@@ -187,8 +221,7 @@ async def job_ledger(client: Client, job_id: str) -> LedgerTotals:
     totals = await _query_live(client, handle, "ledger", LedgerTotals)
     if totals is not None:
         return totals
-    result: JobResult = await handle.result()
-    return result.ledger
+    return (await _result(handle)).ledger
 
 
 async def _query_live(
@@ -197,13 +230,13 @@ async def _query_live(
     """A running job's answer to ``query``, or None for an ended job (read its result then, at
     once: no worker needed). ``NoSuchJob`` for an unknown id, ``NoWorker`` for a running job that
     no worker polls for."""
-    description = await _describe(handle)
+    description = await describe_job(handle)
     if description.status not in (None, WorkflowExecutionStatus.RUNNING):
         return None
     return await query_job(client, handle.id, query, result_type)
 
 
-async def _describe(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
+async def describe_job(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescription:
     try:
         return await handle.describe()
     except RPCError as error:
@@ -212,8 +245,9 @@ async def _describe(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionDescri
         raise
 
 
-async def _has_pollers(client: Client, queue: str) -> bool:
-    """Whether a worker polls ``queue`` for workflow tasks (and so can answer queries)."""
+async def has_pollers(client: Client, queue: str) -> bool:
+    """Whether a worker polls ``queue`` for workflow tasks (and so can answer queries and updates).
+    A worker that stopped is still listed for a few minutes."""
     request = DescribeTaskQueueRequest(
         namespace=client.namespace,
         task_queue=TaskQueue(name=queue),
@@ -238,27 +272,92 @@ async def query_workflow(
     client: Client, workflow_id: str, query: str, result_type: type[T], *, what: str
 ) -> T:
     """Query a workflow, saying ``NoWorker`` (naming its task queue and ``what`` was being read)
-    when no worker answers: at once when no worker polls the queue, else however Temporal reports
-    the query that no worker took (``worker_missing``). Other failures, a NOT_FOUND among them,
+    when no worker answers (see ``_with_worker``). Other failures, a NOT_FOUND among them,
     propagate as ``RPCError``."""
     handle = client.get_workflow_handle(workflow_id)
-    queue = (await handle.describe()).task_queue
-    if not await _has_pollers(client, queue):
-        raise NoWorker(queue, what, "none polls it")
-    try:
+
+    async def ask() -> T:
         answer: T = await handle.query(query, result_type=result_type, rpc_timeout=QUERY_TIMEOUT)
+        return answer
+
+    return await _with_worker(client, handle, f"reading {what}", ask, ended_needs_worker=True)
+
+
+async def update_job(client: Client, job_id: str, update: str, arg: Any, result_type: type[T]) -> T:
+    """Send update ``update`` to a job and return its answer; ``NoWorker`` when no worker takes it
+    (see ``_with_worker``). Other failures (refused, an ended or unknown job) propagate."""
+    handle = client.get_workflow_handle(job_id)
+
+    async def send() -> T:
+        args = [] if arg is None else [arg]
+        answer: T = await handle.execute_update(
+            update, args=args, result_type=result_type, rpc_timeout=UPDATE_TIMEOUT
+        )
+        return answer
+
+    return await _with_worker(client, handle, f"the {update} update to job {job_id!r}", send)
+
+
+async def update_account(client: Client, name: str, update: str, arg: Any, result_type: type[T]) -> T:
+    """Send update ``update`` to budget account ``name`` (retried while it continues as new) and
+    return its answer; ``NoWorker`` when no worker takes it (see ``_with_worker``). Other failures
+    (refused, NOT_FOUND for an account that does not exist) propagate."""
+    from activities.budget_account import account_update  # the one retry of an account's updates
+
+    handle = client.get_workflow_handle(account_workflow_id(name))
+
+    async def send() -> T:
+        return await account_update(handle, update, arg, result_type, rpc_timeout=UPDATE_TIMEOUT)
+
+    return await _with_worker(client, handle, f"the {update} of account {name!r}", send)
+
+
+async def _with_worker(
+    client: Client,
+    handle: WorkflowHandle[Any, Any],
+    doing: str,
+    call: Callable[[], Awaitable[T]],
+    *,
+    ended_needs_worker: bool = False,
+) -> T:
+    """Run ``call``, a query or update of ``handle``'s workflow that a worker must answer, saying
+    ``NoWorker`` (naming the workflow's task queue and what is ``doing``) when none does: at once
+    when no worker polls the queue (nothing is sent), else however Temporal reports that none
+    took it (``worker_missing``), or after ``UPDATE_TIMEOUT`` for an update. For a workflow that
+    has ended, a query needs a worker (to replay it: ``ended_needs_worker``), an update does not
+    (Temporal refuses it)."""
+    description = await handle.describe()
+    queue = description.task_queue
+    running = description.status in (None, WorkflowExecutionStatus.RUNNING)
+    if (running or ended_needs_worker) and not await has_pollers(client, queue):
+        raise NoWorker(queue, doing, "none polls it")
+    try:
+        return await call()
+    except WorkflowUpdateRPCTimeoutOrCancelledError:
+        waited = f"none took it within {UPDATE_TIMEOUT.total_seconds():g} s"
+        how = f"{waited}; it may still apply once one runs: look before sending it again"
+        raise NoWorker(queue, doing, how) from None
     except RPCError as error:
-        how = worker_missing(error)
-        if how is None:
+        missing = worker_missing(error)
+        if missing is None:
             raise
-        raise NoWorker(queue, what, how) from None
-    return answer
+        raise NoWorker(queue, doing, missing) from None
 
 
 async def job_result(client: Client, job_id: str) -> JobResult:
-    """Wait for a job's result."""
-    result: JobResult = await client.get_workflow_handle(job_id, result_type=JobResult).result()
-    return result
+    """Wait for a job's result; ``NoResult`` for a job that did not end as a harness job."""
+    return await _result(client.get_workflow_handle(job_id, result_type=JobResult))
+
+
+async def _result(handle: WorkflowHandle[Any, JobResult]) -> JobResult:
+    try:
+        return await handle.result()
+    except WorkflowFailureError as error:
+        raise NoResult(handle.id, error) from None
+    except RPCError as error:
+        if error.status is RPCStatusCode.NOT_FOUND:
+            raise NoSuchJob(handle.id) from None
+        raise
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from temporalio.service import RPCError
 
 from contracts.jobs import GateRecord, JobProgress, JobResult
 from contracts.names import MODEL_CALL_ACTIVITY
-from harness.client import _describe, _has_pollers
+from harness.client import describe_job, ended_how, has_pollers
 
 __all__ = ["STATUS_S", "TICK_S", "WatchEvent", "gate_commands", "watch"]
 
@@ -114,7 +114,7 @@ async def watch(client: Client, job_id: str, *, tick: float = TICK_S) -> AsyncIt
     next_poller_check = 0.0
     try:
         while True:
-            description = await _describe(handle)
+            description = await describe_job(handle)
             raw = description.raw_description
             if seen.run_id is None:
                 yield WatchEvent(
@@ -137,7 +137,7 @@ async def watch(client: Client, job_id: str, *, tick: float = TICK_S) -> AsyncIt
                 except (TimeoutError, RPCError):
                     if not ended and now >= next_poller_check:
                         next_poller_check = now + _NO_WORKER_RECHECK_S
-                        if not seen.no_worker and not await _has_pollers(client, description.task_queue):
+                        if not seen.no_worker and not await has_pollers(client, description.task_queue):
                             seen.no_worker = True
                             yield WatchEvent("no_worker", {"task_queue": description.task_queue})
                 else:
@@ -310,5 +310,5 @@ async def _ended(handle: Any, status: WorkflowExecutionStatus | None) -> WatchEv
         result: JobResult = await handle.result()
     except WorkflowFailureError as error:
         how = status.name.lower() if status is not None else "failed"
-        return WatchEvent("ended", {"status": how, "error": str(error.cause or error)})
+        return WatchEvent("ended", {"status": how, "error": ended_how(error)})
     return WatchEvent("ended", {"status": "completed", "result": result.model_dump(mode="json")})

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.jobs import GateKind, GateOutcome, GateRecord, JobStatus, StopReason
     from contracts.spec import GateSpec, JobSpec
     from contracts.state import GatesState
+    from contracts.words import plural
 
 from workflows._job_errors import StopJob
 from workflows._port import Job
@@ -74,14 +75,13 @@ class Gates:
             if gate.spend_usd is not None and totals.cost_usd >= gate.spend_usd:
                 target = f"${gate.spend_usd}"
             elif gate.spend_tokens is not None and totals.usage.total_tokens >= gate.spend_tokens:
-                target = f"{gate.spend_tokens} tokens"
+                target = plural(gate.spend_tokens, "token")
             else:
                 continue
             if await self._wait_at(gate, "spend", target) == "rejected":
-                record = self.records[-1]
                 raise StopJob(
                     StopReason.budget_exhausted,
-                    f"spend gate {gate.name!r} at {target} was rejected by {record.by}",
+                    f"spend gate {gate.name!r} at {target} was {self._last(gate.name).how_decided()}",
                 )
 
     async def before_final(self, output: str) -> None:
@@ -93,8 +93,7 @@ class Gates:
                 self.state.withheld = True
                 raise StopJob(
                     StopReason.aborted,
-                    f"the final answer was rejected at gate {gate.name!r} by {self.records[-1].by}; "
-                    "it is withheld",
+                    f"the final answer is withheld: gate {gate.name!r} {self._last(gate.name).how_decided()}",
                 )
 
     async def before_tool(self, name: str, target: str, within: timedelta) -> GateRecord:
@@ -127,6 +126,15 @@ class Gates:
         if done:
             raise ValueError(f"gate {decision.gate!r} was already {done[-1].outcome} by {done[-1].by}")
         raise ValueError(f"gate {decision.gate!r} is not pending yet (pending: {self.pending()})")
+
+    def skipped_steps(self) -> list[str]:
+        """Each step skipped at its gate and why, for the explanation of a job that went on without
+        it: "step 'publish' skipped: gate 'publish-ok' rejected by alice"."""
+        return [
+            f"step {record.target!r} skipped: gate {record.gate!r} {record.how_decided()}"
+            for record in self.records
+            if record.kind == "before_step" and record.outcome == "rejected"
+        ]
 
     def pending(self) -> list[str]:
         """Names of gates waiting for a decision."""

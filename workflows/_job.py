@@ -59,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.spec import AgentSpec, JobSpec, priority_key
     from contracts.state import JobInput, JobState
     from contracts.tools import ToolDef
+    from contracts.words import plural
     from policies.scheduling import PriorityItem
     from policies.tokens import TokenSample, likely_tokens
 
@@ -665,6 +666,12 @@ class JobWorkflow:
             ledger=self.totals,
             turns=len(self.state.turns),
             gates=self.gates.records,
+            priority=self.job_priority,
+            interrupts=self.state.interrupts_received,
+            steps_done=self.state.steps_done,
+            steps_total=self.state.steps_total,
+            tool_calls=self.state.tool_seq,
+            tool_calls_refused=self.state.tool_calls_refused,
         )
         return self._fit_result(result)
 
@@ -675,7 +682,9 @@ class JobWorkflow:
         if limit is None or _json_bytes(result) <= limit:
             return result
         steps = len(result.outputs)
-        note = f"; the outputs of {steps} steps were left out of the result (over the payload limit)"
+        note = (
+            f"; the outputs of {plural(steps, 'step')} were left out of the result (over the payload limit)"
+        )
         result = result.model_copy(update={"outputs": {}, "explanation": result.explanation + note})
         output, cut = result.output.encode(), False
         while (size := _json_bytes(result)) > limit and output:

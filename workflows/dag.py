@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import TurnRouter
+from workflows.sequential import steps_ran
 
 
 @workflow.defn(name="DagJob")
@@ -80,7 +81,7 @@ class DagJob(JobWorkflow):
             await asyncio.gather(*running.values(), return_exceptions=True)
             last = next((outputs[s.id] for s in reversed(spec.steps) if s.id in outputs), "")
             return self.router.annotate(await self.conclude(stop.reason, stop.explanation, last, outputs))
-        ran = f"all {len(spec.steps)} steps ran"
+        ran = steps_ran(len(spec.steps), self.gates.skipped_steps())
         return self.router.annotate(await self.conclude(StopReason.completed, ran, final, outputs))
 
     async def _run_step(self, spec: JobSpec, step: StepSpec, outputs: dict[str, str]) -> ModelCallResult:

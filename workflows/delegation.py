@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.outputs import Plan, Subtask
     from contracts.spec import DelegationSpec, JobSpec
     from contracts.state import DelegationState, JobInput
+    from contracts.words import plural
     from policies.scheduling import AgingPriorityQueue
 
 from workflows._children import child_input, child_spec, close_child, end_children, open_child
@@ -162,8 +163,9 @@ class DelegationJob(JobWorkflow):
             return router.annotate(ended)
         self.state.evidence = self._evidence()
         given_up = sorted(self.failures)
-        explanation = f"{len(self.results)} subtasks done in {self.state.round} rounds" + (
-            f"; gave up on {', '.join(given_up)}" if given_up else ""
+        explanation = (
+            f"{plural(len(self.results), 'subtask')} done in {plural(self.state.round, 'round')}"
+            + (f"; gave up on {', '.join(given_up)}" if given_up else "")
         )
         return router.annotate(await self.conclude(StopReason.completed, explanation, final, self.results))
 

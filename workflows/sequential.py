@@ -15,9 +15,18 @@ with workflow.unsafe.imports_passed_through():
     from contracts.models import Message
     from contracts.prompts import render, step_values
     from contracts.state import ChainState, JobInput
+    from contracts.words import plural
 
 from workflows._job import JobWorkflow, StopJob
 from workflows._routing import TurnRouter
+
+
+def steps_ran(total: int, skipped: list[str]) -> str:
+    """The explanation of a chain or DAG that reached its end: every step ran, or how many did and
+    why each other one was skipped (``Gates.skipped_steps``)."""
+    if skipped:
+        return f"{plural(total - len(skipped), 'step')} of {total} ran; " + "; ".join(skipped)
+    return f"all {total} steps ran" if total != 1 else "the one step ran"
 
 
 @workflow.defn(name="SequentialJob")
@@ -59,5 +68,5 @@ class SequentialJob(JobWorkflow):
                 # No step ran: ``previous`` is still the task, which is no output.
                 await self.conclude(stop.reason, stop.explanation, chain.previous if outputs else "", outputs)
             )
-        ran = f"all {len(spec.steps)} steps ran"
+        ran = steps_ran(len(spec.steps), self.gates.skipped_steps())
         return router.annotate(await self.conclude(StopReason.completed, ran, chain.previous, outputs))

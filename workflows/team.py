@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message
     from contracts.state import JobInput, MemberState
+    from contracts.words import plural
 
 from workflows._activities import TEAM_BOARD
 from workflows._children import absorb_ledger, child_input, child_spec, end_children
@@ -103,7 +104,10 @@ class TeamMemberJob(JobWorkflow):
         except StopJob as stop:
             return await self.conclude(stop.reason, stop.explanation, "", outputs)
         return await self.conclude(
-            StopReason.completed, f"{len(outputs)} tasks done", "\n\n".join(outputs.values()), outputs
+            StopReason.completed,
+            f"{plural(len(outputs), 'task')} done",
+            "\n\n".join(outputs.values()),
+            outputs,
         )
 
     async def _post(self, coordinator: str, agent: str, task_id: str, text: str, *, failed: bool) -> None:
@@ -210,7 +214,7 @@ class TeamJob(JobWorkflow):
                         if not handle.done():
                             await handle.signal(TeamMemberJob.on_wake)
             done = [t for t in self.board.values() if t.state == "done"]
-            explanation = f"the board is empty: {len(done)} of {len(self.board)} tasks done"
+            explanation = f"the board is empty: {len(done)} of {plural(len(self.board), 'task')} done"
         except StopJob as stop:
             reason, explanation = stop.reason, stop.explanation
         self.closed = True

@@ -37,7 +37,7 @@ def test_mcp_example_asks_the_time_server(
     assert done.returncode == 0, done.stderr
     assert "stop reason  completed" in done.stdout
     assert '"timezone": "Asia/Tokyo"' in done.stdout and "+09:00" in done.stdout
-    assert "1 tool calls" in done.stdout
+    assert "; 1 tool call" in done.stdout and "1 tool calls" not in done.stdout
 
 
 def test_tools_example_runs_and_its_gated_tool_is_approved_from_the_cli(
