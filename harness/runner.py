@@ -24,7 +24,7 @@ from temporalio.client import Client
 from activities.catalog import ModelCatalog, load_catalog, resolve
 from activities.codec import describe
 from activities.config import ProviderSettings
-from activities.connect import connect
+from activities.connect import connect, untraced
 from contracts.jobs import JobProgress, JobResult
 from contracts.names import TOOLS_ENV
 from contracts.spec import JobSpec, SpecError
@@ -134,8 +134,9 @@ def job_url(ui_url: str | None, namespace: str, job_id: str) -> str | None:
 async def follow(
     client: Client, job_id: str, on_progress: Callable[[JobProgress], None], interval: float = 0.5
 ) -> JobResult:
-    """Poll the job's ``status`` query until it ends; return its result."""
-    handle = client.get_workflow_handle(job_id, result_type=JobResult)
+    """Poll the job's ``status`` query until it ends; return its result. The polls are not traced:
+    each would be a trace of its own, a few a second, beside the one trace of the job."""
+    handle = untraced(client).get_workflow_handle(job_id, result_type=JobResult)
     result_task = asyncio.ensure_future(handle.result())
     try:
         while not result_task.done():
