@@ -18,7 +18,7 @@ from activities.codec import data_converter
 from activities.telemetry import JobSpanInterceptor, setup_from_env
 from contracts.names import TASK_QUEUE, TASK_QUEUE_ENV
 
-__all__ = ["DEFAULT_ADDRESS", "connect", "task_queue", "tracing_interceptors"]
+__all__ = ["DEFAULT_ADDRESS", "connect", "task_queue", "tracing_interceptors", "untraced"]
 
 DEFAULT_ADDRESS = "127.0.0.1:7233"
 
@@ -48,6 +48,18 @@ def tracing_interceptors(tracer: Any = None) -> list[Any]:
     and activities, propagated through headers, and the job-end span (``JobSpanInterceptor``) inside
     them. ``tracer``: the global provider's unless given."""
     return [TracingInterceptor(tracer), JobSpanInterceptor()]
+
+
+def untraced(client: Client) -> Client:
+    """``client`` without the tracing interceptors, on the same connection: for polling, where every
+    query would otherwise open a trace of its own (a client span, and the worker's span under it)."""
+    config = client.config()
+    config["interceptors"] = [
+        interceptor
+        for interceptor in config["interceptors"]
+        if not isinstance(interceptor, (TracingInterceptor, JobSpanInterceptor))
+    ]
+    return Client(**config)
 
 
 def task_queue() -> str:

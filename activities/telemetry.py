@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -35,10 +37,12 @@ from contracts.tools import ToolCallRequest, ToolCallResult
 
 __all__ = [
     "CAPTURE_CONTENT_ENV",
+    "EXPORTERS",
     "JobSpanInterceptor",
     "ModelCallSpan",
     "Telemetry",
     "ToolCallSpan",
+    "exporters",
     "setup_from_env",
     "telemetry_wanted",
 ]
@@ -49,55 +53,98 @@ CAPTURE_CONTENT_ENV = "HARNESS_OTEL_CAPTURE_CONTENT"
 SCOPE = "harness"
 
 
-def _exporter_wanted(env: Mapping[str, str], signal: str) -> bool:
-    """Whether the standard variables ask for an OTLP exporter of ``signal`` (TRACES or METRICS)."""
-    chosen = env.get(f"OTEL_{signal}_EXPORTER", "").strip().lower()
-    if chosen == "none":
-        return False
-    return bool(
-        chosen or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
-    )
+EXPORTERS = ("otlp", "console")
+"""The values of ``OTEL_TRACES_EXPORTER`` and ``OTEL_METRICS_EXPORTER`` harness honours, besides
+``none``: OTLP over HTTP, and the console (stderr, so a command's output on stdout stays clean)."""
+
+log = logging.getLogger(__name__)
+
+
+def exporters(env: Mapping[str, str], signal: str) -> list[str]:
+    """The exporters the standard variables choose for ``signal`` (TRACES or METRICS): the
+    comma-separated ``OTEL_{signal}_EXPORTER`` (``none`` among them: none), else ``otlp`` when an OTLP
+    endpoint is set for it, else none. A name not in ``EXPORTERS`` is left out, with a warning."""
+    chosen = [name.strip().lower() for name in env.get(f"OTEL_{signal}_EXPORTER", "").split(",")]
+    chosen = [name for name in chosen if name]
+    if not chosen:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
+        return ["otlp"] if endpoint else []
+    if "none" in chosen:
+        return []
+    unknown = [name for name in chosen if name not in EXPORTERS]
+    if unknown:
+        log.warning(
+            "OTEL_%s_EXPORTER: %s not supported (harness exports to %s or none); ignored",
+            signal,
+            ", ".join(unknown),
+            " or ".join(EXPORTERS),
+        )
+    return [name for name in dict.fromkeys(chosen) if name in EXPORTERS]
 
 
 def telemetry_wanted(env: Mapping[str, str] | None = None) -> bool:
-    """Whether the ``OTEL_*`` environment turns telemetry on: an OTLP endpoint (or an exporter) is
-    set for traces or metrics, not set to ``none``, and ``OTEL_SDK_DISABLED`` is not true."""
+    """Whether the ``OTEL_*`` environment turns telemetry on: an exporter is chosen for traces or
+    metrics (``exporters``), and ``OTEL_SDK_DISABLED`` is not true."""
     env = os.environ if env is None else env
-    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return False
-    return _exporter_wanted(env, "TRACES") or _exporter_wanted(env, "METRICS")
+    return not _disabled(env) and bool(exporters(env, "TRACES") or exporters(env, "METRICS"))
+
+
+def _disabled(env: Mapping[str, str]) -> bool:
+    return env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
 
 
 def setup_from_env(env: Mapping[str, str] | None = None) -> bool:
-    """Install OTLP/HTTP exporting tracer and meter providers as the global ones when the ``OTEL_*``
-    environment asks for telemetry; return whether it is on.
+    """Install tracer and meter providers as the global ones, exporting where the ``OTEL_*``
+    environment says (``exporters``: OTLP over HTTP, the console); return whether telemetry is on.
 
-    The exporters read the standard variables (endpoint, headers, timeout, protocol options);
-    ``service.name`` is ``OTEL_SERVICE_NAME``, or ``harness``. Idempotent: providers already installed
-    (by an earlier call, or by the embedding program) are kept, since OpenTelemetry's global
-    providers can be set once per process.
+    The OTLP exporters read the standard variables (endpoint, headers, timeout, protocol options);
+    the console ones write JSON to stderr. ``service.name`` is ``OTEL_SERVICE_NAME``, or ``harness``.
+    Idempotent: providers already installed (by an earlier call, or by the embedding program) are
+    kept, since OpenTelemetry's global providers can be set once per process.
     """
     env = os.environ if env is None else env
-    if not telemetry_wanted(env):
+    traces, meters = exporters(env, "TRACES"), exporters(env, "METRICS")
+    if _disabled(env) or not (traces or meters):
         return False
     # Imported here: a process with telemetry off never loads the SDK or the exporters.
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME") or SCOPE})
-    if _exporter_wanted(env, "TRACES") and not isinstance(trace.get_tracer_provider(), TracerProvider):
+    if traces and not isinstance(trace.get_tracer_provider(), TracerProvider):
         tracer_provider = TracerProvider(resource=resource)
-        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        for name in traces:
+            tracer_provider.add_span_processor(_span_processor(name))
         trace.set_tracer_provider(tracer_provider)
-    if _exporter_wanted(env, "METRICS") and not isinstance(metrics.get_meter_provider(), MeterProvider):
-        reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+    if meters and not isinstance(metrics.get_meter_provider(), MeterProvider):
+        readers = [_metric_reader(name) for name in meters]
+        metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))
     return True
+
+
+def _span_processor(exporter: str) -> Any:
+    """OTLP spans in batches; console spans one by one, as they end."""
+    if exporter == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+        return SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stderr))
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    return BatchSpanProcessor(OTLPSpanExporter())
+
+
+def _metric_reader(exporter: str) -> Any:
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    if exporter == "console":
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        return PeriodicExportingMetricReader(ConsoleMetricExporter(out=sys.stderr))
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+    return PeriodicExportingMetricReader(OTLPMetricExporter())
 
 
 def _capture_from_env() -> bool:

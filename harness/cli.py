@@ -47,6 +47,30 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
+
+def _print_version(wanted: bool) -> None:
+    """``--version``: the installed package's version, read from its metadata (nothing else loads)."""
+    if not wanted:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        print(f"harness {version('harness')}")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        print("harness (not installed: no version)")
+    raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """A durable scheduler for AI-agent work, built on Temporal."""
+
+
 DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the embedded server keeps its SQLite data.")]
 
 

@@ -30,6 +30,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.connect import task_queue
 from contracts import search_attributes as sa
+from contracts.display import job_details, job_summary
 from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals
 from contracts.names import ACCOUNT_WEIGHT_MEMO, account_workflow_id, job_id_stem
 from contracts.spec import JobSpec, priority_key
@@ -126,6 +127,9 @@ async def start_job(
         ),
         # The memo is not encrypted by a payload codec: names only, never prompt text.
         memo={"name": spec.name, "mode": spec.mode, "agents": [agent.name for agent in spec.agents]},
+        # What the Web UI shows atop the job: user metadata, which the codec seals like the spec.
+        static_summary=job_summary(spec),
+        static_details=job_details(spec),
     )
 
 

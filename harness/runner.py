@@ -23,7 +23,7 @@ from temporalio.client import Client
 from activities.catalog import ModelCatalog, UnknownModelError, UnknownPriceError, load_catalog, resolve
 from activities.codec import describe
 from activities.config import ProviderSettings
-from activities.connect import connect
+from activities.connect import connect, untraced
 from contracts.jobs import JobResult
 from contracts.names import TOOLS_ENV
 from contracts.spec import JobSpec, SpecError
@@ -136,10 +136,12 @@ def job_url(ui_url: str | None, namespace: str, job_id: str) -> str | None:
 
 async def follow(client: Client, job_id: str, on_event: Callable[[WatchEvent], None]) -> JobResult:
     """Watch the job until it ends (``harness.watch``), handing each event to ``on_event``; return
-    its result (a failed job raises, as ``handle.result()`` does)."""
-    async for event in watch(client, job_id):
+    its result (a failed job raises, as ``handle.result()`` does). The watcher's reads are not
+    traced: each would be a trace of its own, several a second, beside the one trace of the job."""
+    quiet = untraced(client)
+    async for event in watch(quiet, job_id):
         on_event(event)
-    result: JobResult = await client.get_workflow_handle(job_id, result_type=JobResult).result()
+    result: JobResult = await quiet.get_workflow_handle(job_id, result_type=JobResult).result()
     return result
 
 

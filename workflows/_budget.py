@@ -37,6 +37,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from contracts.accounts import AccountCall, GiveBackRequest, LeaseRequest
     from contracts.controls import AddBudgetRequest
+    from contracts.display import timer_at
     from contracts.jobs import JobStatus, LedgerTotals, StopReason
     from contracts.models import EstimateReason, ModelCallResult, ModelInfo, Usage
     from contracts.spec import AgentSpec, BudgetLimits, BudgetSpec, JobSpec
@@ -415,7 +416,12 @@ class BudgetKeeper:
         self.job.state.detail = f"quota used up; next period in {refusal.retry_after} ({refusal.message()})"
         self.job.set_status(JobStatus.waiting)
         # A durable timer: a worker restart while waiting resumes the same wait.
-        await self.job.wait_for(lambda: False, within=refusal.retry_after)
+        await self.job.wait_for(
+            lambda: False,
+            within=refusal.retry_after,
+            where="waiting for the next quota period",
+            summary=f"quota: next period at {timer_at(workflow.now() + refusal.retry_after)}",
+        )
         self.job.state.detail = ""
         self.job.set_status(JobStatus.running)
 
@@ -426,7 +432,12 @@ class BudgetKeeper:
             f"waiting for add_budget (up to {within}): the next call of {agent}: {refusal.message()}"
         )
         self.job.set_status(JobStatus.waiting)
-        raised = await self.job.wait_for(lambda: self._fits(node, grant, input_estimate), within=within)
+        raised = await self.job.wait_for(
+            lambda: self._fits(node, grant, input_estimate),
+            within=within,
+            where="waiting for add_budget",
+            summary=f"budget ask: waits for add_budget until {timer_at(workflow.now() + within)}",
+        )
         self.job.state.detail = "" if raised else f"nobody raised the budget within {within}"
         self.job.set_status(JobStatus.running)
         return raised

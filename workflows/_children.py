@@ -19,6 +19,7 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from contracts.display import timer_at
     from contracts.jobs import JobResult, LedgerTotals
     from contracts.models import ModelCallResult, Usage
     from contracts.spec import AgentSpec, BudgetSpec, JobSpec
@@ -166,7 +167,11 @@ async def end_children(
         except Exception:  # a child that ended meanwhile needs no signal
             continue
     with contextlib.suppress(TimeoutError):
-        await workflow.wait_condition(lambda: all(h.done() for h in children.values()), timeout=grace)
+        await workflow.wait_condition(
+            lambda: all(h.done() for h in children.values()),
+            timeout=grace,
+            timeout_summary=f"children report their spend by {timer_at(workflow.now() + grace)}",
+        )
     ledgers: dict[str, LedgerTotals] = {}
     for child_id, handle in children.items():
         ended = handle.done() and not handle.cancelled() and handle.exception() is None

@@ -24,6 +24,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from contracts.controls import GateDecision
+    from contracts.display import timer_at
     from contracts.jobs import GateKind, GateOutcome, GateRecord, JobStatus, StopReason
     from contracts.spec import GateSpec, JobSpec
     from contracts.state import GatesState
@@ -192,7 +193,11 @@ class Gates:
     async def _wait_decided(self, record: GateRecord, within: timedelta) -> bool:
         """Wait for a decision (True) or the timeout (False); an abort or the job's deadline raise."""
         return await self.job.wait_for(
-            lambda: record.outcome is not None, within=within, where="at an approval gate"
+            lambda: record.outcome is not None,
+            within=within,
+            where=f"at approval gate {record.gate}",
+            summary=f"gate {record.gate}: {record.default} if undecided by "
+            + timer_at(record.opened_at + within),
         )
 
     def _close(self, record: GateRecord, outcome: GateOutcome, by: str, note: str) -> None:

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         InterruptRequest,
         SetPriorityRequest,
     )
+    from contracts.display import timer_at
     from contracts.jobs import (
         JobProgress,
         JobResult,
@@ -383,7 +384,7 @@ class JobWorkflow:
             self.budget.release(call_id)  # refused before it was sent: nothing to pay
             raise
         started = workflow.now()
-        self.in_flight = f"{agent.name} on {model.ref}" + (f" (step {step})" if step else "")
+        self.in_flight = self.call_label(agent.name, model.ref, step)
         self._interrupt_pending = False
         try:
             result = await self._call(request, summary=self.in_flight)
@@ -500,6 +501,11 @@ class JobWorkflow:
         )
         self._publish()
 
+    def call_label(self, agent: str, model: str, step: str | None) -> str:
+        """What a model call is, as its activity's summary in the Web UI and ``status`` (``calling``)
+        name it: '<agent> on <model> (step <step>)'. A mode may say more (group chat: the round)."""
+        return f"{agent} on {model}" + (f" (step {step})" if step else "")
+
     async def _call(self, request: ModelCallRequest, summary: str) -> ModelCallResult:
         model = request.model
         handle = MODEL_CALL.start(
@@ -515,6 +521,7 @@ class JobWorkflow:
             await workflow.wait_condition(
                 lambda: handle.done() or self._interrupt_pending or self.state.abort_reason is not None,
                 timeout=remaining,
+                timeout_summary=self.deadline_summary(f"during {summary}"),
             )
         except TimeoutError:
             handle.cancel()
@@ -560,6 +567,13 @@ class JobWorkflow:
 
     # ----- time, pause, abort ------------------------------------------------------------------
 
+    def deadline_summary(self, where: str) -> str | None:
+        """The summary of a timer that the job's deadline ends (None: no deadline), saying ``where``
+        the job waits: 'job deadline 2026-05-09 07:45:00 UTC (at an approval gate)'."""
+        if self.spec.deadline is None or self.state.started_at is None:
+            return None
+        return f"job deadline {timer_at(self.state.started_at + self.spec.deadline)} ({where})"
+
     def deadline_left(self) -> timedelta | None:
         """What is left of the job's deadline, counted from its first run's start (None: no deadline).
 
@@ -573,19 +587,28 @@ class JobWorkflow:
         return remaining
 
     async def wait_for(
-        self, condition: Callable[[], bool], within: timedelta | None = None, *, where: str = "while waiting"
+        self,
+        condition: Callable[[], bool],
+        within: timedelta | None = None,
+        *,
+        where: str = "while waiting",
+        summary: str | None = None,
     ) -> bool:
         """Wait durably until ``condition`` holds (True) or ``within`` passes (False).
 
         The one wait of every mode and collaborator (budget asks and quotas, gates, children): the
         job's deadline still applies (``StopJob`` with ``deadline``, saying ``where``), and an abort
-        ends the wait at once (``StopJob`` with ``aborted``).
+        ends the wait at once (``StopJob`` with ``aborted``). The timer's summary in the Web UI is
+        ``summary`` (what ends at ``within``, and when), or the deadline's when that comes first.
         """
         remaining = self.deadline_left()
         limit = within if remaining is None or (within is not None and within < remaining) else remaining
+        timer = self.deadline_summary(where) if limit is remaining else summary
         try:
             await workflow.wait_condition(
-                lambda: condition() or self.state.abort_reason is not None, timeout=limit
+                lambda: condition() or self.state.abort_reason is not None,
+                timeout=limit,
+                timeout_summary=timer,
             )
         except TimeoutError:
             if limit is remaining and remaining is not None:

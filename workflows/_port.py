@@ -56,10 +56,20 @@ class Job(Protocol):
         """What is left of the deadline (None: no deadline); ``StopJob`` once it has passed."""
         ...
 
+    def deadline_summary(self, where: str) -> str | None:
+        """The Web UI summary of a timer the deadline ends (None: no deadline), saying ``where``."""
+        ...
+
     async def wait_for(
-        self, condition: Callable[[], bool], within: timedelta | None = None, *, where: str = "while waiting"
+        self,
+        condition: Callable[[], bool],
+        within: timedelta | None = None,
+        *,
+        where: str = "while waiting",
+        summary: str | None = None,
     ) -> bool:
-        """Wait durably for ``condition`` (True) or ``within`` (False), under the deadline and abort."""
+        """Wait durably for ``condition`` (True) or ``within`` (False), under the deadline and abort;
+        ``summary`` names the timer of ``within`` in the Web UI."""
         ...
 
     async def turn(

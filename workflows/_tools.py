@@ -213,7 +213,9 @@ class Tools:
         try:
             try:
                 await workflow.wait_condition(
-                    lambda: all(h.done() for h in handles) or job.preempted(), timeout=remaining
+                    lambda: all(h.done() for h in handles) or job.preempted(),
+                    timeout=remaining,
+                    timeout_summary=job.deadline_summary(f"during {names} for {agent.name}"),
                 )
             except TimeoutError:
                 why, past_deadline = "cancelled: the job's deadline passed", True

@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
         ReapRequest,
         TopupRequest,
     )
+    from contracts.display import timer_at
     from contracts.names import ACCOUNT_WORKFLOW
 
 from workflows._activities import ACCOUNT_REAP
@@ -100,15 +101,22 @@ class BudgetAccountWorkflow:
                 await self._reap()
                 next_reap = None
                 continue
-            deadlines = [d for d in (self._period_end(), next_reap) if d is not None]
+            period_end = self._period_end()
+            deadlines = [d for d in (period_end, next_reap) if d is not None]
             leased = bool(self.state.leases)
+            wake = min(deadlines) if deadlines else None
+            what = "period ends" if wake is not None and wake == period_end else "open leases checked"
 
             def woken(leased: bool = leased) -> bool:
                 return self._should_continue_as_new() or bool(self.state.leases) != leased
 
             # Wakes when a period ends, a check of the leases is due, or leases appear or all go.
             with contextlib.suppress(TimeoutError):
-                await workflow.wait_condition(woken, timeout=min(deadlines) - now if deadlines else None)
+                await workflow.wait_condition(
+                    woken,
+                    timeout=wake - now if wake is not None else None,
+                    timeout_summary=f"{what} at {timer_at(wake)}" if wake is not None else None,
+                )
         await workflow.wait_condition(workflow.all_handlers_finished)
         self.closing = True
         self._roll()

@@ -37,6 +37,7 @@ from temporalio.exceptions import ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from contracts.controls import AbortRequest
+    from contracts.display import job_details, job_summary
     from contracts.jobs import JobResult, LedgerTotals, StopReason
     from contracts.models import Message
     from contracts.outputs import Plan, Subtask
@@ -204,7 +205,8 @@ class DelegationJob(JobWorkflow):
                         child_input(self, child),
                         id=child_id,
                         parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
-                        static_summary=f"subtask {subtask_id} (round {round_no})",
+                        static_summary=job_summary(child, f"subtask {subtask_id} (round {round_no})"),
+                        static_details=job_details(child),
                         priority=self.task_priority,
                     )
                     for subtask_id, child_id, child in starting

@@ -61,7 +61,8 @@ class TokenFairnessWorkflow:
             )
             wait = self.written_at + WRITE_INTERVAL - workflow.now() if self.written_at else timedelta(0)
             if wait > timedelta(0):
-                await workflow.sleep(wait)  # at most one write an interval: later calls wait for it
+                # At most one write an interval: later calls wait for it.
+                await workflow.sleep(wait, summary=f"next weights write, {WRITE_INTERVAL} after the last")
             self.dirty = False
             self.written_at = workflow.now()
             await self._write()

@@ -122,6 +122,10 @@ class GroupChatJob(JobWorkflow):
             )
         )
 
+    def call_label(self, agent: str, model: str, step: str | None) -> str:
+        """'<agent> on <model> (round N)': a chat's turns have no step, its round says where they are."""
+        return f"{agent} on {model} (round {self.state.round}" + (f", {step})" if step else ")")
+
     async def _next_speaker(
         self, spec: JobSpec, rotation: RoundRobin, fair: FairShare, conversation: list[tuple[str, str]]
     ) -> str:

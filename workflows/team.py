@@ -22,11 +22,14 @@ each adds a bounded handful of events (a claim, a result, a wake per member).
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from contracts.board import BoardReply, BoardRequest, BoardTask
     from contracts.controls import AbortRequest
+    from contracts.display import job_details, job_summary
     from contracts.jobs import JobResult, StopReason
     from contracts.models import Message
     from contracts.state import JobInput, MemberState
@@ -173,27 +176,21 @@ class TeamJob(JobWorkflow):
         for text in spec.team.tasks or [spec.task]:
             self._add(text, posted_by=None)
         share = 1.0 / len(spec.agents)
-        members = {
-            agent.name: await workflow.start_child_workflow(
+        members: dict[str, workflow.ChildWorkflowHandle[Any, JobResult]] = {}
+        for agent in spec.agents:
+            member_id = f"{self.job_id}--{agent.name}"
+            member = child_spec(
+                self, child_id=member_id, agent=agent, mode="team", task=spec.task, share=share
+            )
+            members[agent.name] = await workflow.start_child_workflow(
                 TeamMemberJob.run,
-                child_input(
-                    self,
-                    child_spec(
-                        self,
-                        child_id=f"{self.job_id}--{agent.name}",
-                        agent=agent,
-                        mode="team",
-                        task=spec.task,
-                        share=share,
-                    ),
-                ),
-                id=f"{self.job_id}--{agent.name}",
+                child_input(self, member),
+                id=member_id,
                 parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
-                static_summary=f"team member {agent.name}",
+                static_summary=job_summary(member, f"team member {agent.name}"),
+                static_details=job_details(member),
                 priority=self.task_priority,
             )
-            for agent in spec.agents
-        }
         reason, explanation = StopReason.completed, ""
         try:
             while not self._finished():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import http.server
+import json
 import os
 import subprocess
 import sys
@@ -28,14 +29,18 @@ from activities.catalog import ModelCatalog, resolve
 from activities.config import ProviderSettings
 from activities.function_tools import ToolRegistry
 from activities.model_call import ModelCallActivities
-from activities.telemetry import Telemetry, setup_from_env, telemetry_wanted
+from activities.telemetry import Telemetry, exporters, setup_from_env, telemetry_wanted
 from activities.tool_catalog import ToolCatalog
 from activities.tools import ToolActivities
+from contracts.controls import GateDecision
+from contracts.jobs import JobProgress
 from contracts.models import Message, ModelCallRequest, ModelCallResult
 from contracts.spec import parse_spec
 from contracts.tools import ToolCallRequest
+from harness.client import start_job
+from harness.runner import follow
 from harness.sim import SimServer
-from tests.helpers import ROOT, make_worker, run_job
+from tests.helpers import ROOT, harness, make_worker, run_job
 from worker import tracing_interceptors, workflow_runner
 from workflows import ALL_WORKFLOWS
 
@@ -251,7 +256,10 @@ async def test_an_interrupted_model_call_and_tool_call_count_as_interrupts(
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, True),
         ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces"}, True),
         ({"OTEL_TRACES_EXPORTER": "otlp"}, True),
+        ({"OTEL_TRACES_EXPORTER": "console"}, True),
+        ({"OTEL_METRICS_EXPORTER": "console"}, True),
         ({"OTEL_TRACES_EXPORTER": "none"}, False),
+        ({"OTEL_TRACES_EXPORTER": "zipkin"}, False),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "none"}, True),
         (
             {
@@ -268,6 +276,25 @@ def test_telemetry_is_on_only_when_an_otel_exporter_is_set(env: dict[str, str], 
     """An OTLP endpoint or exporter turns telemetry on; nothing set, ``none`` for both signals or
     ``OTEL_SDK_DISABLED`` leaves it off."""
     assert telemetry_wanted(env) is on
+
+
+@pytest.mark.parametrize(
+    ("env", "chosen"),
+    [
+        ({}, []),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x"}, ["otlp"]),
+        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://x/v1/traces"}, ["otlp"]),
+        ({"OTEL_TRACES_EXPORTER": "console"}, ["console"]),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://x", "OTEL_TRACES_EXPORTER": "console"}, ["console"]),
+        ({"OTEL_TRACES_EXPORTER": " OTLP, console "}, ["otlp", "console"]),
+        ({"OTEL_TRACES_EXPORTER": "console,none"}, []),
+        ({"OTEL_TRACES_EXPORTER": "zipkin,console"}, ["console"]),
+    ],
+)
+def test_the_standard_variables_choose_the_trace_exporters(env: dict[str, str], chosen: list[str]) -> None:
+    """``OTEL_TRACES_EXPORTER`` names the exporters (a list; ``none`` wins; unsupported names are
+    left out); unset, an OTLP endpoint means OTLP and nothing means no exporter."""
+    assert exporters(env, "TRACES") == chosen
 
 
 @pytest.fixture
@@ -323,6 +350,53 @@ async def test_a_job_is_one_trace_from_the_client_to_its_model_calls_and_replays
     assert len(traced.finished()) == before, "a replay made spans again"
 
 
+async def test_following_a_job_adds_no_trace_per_poll(
+    dev_env: WorkflowEnvironment, gateway_of: Any, traced: Collected
+) -> None:
+    """``harness run``'s follow polls a traced client's job many times, yet every span is in the
+    job's one trace and none is a query's: the polls are untraced."""
+    tracer = traced.telemetry.tracer
+    client = Client(**{**dev_env.client.config(), "interceptors": tracing_interceptors(tracer)})
+    spec = parse_spec(
+        {
+            "id": f"follow-{uuid.uuid4().hex[:8]}",
+            "mode": "sequential",
+            "task": "Write one line.",
+            "agents": [{"name": "writer", "model": "sim:writer", "max_output_tokens": 40}],
+            "steps": [
+                {"id": "draft", "agent": "writer", "prompt": "{task}"},
+                {"id": "publish", "agent": "writer", "prompt": "{input}"},
+            ],
+            "gates": [{"name": "ok", "before_step": "publish", "timeout": "1h"}],
+        }
+    )
+    polls: list[JobProgress] = []
+    waiting = asyncio.Event()
+
+    def seen(progress: JobProgress) -> None:
+        polls.append(progress)
+        if sum(1 for poll in polls if poll.pending_gates) >= 3:
+            waiting.set()
+
+    async def approve_once_polled() -> None:
+        await waiting.wait()  # the job cannot end before three polls saw it wait at its gate
+        await dev_env.client.get_workflow_handle(spec.id or "").execute_update(
+            "approve", GateDecision(gate="ok", by="test"), result_type=str
+        )
+
+    async with make_worker(client, gateway_of(traced.telemetry)) as worker:
+        await start_job(client, spec, queue=worker.task_queue)
+        approving = asyncio.ensure_future(approve_once_polled())
+        result = await follow(client, spec.id or "", seen, interval=0.05)
+        await approving
+    assert result.stop_reason == "completed"
+    assert len(polls) >= 3
+    names = [span.name for span in traced.finished()]
+    assert any(name.startswith("StartWorkflow:") for name in names)
+    assert not [name for name in names if "Query" in name], names
+    assert len({span.context.trace_id for span in traced.finished() if span.context}) == 1
+
+
 EXPORTING = """
 from opentelemetry import trace
 from activities.telemetry import Telemetry, setup_from_env
@@ -336,34 +410,127 @@ telemetry.budget_refused("team", "job-1")
 """
 
 
+class Collector:
+    """An OTLP/HTTP collector on a free port: what was posted, by path."""
+
+    def __init__(self) -> None:
+        received: dict[str, bytes] = {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                received[self.path] = self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.received = received
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_the_console_exporter_prints_spans_to_stderr_and_sends_nothing_over_otlp() -> None:
+    """With ``OTEL_TRACES_EXPORTER=console`` a process's spans are printed as JSON on stderr (stdout
+    stays clean), and none goes over OTLP, though an OTLP endpoint is set and answers."""
+    collector = Collector()
+    try:
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_TRACES_EXPORTER": "console",
+            "OTEL_METRICS_EXPORTER": "none",
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", EXPORTING],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+    finally:
+        collector.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert [span["name"] for span in console_spans(done.stderr)] == ["probe"]
+    assert collector.received == {}
+
+
+@pytest.mark.e2e
+def test_harness_run_prints_the_jobs_one_trace_with_the_console_exporter(
+    dev_env: WorkflowEnvironment, sim: SimServer
+) -> None:
+    """`harness run` with ``OTEL_TRACES_EXPORTER=console`` prints the job's spans on stderr, from its
+    start to its model calls and its end, all in one trace: no trace per status poll, and nothing
+    sent over OTLP."""
+    collector = Collector()
+    try:
+        done = harness(
+            "run",
+            "examples/sequential.yaml",
+            env={
+                "TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host,
+                "HARNESS_SIM_URL": sim.url,
+                "HARNESS_TASK_QUEUE": f"otel-{uuid.uuid4().hex[:8]}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+                "OTEL_TRACES_EXPORTER": "console",
+                "OTEL_METRICS_EXPORTER": "none",
+            },
+        )
+    finally:
+        collector.close()
+    assert done.returncode == 0, done.stderr
+    assert "stop reason  completed" in done.stdout
+    spans = console_spans(done.stderr)
+    names = [span["name"] for span in spans]
+    assert any(name.startswith("StartWorkflow:") for name in names), names
+    assert "RunActivity:harness.model_call" in names and "chat writer" in names
+    assert any(name.startswith("JobEnded:") for name in names)
+    assert not [name for name in names if "Query" in name], names
+    assert len({span["context"]["trace_id"] for span in spans}) == 1
+    assert collector.received == {}
+
+
+def console_spans(text: str) -> list[dict[str, Any]]:
+    """The spans the console exporter printed (JSON objects, each with a name and a context) in
+    ``text``, in order, skipping anything else on the stream."""
+    decoder = json.JSONDecoder()
+    spans, at = [], text.find("{")
+    while at != -1:
+        try:
+            value, end = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            at = text.find("{", at + 1)
+            continue
+        if isinstance(value, dict) and "name" in value and "context" in value:
+            spans.append(value)
+        at = text.find("{", end)
+    return spans
+
+
 def test_setup_from_env_exports_spans_and_metrics_over_otlp_http() -> None:
     """With ``OTEL_EXPORTER_OTLP_ENDPOINT`` set, a process's spans and metrics reach that endpoint as
     OTLP/HTTP (flushed at exit), its service named ``harness``; without it ``setup_from_env`` is off."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-    received: dict[str, bytes] = {}
-
-    class Collector(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            received[self.path] = self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Collector)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    collector = Collector()
     try:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("OTEL_")},
-            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_address[1]}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
         }
         subprocess.run([sys.executable, "-c", EXPORTING], env=env, cwd=ROOT, check=True, timeout=30)
     finally:
-        server.shutdown()
-        server.server_close()
+        collector.close()
+    received = collector.received
     assert set(received) == {"/v1/traces", "/v1/metrics"}
     traces = ExportTraceServiceRequest.FromString(received["/v1/traces"])
     (resource,) = traces.resource_spans

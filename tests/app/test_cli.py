@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -328,6 +329,14 @@ def test_reading_and_steering_import_no_provider_or_mcp_sdk() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ""
+
+
+def test_version_is_the_installed_packages() -> None:
+    """``harness --version`` prints the version in the package's metadata and exits 0, connecting to
+    nothing (no Temporal answers at the address)."""
+    done = harness("--version", env={"TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"harness {importlib.metadata.version('harness')}\n"
 
 
 def test_a_worker_for_some_roles_needs_them_split() -> None:

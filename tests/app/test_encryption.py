@@ -17,10 +17,11 @@ from activities.codec import KEYS_ENV, codec_from_env
 from activities.model_call import ModelCallActivities
 from contracts.jobs import StopReason
 from contracts.spec import JobSpec, parse_spec
+from harness.client import start_job
 from harness.codec_server import CodecServer
 from harness.devserver import DevServer, temporal_cli
 from harness.sim import SimServer
-from tests.helpers import connect, free_port, make_worker, run_job
+from tests.helpers import connect, free_port, make_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -72,11 +73,14 @@ def workflow_show(server: DevServer, job_id: str, *extra: str) -> str:
 
 
 async def run_canary_job(server: DevServer, gateway: ModelCallActivities) -> tuple[JobSpec, str]:
-    """Run the canary job to its end on a worker of this process; returns its spec and canary."""
+    """Run the canary job to its end on a worker of this process, started as ``harness run`` starts
+    it (``start_job``: its static details in the Web UI quote the task); returns its spec and canary."""
     spec, canary = canary_spec()
     client = await connect(server)
     async with make_worker(client, gateway) as worker:
-        result = await run_job(client, worker.task_queue, spec)
+        handle = await start_job(client, spec, queue=worker.task_queue)
+        result = await handle.result()
+    assert canary in (await (await handle.describe()).static_details() or "")
     assert result.stop_reason is StopReason.completed
     assert canary in result.output  # the simulator's draft repeats its prompt: outputs carry it too
     return spec, canary
@@ -85,8 +89,9 @@ async def run_canary_job(server: DevServer, gateway: ModelCallActivities) -> tup
 async def test_with_a_key_the_task_is_unreadable_without_the_codec(
     server: DevServer, gateway: ModelCallActivities, sim: SimServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With HARNESS_CODEC_KEYS set, neither the task text nor its canary is in the SQLite file or in
-    `temporal workflow show`; with --codec-endpoint at the codec server, the show prints the canary."""
+    """With HARNESS_CODEC_KEYS set, neither the task text nor its canary is in the SQLite file (the
+    job's input, outputs and its Web UI summary and details alike) or in `temporal workflow show`;
+    with --codec-endpoint at the codec server, the show prints the canary."""
     monkeypatch.setenv(KEYS_ENV, f"test-key={base64.b64encode(os.urandom(32)).decode()}")
     spec, canary = await run_canary_job(server, gateway)
     stored = database_bytes(server)
