@@ -211,11 +211,11 @@ def watch(
     """Follow a job live: the reply's tokens as they are written, step, elapsed time, spend against
     the budget, and events (interrupt, gate and the command that decides it, degrade,
     continue-as-new, child jobs) as they happen; ends when the job does. Costs the job no history."""
-    from activities.connect import connect
+    from activities.connect import connect, untraced
     from harness.watch import watch as events
 
     async def go() -> dict[str, Any]:
-        client = await connect()
+        client = untraced(await connect())  # polls several times a second: not a trace each
         ended: dict[str, Any] = {}
         if as_json:
             async for event in events(client, job_id):
