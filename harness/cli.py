@@ -23,7 +23,6 @@ from rich.text import Text
 from contracts.jobs import JobProgress, JobResult, JobStatus, LedgerTotals, StopReason, TurnRecord
 from contracts.models import Usage
 from contracts.names import TOOLS_ENV
-from contracts.spec import SpecError
 from contracts.words import plural
 from harness.cli_args import JobId
 from harness.cli_budget import budget_app
@@ -34,7 +33,6 @@ from harness.cli_limits import limits_app
 from harness.cli_routing import routing_app, routing_section
 from harness.cli_watch import WatchView
 from harness.cli_watch import watch as watch_command
-from harness.specfile import load_spec
 from policies.ledger import NodeView
 
 app = typer.Typer(
@@ -372,13 +370,20 @@ def run(
     """Run a job, starting whatever is missing (server, simulator, worker); print its result."""
     from activities.catalog import load_catalog
     from activities.config import ProviderSettings
+    from contracts.spec import SpecError
     from harness.runner import check_models, check_tools, run_job
+    from harness.specfile import load_spec
 
     if tools is not None:
         os.environ[TOOLS_ENV] = str(tools)  # the in-process worker reads its catalog from here
     try:
         spec = load_spec(file)
-        check_models(spec, load_catalog(ProviderSettings.from_env().catalog_path))
+        catalog_path = ProviderSettings.from_env().catalog_path
+        try:
+            catalog = load_catalog(catalog_path)
+        except (ValueError, OSError) as error:  # the model catalog file: unreadable, a bad field
+            raise SpecError(f"model catalog {catalog_path}: {error}") from None
+        check_models(spec, catalog)
         check_tools(spec, os.environ.get(TOOLS_ENV), needed=worker)
     except SpecError as error:
         _fail(str(error), code=2)

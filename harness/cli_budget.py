@@ -20,7 +20,6 @@ from rich.table import Table
 
 from contracts.accounts import AccountState, AccountView, TopupRequest
 from contracts.names import ACCOUNT_WEIGHT_MEMO, ACCOUNT_WORKFLOW, account_workflow_id
-from contracts.spec import parse_duration
 from harness.cli_errors import fail as _fail
 
 __all__ = ["account_table", "budget_app", "parse_period"]
@@ -35,6 +34,8 @@ def parse_period(value: str | None) -> timedelta | None:
     if value is None or value.strip().lower() in ("", "none", "never"):
         return None
     named = PERIODS.get(value.strip().lower())
+    from contracts.spec import parse_duration  # the spec's parser; imported only when needed
+
     duration = named if named is not None else parse_duration(value)
     if duration <= timedelta(0):
         raise ValueError("the period must be positive")

@@ -16,8 +16,6 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 from rich.console import Console
-from temporalio.client import WorkflowUpdateFailedError
-from temporalio.service import RPCError
 
 from contracts.controls import (
     AbortRequest,
@@ -42,6 +40,9 @@ By = Annotated[str | None, typer.Option("--by", help="Who decides; default user@
 
 def _run(job_id: str, name: str, payload: BaseModel | None, update: bool, result_type: Any = str) -> Any:
     """Send signal or update ``name`` to ``job_id``; print a clear error when it is refused."""
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
     from activities.connect import connect
     from harness.client import update_job
 
@@ -160,6 +161,8 @@ def set_priority(
         _fail(f"set_priority refused: priority must be from 0 (most urgent) to 9, not {priority}")
     request = SetPriorityRequest(task=task, priority=priority)
     if task == "job":
+        from temporalio.service import RPCError
+
         from activities.connect import connect
         from harness.client import set_job_priority
 
