@@ -33,13 +33,13 @@ from activities.telemetry import Telemetry, exporters, setup_from_env, telemetry
 from activities.tool_catalog import ToolCatalog
 from activities.tools import ToolActivities
 from contracts.controls import GateDecision
-from contracts.jobs import JobProgress
 from contracts.models import Message, ModelCallRequest, ModelCallResult
 from contracts.spec import parse_spec
 from contracts.tools import ToolCallRequest
 from harness.client import start_job
 from harness.runner import follow
 from harness.sim import SimServer
+from harness.watch import WatchEvent
 from tests.helpers import ROOT, harness, make_worker, run_job
 from worker import tracing_interceptors, workflow_runner
 from workflows import ALL_WORKFLOWS
@@ -353,8 +353,8 @@ async def test_a_job_is_one_trace_from_the_client_to_its_model_calls_and_replays
 async def test_following_a_job_adds_no_trace_per_poll(
     dev_env: WorkflowEnvironment, gateway_of: Any, traced: Collected
 ) -> None:
-    """``harness run``'s follow polls a traced client's job many times, yet every span is in the
-    job's one trace and none is a query's: the polls are untraced."""
+    """``harness run``'s follow (``harness watch``) polls a traced client's job many times, yet every
+    span is in the job's one trace and none is a query's: the polls are untraced."""
     tracer = traced.telemetry.tracer
     client = Client(**{**dev_env.client.config(), "interceptors": tracing_interceptors(tracer)})
     spec = parse_spec(
@@ -370,16 +370,17 @@ async def test_following_a_job_adds_no_trace_per_poll(
             "gates": [{"name": "ok", "before_step": "publish", "timeout": "1h"}],
         }
     )
-    polls: list[JobProgress] = []
+    events: list[WatchEvent] = []
     waiting = asyncio.Event()
 
-    def seen(progress: JobProgress) -> None:
-        polls.append(progress)
-        if sum(1 for poll in polls if poll.pending_gates) >= 3:
+    def seen(event: WatchEvent) -> None:
+        events.append(event)
+        if event.kind == "gate_opened":  # seen by a status query; the watcher polls on meanwhile
             waiting.set()
 
     async def approve_once_polled() -> None:
-        await waiting.wait()  # the job cannot end before three polls saw it wait at its gate
+        await waiting.wait()  # the job cannot end before the watcher saw it wait at its gate
+        await asyncio.sleep(1.5)  # a few more status queries and many describes while it waits
         await dev_env.client.get_workflow_handle(spec.id or "").execute_update(
             "approve", GateDecision(gate="ok", by="test"), result_type=str
         )
@@ -387,10 +388,10 @@ async def test_following_a_job_adds_no_trace_per_poll(
     async with make_worker(client, gateway_of(traced.telemetry)) as worker:
         await start_job(client, spec, queue=worker.task_queue)
         approving = asyncio.ensure_future(approve_once_polled())
-        result = await follow(client, spec.id or "", seen, interval=0.05)
+        result = await follow(client, spec.id or "", seen)
         await approving
     assert result.stop_reason == "completed"
-    assert len(polls) >= 3
+    assert [e.kind for e in events].count("status") >= 2
     names = [span.name for span in traced.finished()]
     assert any(name.startswith("StartWorkflow:") for name in names)
     assert not [name for name in names if "Query" in name], names
