@@ -38,7 +38,7 @@ from harness.client import describe_job, ended_how, has_pollers
 
 __all__ = ["STATUS_S", "TICK_S", "WatchEvent", "gate_commands", "watch"]
 
-TICK_S = 0.2
+TICK_S = 0.1
 """Seconds between reads of the job's description (pending calls and their heartbeats)."""
 STATUS_S = 0.5
 """Seconds between ``status`` queries."""
